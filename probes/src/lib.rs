@@ -1,0 +1,3 @@
+//! Database provisioning, the probe catalogue and the runner.
+
+pub mod db;

@@ -1,0 +1,1 @@
+//! Integration tests for the reports crate: one binary, one module per area.

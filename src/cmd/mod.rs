@@ -1,0 +1,10 @@
+//! One file per subcommand; each turns its flags into a validated plan and runs it.
+
+pub mod agent;
+pub mod approvals;
+pub mod audit;
+pub mod bench;
+pub mod db;
+pub mod policy;
+pub mod probe;
+pub mod review;
