@@ -170,6 +170,11 @@ pub(crate) struct AggregateArgs {
 }
 
 pub(crate) fn invalid(path: &str, message: impl Into<String>, suggestion: &str) -> ToolError {
+    let suggestion = if suggestion.is_empty() {
+        "fix this argument; db_describe_schema lists every field with its type and operators"
+    } else {
+        suggestion
+    };
     ToolError::new(
         ErrorCode::ValidationError,
         format!("`{path}`: {}", message.into()),

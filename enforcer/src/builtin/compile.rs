@@ -342,7 +342,9 @@ fn resolve_conditions<'p>(
                 Some(v) => CondValue::One(scalar(class, v, &vpath, &field)?),
             },
         };
-        check_tenant_filter(scope, model, column, &value, &c.path)?;
+        if matches!(c.op, Op::Eq | Op::In) {
+            check_tenant_filter(scope, model, column, &value, &c.path)?;
+        }
         out.push(ResolvedCond {
             column,
             class,
@@ -353,8 +355,9 @@ fn resolve_conditions<'p>(
     Ok(out)
 }
 
-/// A filter that names another tenant on the tenant column is an attempt to cross tenants: it is
-/// refused outright (and audited as such) rather than silently returning nothing.
+/// An equality (`eq`, `in`) on the tenant column naming another tenant is an attempt to cross
+/// tenants: it is refused outright (and audited as such) rather than silently returning nothing.
+/// Other operators on the tenant column are harmless (the tenant predicate still applies).
 fn check_tenant_filter(
     scope: Scope<'_>,
     model: &ModelPolicy,

@@ -1,1 +1,6 @@
 //! Integration tests for the enforcer crate: one binary, one module per area.
+
+mod adversarial;
+mod gateway_support;
+mod reads;
+mod redaction;
