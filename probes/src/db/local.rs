@@ -252,9 +252,14 @@ impl LocalCluster {
             what: "cannot set the superuser password".to_string(),
             source: None,
         })?;
+        let phase = Instant::now();
         conn.execute(sqlx::raw_sql(&format!("CREATE DATABASE \"{DATABASE}\"")))
             .await
             .map_err(|e| DbError::query("cannot create the preflight database", e))?;
+        tracing::debug!(
+            elapsed_ms = phase.elapsed().as_millis() as u64,
+            "database created"
+        );
         let _ = conn.close().await;
         cluster.start_time = started.elapsed();
         Ok(cluster)
@@ -297,8 +302,18 @@ impl LocalCluster {
             user.chown(&cluster.socket_dir)?;
         }
         let data = root.join("data");
+        let phase = Instant::now();
         cluster.prepare_data_dir(&data, run_as.as_ref())?;
+        tracing::debug!(
+            elapsed_ms = phase.elapsed().as_millis() as u64,
+            "data dir prepared"
+        );
+        let phase = Instant::now();
         cluster.spawn_server(&data, run_as.as_ref())?;
+        tracing::debug!(
+            elapsed_ms = phase.elapsed().as_millis() as u64,
+            "server ready"
+        );
         Ok(cluster)
     }
 

@@ -90,6 +90,14 @@ async fn check_shop(db: &Database, rows: u64) {
     .await
     .expect("fixture metadata");
     assert_eq!(recorded, rows.to_string());
+    if db.superuser_url().is_some() && db.info().kind != "url" {
+        // Paused during the load only.
+        let autovacuum: String = sqlx::query_scalar("SHOW autovacuum")
+            .fetch_one(&owner)
+            .await
+            .expect("show autovacuum");
+        assert_eq!(autovacuum, "on");
+    }
 
     // Every canary is registered, 131 per tenant, and present in the cell it names.
     let per_tenant: Vec<(String, i64)> = sqlx::query_as(
