@@ -43,6 +43,11 @@ pub async fn provision(db: &Db, fixtures: &FixtureOptions) -> Result<Database, D
             auto(&image, bin_dir.clone(), &set, fixtures.rows).await
         }
     };
+    if registry::interrupted() {
+        // The interrupt handler is tearing down what this call started and will exit the
+        // process with 130; returning an error now would race it to a different exit code.
+        std::future::pending::<()>().await;
+    }
     if let Ok(db) = &result {
         tracing::info!(
             backend = %db.info().kind,
