@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 use std::sync::LazyLock;
 
-use regex::{Captures, Regex};
+use regex::{Captures, Regex, RegexSet};
 
 use crate::model::{Evidence, Finding, Location, Report, RunEnvironment, ToolCallRecord};
 
@@ -101,11 +101,26 @@ static RULES: LazyLock<Vec<Rule>> = LazyLock::new(|| {
     ]
 });
 
+/// All patterns in one automaton: nearly every string in a report holds no secret, and one pass
+/// that says so is far cheaper than trying each rule in turn.
+static ANY: LazyLock<RegexSet> = LazyLock::new(|| {
+    RegexSet::new(RULES.iter().map(|r| r.re.as_str())).expect("redaction patterns compile as a set")
+});
+
 /// Masks connection-string passwords, bearer tokens, API keys and private keys in `text`.
 /// Idempotent: scrubbing scrubbed text changes nothing.
 pub fn scrub(text: &str) -> Cow<'_, str> {
     let mut out: Cow<'_, str> = Cow::Borrowed(text);
-    for rule in RULES.iter() {
+    let hits = ANY.matches(text);
+    if !hits.matched_any() {
+        return out;
+    }
+    for (i, rule) in RULES.iter().enumerate() {
+        // A rule can only match text that an earlier rule rewrote if the set saw it too:
+        // replacements only shorten secrets to masks, which no pattern matches.
+        if !hits.matched(i) {
+            continue;
+        }
         if let Cow::Owned(s) = rule.re.replace_all(&out, |c: &Captures| (rule.mask)(c)) {
             out = Cow::Owned(s);
         }
@@ -137,7 +152,26 @@ pub fn scrub_json(value: &mut serde_json::Value) {
     }
 }
 
-/// A copy of `report` with [`scrub`] applied to every string field. Every renderer starts here.
+/// A report whose every string has been through [`scrub`]. Renderers write only from this type,
+/// so none can forget the scrubbing; [`crate::write_all`] scrubs once for all six files.
+#[derive(Clone, Debug)]
+pub struct Scrubbed(Report);
+
+impl Scrubbed {
+    pub fn new(report: &Report) -> Scrubbed {
+        Scrubbed(scrub_report(report))
+    }
+}
+
+impl std::ops::Deref for Scrubbed {
+    type Target = Report;
+
+    fn deref(&self) -> &Report {
+        &self.0
+    }
+}
+
+/// A copy of `report` with [`scrub`] applied to every string field.
 pub fn scrub_report(report: &Report) -> Report {
     let mut r = report.clone();
     scrub_environment(&mut r.environment);

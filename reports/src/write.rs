@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::checklist::Checklist;
 use crate::model::Report;
+use crate::redact::Scrubbed;
 use crate::render;
 
 /// The files [`write_all`] produces, in the order it returns them.
@@ -56,19 +57,37 @@ pub fn write_all_with(
         path: out_dir.to_path_buf(),
         source,
     })?;
-    type Render = fn(&Report, &Checklist, &mut Vec<u8>) -> std::io::Result<()>;
+    // Scrub once for all six files; each renderer takes only a scrubbed report.
+    let report = Scrubbed::new(report);
+    type Render = fn(&Scrubbed, &Checklist, &mut Vec<u8>) -> std::io::Result<()>;
     let renderers: [(&'static str, Render); 6] = [
-        ("report.json", |r, _, w| render::json::render(r, w)),
-        ("report.md", |r, _, w| render::markdown::render(r, w)),
-        ("report.html", |r, _, w| render::html::render(r, w)),
-        ("junit.xml", |r, _, w| render::junit::render(r, w)),
-        ("results.sarif", render::sarif::render_with),
-        ("checklist.md", render::checklist::render),
+        ("report.json", |r, _, w| render::json::render_scrubbed(r, w)),
+        ("report.md", |r, _, w| {
+            w.extend_from_slice(render::markdown::render_scrubbed(r).as_bytes());
+            Ok(())
+        }),
+        ("report.html", |r, _, w| {
+            w.extend_from_slice(render::html::render_scrubbed(r).as_bytes());
+            Ok(())
+        }),
+        ("junit.xml", |r, _, w| {
+            w.extend_from_slice(render::junit::render_scrubbed(r).as_bytes());
+            Ok(())
+        }),
+        ("results.sarif", |r, c, w| {
+            serde_json::to_writer_pretty(&mut *w, &render::sarif::to_value_scrubbed(r, c))?;
+            w.push(b'\n');
+            Ok(())
+        }),
+        ("checklist.md", |r, c, w| {
+            w.extend_from_slice(render::checklist::render_scrubbed(r, c).as_bytes());
+            Ok(())
+        }),
     ];
     let mut paths = Vec::with_capacity(renderers.len());
     for (file, render) in renderers {
         let mut buf: Vec<u8> = Vec::new();
-        render(report, checklist, &mut buf)
+        render(&report, checklist, &mut buf)
             .map_err(|source| ReportError::Render { file, source })?;
         let path = out_dir.join(file);
         write_atomically(&path, &buf).map_err(|source| ReportError::Write {
@@ -77,7 +96,6 @@ pub fn write_all_with(
         })?;
         paths.push(path);
     }
-    debug_assert_eq!(paths.len(), REPORT_FILES.len());
     Ok(paths)
 }
 

@@ -13,7 +13,7 @@ use std::io::{self, Write};
 use crate::checklist::{Checklist, Item};
 use crate::escape::{md_code, md_inline};
 use crate::model::{Report, Verdict};
-use crate::redact::scrub_report;
+use crate::redact::Scrubbed;
 use crate::summary::Counts;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,9 +129,12 @@ pub fn render(report: &Report, checklist: &Checklist, out: &mut impl Write) -> i
 }
 
 pub fn render_string(report: &Report, checklist: &Checklist) -> String {
-    let report = scrub_report(report);
+    render_scrubbed(&Scrubbed::new(report), checklist)
+}
+
+pub(crate) fn render_scrubbed(report: &Scrubbed, checklist: &Checklist) -> String {
     let e = &report.environment;
-    let all = statuses(checklist, &report);
+    let all = statuses(checklist, report);
     let count = |st: Status| all.iter().filter(|s| s.status == st).count();
 
     let mut md = String::new();

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::escape::markup;
 use crate::model::{Finding, Report, ReportKind, Verdict};
-use crate::redact::scrub_report;
+use crate::redact::Scrubbed;
 use crate::render::{json_line, seconds};
 use crate::summary::Counts;
 
@@ -61,7 +61,10 @@ pub fn render(report: &Report, out: &mut impl Write) -> io::Result<()> {
 }
 
 pub fn render_string(report: &Report) -> String {
-    let report = scrub_report(report);
+    render_scrubbed(&Scrubbed::new(report))
+}
+
+pub(crate) fn render_scrubbed(report: &Scrubbed) -> String {
     let summary = report.summary();
     let totals = summary.totals;
     let outcome = totals.outcome();

@@ -11,7 +11,7 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 use crate::model::{Finding, ProbeEvent, ProbeEventKind, Report, ReportKind, RunEnvironment};
-use crate::redact::{scrub_finding, scrub_report};
+use crate::redact::{scrub_finding, Scrubbed};
 use crate::summary::Summary;
 use crate::REPORT_SCHEMA_VERSION;
 
@@ -24,13 +24,15 @@ struct JsonReport<'a> {
     /// Milliseconds.
     duration: u64,
     tool_calls: u64,
-    findings: &'a [Finding],
+    findings: Vec<&'a Finding>,
 }
 
 /// Writes `report.json`: pretty-printed, findings in reading order (failures first).
 pub fn render(report: &Report, out: &mut impl Write) -> io::Result<()> {
-    let mut report = scrub_report(report);
-    report.findings.sort_by(crate::summary::finding_cmp);
+    render_scrubbed(&Scrubbed::new(report), out)
+}
+
+pub(crate) fn render_scrubbed(report: &Scrubbed, out: &mut impl Write) -> io::Result<()> {
     let doc = JsonReport {
         schema_version: report.schema_version,
         kind: report.kind,
@@ -38,7 +40,7 @@ pub fn render(report: &Report, out: &mut impl Write) -> io::Result<()> {
         summary: report.summary(),
         duration: report.duration.as_millis() as u64,
         tool_calls: report.tool_calls,
-        findings: &report.findings,
+        findings: report.sorted_findings(),
     };
     serde_json::to_writer_pretty(&mut *out, &doc)?;
     out.write_all(b"\n")
@@ -122,7 +124,7 @@ mod tests {
     fn round_trips_into_the_model() {
         let text = rendered();
         let back: Report = serde_json::from_str(&text).unwrap();
-        let mut expected = scrub_report(&sample_report());
+        let mut expected = crate::redact::scrub_report(&sample_report());
         expected.findings.sort_by(crate::summary::finding_cmp);
         assert_eq!(back, expected);
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();

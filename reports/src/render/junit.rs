@@ -8,7 +8,7 @@ use std::io::{self, Write};
 
 use crate::escape::markup;
 use crate::model::{Finding, Report, Verdict};
-use crate::redact::scrub_report;
+use crate::redact::Scrubbed;
 use crate::render::{evidence_text, seconds};
 
 /// An attribute value: newlines kept as character references (parsers turn raw ones into spaces).
@@ -22,7 +22,10 @@ pub fn render(report: &Report, out: &mut impl Write) -> io::Result<()> {
 }
 
 pub fn render_string(report: &Report) -> String {
-    let report = scrub_report(report);
+    render_scrubbed(&Scrubbed::new(report))
+}
+
+pub(crate) fn render_scrubbed(report: &Scrubbed) -> String {
     let summary = report.summary();
     let t = summary.totals;
     let e = &report.environment;

@@ -8,7 +8,7 @@ use std::io::{self, Write};
 
 use crate::escape::{markup, md_block, md_code, md_inline, truncate};
 use crate::model::{Finding, Report, Verdict};
-use crate::redact::scrub_report;
+use crate::redact::Scrubbed;
 use crate::render::{evidence_text, seconds};
 use crate::summary::Counts;
 
@@ -205,7 +205,10 @@ pub fn render(report: &Report, out: &mut impl Write) -> io::Result<()> {
 
 /// The Markdown as a string, never longer than GitHub's comment limit.
 pub fn render_string(report: &Report) -> String {
-    let report = scrub_report(report);
+    render_scrubbed(&Scrubbed::new(report))
+}
+
+pub(crate) fn render_scrubbed(report: &Scrubbed) -> String {
     let sorted = report.sorted_findings();
     let total = sorted.len();
     let mut doc = Doc {
@@ -213,7 +216,7 @@ pub fn render_string(report: &Report) -> String {
         full: false,
     };
     // The header is a few hundred bytes plus one row per family; it always fits.
-    doc.text.push_str(&header(&report));
+    doc.text.push_str(&header(report));
 
     // Findings shown in full (with evidence) or at least as a headline.
     let mut shown = 0usize;

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use crate::checklist::Checklist;
 use crate::model::{Finding, Report, ReportKind, Severity, Verdict};
-use crate::redact::scrub_report;
+use crate::redact::Scrubbed;
 
 pub const SARIF_SCHEMA: &str = "https://json.schemastore.org/sarif-2.1.0.json";
 pub const SARIF_VERSION: &str = "2.1.0";
@@ -165,7 +165,10 @@ fn message(f: &Finding) -> String {
 
 /// The SARIF document as a JSON value.
 pub fn to_value(report: &Report, checklist: &Checklist) -> Value {
-    let report = scrub_report(report);
+    to_value_scrubbed(&Scrubbed::new(report), checklist)
+}
+
+pub(crate) fn to_value_scrubbed(report: &Scrubbed, checklist: &Checklist) -> Value {
     let e = &report.environment;
     let sorted = report.sorted_findings();
 
