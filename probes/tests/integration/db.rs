@@ -376,6 +376,32 @@ async fn child_process() {
                 "{text}"
             );
 
+            // No backend at all: every one tried is listed with its reason.
+            let err = provision(
+                &Db::Auto {
+                    image: image.clone(),
+                    bin_dir: Some(PathBuf::from("/nonexistent/pg/bin")),
+                },
+                &shop(0),
+            )
+            .await
+            .expect_err("no backend");
+            let text = err.report();
+            assert!(matches!(err, DbError::NoBackend { .. }), "{text}");
+            assert_eq!(err.kind(), DbErrorKind::Infra);
+            assert!(
+                text.starts_with("no backend could start a database:"),
+                "{text}"
+            );
+            assert!(
+                text.contains("\n  - container: no Docker daemon answered at"),
+                "{text}"
+            );
+            assert!(
+                text.contains("\n  - local: PostgreSQL server binaries (initdb, postgres) not found; looked in /nonexistent/pg/bin"),
+                "{text}"
+            );
+
             // auto falls back to a local cluster and says why.
             let database = must(
                 &Db::Auto {
