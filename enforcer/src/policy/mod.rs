@@ -1,6 +1,7 @@
 //! Policy files: the validated model, the YAML loader, the live catalog it is checked against,
 //! the stable hash, lint and regression cases.
 
+mod cases;
 mod catalog;
 mod decl;
 mod hash;
@@ -9,6 +10,10 @@ mod load;
 mod model;
 mod yaml;
 
+pub use cases::{
+    coverage, load_cases, load_cases_str, render_cases_table, run_cases, Actual, Case, CaseOutcome,
+    CaseReport, Cases, Coverage, CoverageItem, Expectation,
+};
 pub use catalog::{
     is_numeric_type, is_text_type, Catalog, CatalogError, ColumnInfo, ForeignKey, TableInfo,
     TableKind, TENANT_COLUMN_NAMES,
