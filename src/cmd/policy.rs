@@ -142,7 +142,7 @@ fn hash(args: HashArgs) -> CmdResult {
 /// Where lint's catalog came from.
 enum CatalogSource {
     /// A throwaway database with the fixtures, torn down when dropped.
-    Throwaway(Database),
+    Throwaway(Box<Database>),
     /// An existing database, by URL (shown redacted).
     Url(String),
 }
@@ -164,7 +164,7 @@ async fn catalog_from(db: DbArgs) -> Result<(CatalogSource, Catalog), CliError> 
     let database = provision(&db_choice, &fixtures).await.map_err(db_error)?;
     let pool = database.owner_pool().await.map_err(db_error)?;
     let catalog = Catalog::read(&pool).await.map_err(catalog_error)?;
-    Ok((CatalogSource::Throwaway(database), catalog))
+    Ok((CatalogSource::Throwaway(Box::new(database)), catalog))
 }
 
 fn catalog_error(e: CatalogError) -> CliError {
