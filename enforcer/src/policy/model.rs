@@ -261,6 +261,18 @@ pub struct FieldRules {
     pub models: BTreeMap<String, ModelFieldRules>,
 }
 
+impl Default for FieldRules {
+    /// No declared rules and a deny default: what a policy built in code (tests) gets when it
+    /// resolves its columns itself.
+    fn default() -> Self {
+        Self {
+            default_action: FieldAction::Deny,
+            global: PatternSet::default(),
+            models: BTreeMap::new(),
+        }
+    }
+}
+
 /// The validated policy.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Policy {
