@@ -6,10 +6,12 @@
 
 use std::io::Write as _;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::{Args, Subcommand, ValueEnum};
+use preflight_enforcer::builtin::{BuiltinGateway, BuiltinOptions};
 use preflight_enforcer::policy::{self, Catalog, CatalogError, Policy, Severity};
-use preflight_probes::db::{provision, redact_url, Database, Db, FixtureOptions};
+use preflight_probes::db::{provision, redact_url, Database, Db};
 
 use crate::cmd::db_args::{db_error, DbArgs};
 use crate::error::{CliError, CmdResult, Outcome};
@@ -248,8 +250,84 @@ async fn lint(args: LintArgs) -> CmdResult {
 }
 
 async fn test(args: TestArgs) -> CmdResult {
-    let _ = (args, FixtureOptions::DEFAULT_ROWS);
-    Err(CliError::config(
-        "`preflight policy test` needs the built-in gateway, which is not in this build yet",
-    ))
+    // Malformed inputs are reported before any database is started.
+    let cases = policy::load_cases(&args.cases).map_err(|e| {
+        CliError::config(format!(
+            "the cases file is not valid ({} problem{}):\n{e}",
+            e.len(),
+            if e.len() == 1 { "" } else { "s" }
+        ))
+    })?;
+    load(&args.policy, None)?;
+    let (db_choice, fixtures) = args.db.to_db()?;
+    eprintln!(
+        "starting the database ({}) for {} cases ...",
+        redact_url(args.db.db.trim()),
+        cases.cases.len()
+    );
+    let database = provision(&db_choice, &fixtures).await.map_err(db_error)?;
+    let pool = database.owner_pool().await.map_err(db_error)?;
+    let catalog = Catalog::read(&pool).await.map_err(catalog_error)?;
+    let p = Arc::new(load(&args.policy, Some(&catalog))?);
+    let gateway =
+        BuiltinGateway::connect(p.clone(), database.agent_url(), BuiltinOptions::default())
+            .await
+            .map_err(|e| CliError::infra(format!("{e}: {}", source_text(&e))))?;
+    let report = policy::run_cases(&gateway, &cases).await;
+    let coverage = policy::coverage(&p, &cases);
+    let text = match args.format {
+        Format::Json => {
+            let v = serde_json::json!({
+                "cases": cases.path,
+                "policy": args.policy.display().to_string(),
+                "policy_hash": p.hash,
+                "passed": report.passed(),
+                "failed": report.failed(),
+                "outcomes": report.outcomes,
+                "coverage": coverage.items,
+            });
+            format!("{}\n", serde_json::to_string_pretty(&v).unwrap_or_default())
+        }
+        Format::Table | Format::Text => render_test(&report, &coverage, &p),
+    };
+    print(&text)?;
+    drop(gateway);
+    drop(database);
+    Ok(Outcome::from_all_passed(report.all_passed()))
+}
+
+fn render_test(report: &policy::CaseReport, coverage: &policy::Coverage, p: &Policy) -> String {
+    let mut s = policy::render_cases_table(report);
+    s.push('\n');
+    for o in report.outcomes.iter().filter(|o| !o.passed) {
+        s.push_str(&format!(
+            "FAIL line {}: {}: expected {}, got {}{}\n",
+            o.line,
+            o.name,
+            o.expected,
+            o.actual,
+            if o.detail.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", o.detail)
+            }
+        ));
+    }
+    let unexercised: Vec<&policy::CoverageItem> = coverage.unexercised().collect();
+    s.push_str(&format!(
+        "coverage: {} of {} policy rules exercised\n",
+        coverage.exercised_count(),
+        coverage.items.len()
+    ));
+    for i in &unexercised {
+        s.push_str(&format!("  not exercised: {} {}\n", i.kind, i.key));
+    }
+    s.push_str(&format!(
+        "{} passed, {} failed (policy {}, hash {})\n",
+        report.passed(),
+        report.failed(),
+        p.name,
+        &p.hash[..12.min(p.hash.len())]
+    ));
+    s
 }

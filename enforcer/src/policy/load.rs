@@ -890,6 +890,22 @@ fn check_relations(
                     RelationKind::HasMany => (target_t, this_t),
                 };
                 match holder.column(fk) {
+                    // The key is on the other side: most likely the kind is the wrong way round.
+                    None if referenced.column(fk).is_some() => {
+                        let (kind_word, flipped) = match kind {
+                            RelationKind::BelongsTo => ("belongs_to", "has_many"),
+                            RelationKind::HasMany => ("has_many", "belongs_to"),
+                        };
+                        d.error(
+                            *fk_span,
+                            &format!("{rp}.foreign_key"),
+                            format!(
+                                "a `{kind_word}` relation's key is a column of `{}`, which has no `{fk}`; `{}` has it: is the kind `{flipped}`?",
+                                holder.qualified_name(),
+                                referenced.qualified_name()
+                            ),
+                        );
+                    }
                     None => unknown_column(
                         d,
                         holder,

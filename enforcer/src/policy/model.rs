@@ -288,7 +288,9 @@ pub struct Policy {
     pub quotas: Quotas,
     pub budget_store: BudgetStoreConfig,
     pub audit: AuditPolicy,
+    #[serde(default)]
     pub deployment: Deployment,
+    #[serde(default)]
     pub field_rules: FieldRules,
     /// Where each top-level and model key sits in the file (`models.customers.fields.email`), so
     /// lint findings and SARIF results can cite the governing line.
