@@ -194,9 +194,19 @@ fn load_error(file: &str, e: &marked_yaml::LoadError) -> PolicyErrors {
     }
 }
 
-/// The position where a node starts.
+/// The position where a node starts. For a block mapping the parser marks the first `:`, so the
+/// first key is used instead: that is where the mapping visibly begins.
 pub(crate) fn span(node: &Node) -> Span {
-    node.span().start().map(to_span).unwrap_or_default()
+    let own = node.span().start().map(to_span).unwrap_or_default();
+    if let Node::Mapping(m) = node {
+        if let Some(first) = m.keys().next() {
+            let key = key_span(first);
+            if (key.line, key.column) < (own.line, own.column) {
+                return key;
+            }
+        }
+    }
+    own
 }
 
 pub(crate) fn key_span(key: &MarkedScalarNode) -> Span {
