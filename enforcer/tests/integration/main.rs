@@ -1,1 +1,4 @@
 //! Integration tests for the enforcer crate: one binary, one module per area.
+
+mod audit;
+mod writes_support;
