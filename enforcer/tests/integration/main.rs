@@ -1,4 +1,5 @@
 //! Integration tests for the enforcer crate: one binary, one module per area.
 
 mod audit;
+mod budget_store;
 mod writes_support;

@@ -113,3 +113,63 @@ pub async fn snapshot(owner: &mut PgConnection) -> Value {
     }
     Value::Object(out)
 }
+
+/// A real `redis-server` on a free port, in a temp dir, without persistence; killed on drop.
+pub struct RedisServer {
+    child: std::process::Child,
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    pub async fn start() -> RedisServer {
+        let bin = std::env::var("PREFLIGHT_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+        let dir = tempfile::tempdir().expect("temp dir");
+        for _attempt in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("a free port");
+            let mut child = std::process::Command::new(&bin)
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(dir.path())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!("cannot start {bin} ({e}); install it: apt-get install -y redis-server")
+                });
+            let url = format!("redis://127.0.0.1:{port}/");
+            for _ in 0..100 {
+                if let Ok(client) = redis::Client::open(url.as_str()) {
+                    if let Ok(mut c) = client.get_multiplexed_async_connection().await {
+                        let pong: Result<String, _> = redis::cmd("PING").query_async(&mut c).await;
+                        if pong.is_ok() {
+                            return RedisServer {
+                                child,
+                                url,
+                                _dir: dir,
+                            };
+                        }
+                    }
+                }
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // port taken meanwhile: try another
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("redis-server did not come up");
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
