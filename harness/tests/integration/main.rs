@@ -1,1 +1,5 @@
 //! Integration tests for the harness crate: one binary, one module per area.
+
+mod faults;
+mod loop_mechanics;
+mod support;
