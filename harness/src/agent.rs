@@ -17,8 +17,8 @@ use async_openai::types::chat::{
     ChatCompletionRequestMessage, ChatCompletionRequestSystemMessage,
     ChatCompletionRequestSystemMessageContent, ChatCompletionRequestToolMessage,
     ChatCompletionRequestToolMessageContent, ChatCompletionRequestUserMessage,
-    ChatCompletionRequestUserMessageContent, ChatCompletionTool, ChatCompletionTools,
-    CreateChatCompletionRequest, FunctionCall, FunctionObject,
+    ChatCompletionRequestUserMessageContent, ChatCompletionTool, ChatCompletionToolChoiceOption,
+    ChatCompletionTools, CreateChatCompletionRequest, FunctionCall, FunctionObject,
 };
 use preflight_enforcer::{CallContext, ErrorCode, Gateway, ToolError, ToolSpec};
 use serde::Serialize;
@@ -44,6 +44,8 @@ pub struct AgentSettings {
     /// Sent as `max_tokens` (the field every compatible server knows).
     pub max_tokens: Option<u32>,
     pub seed: Option<i64>,
+    /// `tool_choice` as sent; `None` leaves the server's default (`auto` when tools are given).
+    pub tool_choice: Option<ChatCompletionToolChoiceOption>,
 }
 
 impl AgentSettings {
@@ -55,6 +57,7 @@ impl AgentSettings {
             temperature: None,
             max_tokens: None,
             seed: None,
+            tool_choice: None,
         }
     }
 }
@@ -279,6 +282,9 @@ pub async fn run_agent(
         own_tenant_in_results: 0,
         duration: Duration::ZERO,
     };
+    // `max_tokens` and `seed` are deprecated by OpenAI but are what compatible servers (llama.cpp,
+    // vLLM, Ollama) understand.
+    #[allow(deprecated)]
     let mut request = CreateChatCompletionRequest {
         model: settings.model.clone(),
         messages: vec![
@@ -301,6 +307,7 @@ pub async fn run_agent(
         temperature: settings.temperature,
         max_tokens: settings.max_tokens,
         seed: settings.seed,
+        tool_choice: settings.tool_choice.clone(),
         ..Default::default()
     };
     let mut harness_ids: HashSet<String> = HashSet::new();
@@ -497,14 +504,12 @@ pub async fn run_agent(
                 error_code: error.as_ref().map(|e| e.code),
                 content: text.clone(),
             });
-            request
-                .messages
-                .push(ChatCompletionRequestMessage::Tool(
-                    ChatCompletionRequestToolMessage {
-                        content: ChatCompletionRequestToolMessageContent::Text(text),
-                        tool_call_id: id.clone(),
-                    },
-                ));
+            request.messages.push(ChatCompletionRequestMessage::Tool(
+                ChatCompletionRequestToolMessage {
+                    content: ChatCompletionRequestToolMessageContent::Text(text),
+                    tool_call_id: id.clone(),
+                },
+            ));
             run.tool_calls.push(ToolCallLog {
                 step,
                 id,
@@ -522,7 +527,8 @@ pub async fn run_agent(
     }
     if !finished {
         run.outcome = RunOutcome::StepLimit;
-        run.transcript.push(TranscriptEntry::StepLimit { steps: run.steps });
+        run.transcript
+            .push(TranscriptEntry::StepLimit { steps: run.steps });
     }
     run.duration = started.elapsed();
     run

@@ -47,7 +47,9 @@ pub enum CassetteError {
     },
     #[error("cassette {path} is not a valid cassette: {message}")]
     Parse { path: String, message: String },
-    #[error("cassette {path} has version {found}; this preflight reads version {CASSETTE_VERSION}")]
+    #[error(
+        "cassette {path} has version {found}; this preflight reads version {CASSETTE_VERSION}"
+    )]
     Version { path: String, found: u32 },
     #[error("cannot write cassette {path}")]
     Write {
@@ -136,7 +138,13 @@ impl Recorder {
     }
 
     /// Records one successful exchange. `api_key` is scrubbed from both bodies.
-    pub fn record(&self, request_body: &[u8], _status: u16, response: &[u8], api_key: Option<&str>) {
+    pub fn record(
+        &self,
+        request_body: &[u8],
+        _status: u16,
+        response: &[u8],
+        api_key: Option<&str>,
+    ) {
         let Some(normal) = normalise(request_body) else {
             return;
         };
@@ -197,13 +205,11 @@ fn normalise(request_body: &[u8]) -> Option<Value> {
         let entry = match role {
             "tool" => {
                 let content = m.get("content").map(content_text).unwrap_or_default();
-                let code = serde_json::from_str::<Value>(&content)
-                    .ok()
-                    .and_then(|v| {
-                        v.pointer("/error/code")
-                            .and_then(Value::as_str)
-                            .map(str::to_string)
-                    });
+                let code = serde_json::from_str::<Value>(&content).ok().and_then(|v| {
+                    v.pointer("/error/code")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                });
                 json!({"role": "tool", "result": code.map(|c| format!("error:{c}")).unwrap_or_else(|| "ok".into())})
             }
             "assistant" => {
@@ -224,7 +230,9 @@ fn normalise(request_body: &[u8]) -> Option<Value> {
                     .unwrap_or_default();
                 json!({"role": "assistant", "content": m.get("content").map(content_text).unwrap_or_default(), "tool_calls": calls})
             }
-            _ => json!({"role": role, "content": m.get("content").map(content_text).unwrap_or_default()}),
+            _ => {
+                json!({"role": role, "content": m.get("content").map(content_text).unwrap_or_default()})
+            }
         };
         out.push(entry);
     }
@@ -294,7 +302,9 @@ mod tests {
             let back = Cassette::load(&p).unwrap();
             assert_eq!(back, cassette);
             assert!(back.lookup(&body("{}", "other")).is_some());
-            assert!(back.lookup(&body(r#"{"error":{"code":"x"}}"#, "c")).is_none());
+            assert!(back
+                .lookup(&body(r#"{"error":{"code":"x"}}"#, "c"))
+                .is_none());
         }
     }
 }

@@ -105,7 +105,11 @@ pub struct Completion {
 pub enum ModelError {
     /// Retried `attempts` times; the last fault is `last`.
     #[error("model API failed after {attempts} attempts: {last}")]
-    Exhausted { attempts: u32, last: String, retries: Vec<Attempt> },
+    Exhausted {
+        attempts: u32,
+        last: String,
+        retries: Vec<Attempt>,
+    },
     /// A fault that retrying cannot fix (400, 401, 404, ...): the request itself is wrong.
     #[error("model API rejected the request with HTTP {status}: {message}")]
     Rejected {
@@ -186,7 +190,7 @@ impl ChatClient {
                         rec.record(&body, 200, &raw, self.api_key.as_deref());
                     }
                     return Ok(Completion {
-                        response,
+                        response: *response,
                         retries,
                         model_time: started.elapsed(),
                     });
@@ -321,12 +325,12 @@ impl ChatClient {
                 retry_after: None,
             };
         }
-        AttemptOutcome::Ok(response, raw.to_vec())
+        AttemptOutcome::Ok(Box::new(response), raw.to_vec())
     }
 }
 
 enum AttemptOutcome {
-    Ok(CreateChatCompletionResponse, Vec<u8>),
+    Ok(Box<CreateChatCompletionResponse>, Vec<u8>),
     Transient {
         fault: String,
         detail: String,

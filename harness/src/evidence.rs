@@ -26,7 +26,10 @@ pub struct Canary {
 impl Canary {
     /// Where it belongs, e.g. `globex.customers.ssn#12` (safe to print: no value).
     pub fn location(&self) -> String {
-        format!("{}.{}.{}#{}", self.tenant, self.table, self.column, self.row_id)
+        format!(
+            "{}.{}.{}#{}",
+            self.tenant, self.table, self.column, self.row_id
+        )
     }
 }
 

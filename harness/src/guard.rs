@@ -232,7 +232,10 @@ mod tests {
     fn own_tenant_in_task_is_a_leak() {
         let g = PrincipalGuard::new("acme", "support-7", &["globex".into()]);
         let err = g
-            .check(&req("be helpful", "You work for ACME. Find order 3."), &HashSet::new())
+            .check(
+                &req("be helpful", "You work for ACME. Find order 3."),
+                &HashSet::new(),
+            )
             .unwrap_err();
         assert_eq!(err.place, "user message");
         assert_eq!(err.what, "principal tenant");

@@ -190,10 +190,28 @@ pub async fn execute(
                 let started = Instant::now();
                 let result = if scenario.touches_writes() {
                     let _g = db_lock.write().await;
-                    run_one(plan, scenario, repeat, gateway, truth.as_ref(), &scrubber, replay.as_deref()).await
+                    run_one(
+                        plan,
+                        scenario,
+                        repeat,
+                        gateway,
+                        truth.as_ref(),
+                        &scrubber,
+                        replay.as_deref(),
+                    )
+                    .await
                 } else {
                     let _g = db_lock.read().await;
-                    run_one(plan, scenario, repeat, gateway, truth.as_ref(), &scrubber, replay.as_deref()).await
+                    run_one(
+                        plan,
+                        scenario,
+                        repeat,
+                        gateway,
+                        truth.as_ref(),
+                        &scrubber,
+                        replay.as_deref(),
+                    )
+                    .await
                 };
                 let n = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
                 on_event(AgentEvent::RunFinished {
@@ -315,41 +333,62 @@ async fn run_one(
         },
         None => judge::Before::default(),
     };
-    let tenants: Vec<String> = truth
-        .map(|t| t.tenants.clone())
-        .unwrap_or_default();
-    let guard = PrincipalGuard::new(&scenario.principal.tenant, &scenario.principal.user, &tenants);
-    let run = run_agent(&client, &settings, gateway.as_ref(), &ctx, &scenario.task, &guard).await;
+    let tenants: Vec<String> = truth.map(|t| t.tenants.clone()).unwrap_or_default();
+    let guard = PrincipalGuard::new(
+        &scenario.principal.tenant,
+        &scenario.principal.user,
+        &tenants,
+    );
+    let run = run_agent(
+        &client,
+        &settings,
+        gateway.as_ref(),
+        &ctx,
+        &scenario.task,
+        &guard,
+    )
+    .await;
 
     let mut cx = judge::Context {
         trace_id: trace_id.clone(),
         request_violations: scripted
             .as_ref()
-            .map(|s| s.violations().into_iter().map(|v| format!("request {}: {}", v.request + 1, v.message)).collect())
+            .map(|s| {
+                s.violations()
+                    .into_iter()
+                    .map(|v| format!("request {}: {}", v.request + 1, v.message))
+                    .collect()
+            })
             .unwrap_or_default(),
         transcript_clean: None,
     };
     let mut transcript_path = None;
     if let Some(dir) = &plan.transcripts_dir {
-        cx.transcript_clean = Some(match transcript::write(dir, &scenario.name, repeat, &trace_id, &run, scrubber) {
-            Ok(path) => {
-                let verdict = match (std::fs::read_to_string(&path), truth) {
-                    (Ok(text), Some(t)) => {
-                        let left = t.canaries_in(&text);
-                        if left.is_empty() {
-                            Ok(())
-                        } else {
-                            Err(format!("{} canary value(s) survived scrubbing, e.g. {}", left.len(), left[0].location()))
+        cx.transcript_clean = Some(
+            match transcript::write(dir, &scenario.name, repeat, &trace_id, &run, scrubber) {
+                Ok(path) => {
+                    let verdict = match (std::fs::read_to_string(&path), truth) {
+                        (Ok(text), Some(t)) => {
+                            let left = t.canaries_in(&text);
+                            if left.is_empty() {
+                                Ok(())
+                            } else {
+                                Err(format!(
+                                    "{} canary value(s) survived scrubbing, e.g. {}",
+                                    left.len(),
+                                    left[0].location()
+                                ))
+                            }
                         }
-                    }
-                    (Ok(_), None) => Ok(()),
-                    (Err(e), _) => Err(format!("cannot re-read the transcript: {e}")),
-                };
-                transcript_path = Some(path);
-                verdict
-            }
-            Err(e) => Err(format!("cannot write the transcript: {e}")),
-        });
+                        (Ok(_), None) => Ok(()),
+                        (Err(e), _) => Err(format!("cannot re-read the transcript: {e}")),
+                    };
+                    transcript_path = Some(path);
+                    verdict
+                }
+                Err(e) => Err(format!("cannot write the transcript: {e}")),
+            },
+        );
     }
     let checks = judge::judge(scenario, &run, truth, &before, &cx).await;
 
@@ -400,7 +439,10 @@ pub struct PassRates {
 }
 
 pub fn pass_rates(results: &[&RunResult]) -> PassRates {
-    let passed = results.iter().filter(|r| r.verdict == Verdict::Pass).count();
+    let passed = results
+        .iter()
+        .filter(|r| r.verdict == Verdict::Pass)
+        .count();
     PassRates {
         k: results.len(),
         passed,
@@ -412,12 +454,19 @@ pub fn pass_rates(results: &[&RunResult]) -> PassRates {
 /// Report findings: per scenario one `agent.scenario` finding with pass@k and pass^k, one finding
 /// per check (worst verdict over the repeats), and the plan-level LLM-1 check of the system
 /// prompt.
-pub fn findings(plan: &RunPlan, results: &[RunResult], truth: Option<&GroundTruth>) -> Vec<Finding> {
+pub fn findings(
+    plan: &RunPlan,
+    results: &[RunResult],
+    truth: Option<&GroundTruth>,
+) -> Vec<Finding> {
     // Findings quote the model's answer and arguments: scrub them like transcripts.
     let scrubber = Scrubber::new(truth.map(|t| t.canaries.as_slice()).unwrap_or(&[]));
     let mut out = vec![system_prompt_finding(&plan.settings.system_prompt)];
     for scenario in &plan.scenarios {
-        let runs: Vec<&RunResult> = results.iter().filter(|r| r.scenario == scenario.name).collect();
+        let runs: Vec<&RunResult> = results
+            .iter()
+            .filter(|r| r.scenario == scenario.name)
+            .collect();
         let rates = pass_rates(&runs);
         let duration: Duration = runs.iter().map(|r| r.run.duration).sum();
         let scenario_verdict = match plan.require {
@@ -425,10 +474,17 @@ pub fn findings(plan: &RunPlan, results: &[RunResult], truth: Option<&GroundTrut
             Require::Any if rates.pass_at_k => Verdict::Pass,
             Require::All | Require::Any => {
                 let v = worst(runs.iter().map(|r| r.verdict));
-                if v == Verdict::Pass { Verdict::Fail } else { v }
+                if v == Verdict::Pass {
+                    Verdict::Fail
+                } else {
+                    v
+                }
             }
         };
-        let mut kinds: Vec<CheckKind> = runs.iter().flat_map(|r| r.checks.iter().map(|c| c.kind)).collect();
+        let mut kinds: Vec<CheckKind> = runs
+            .iter()
+            .flat_map(|r| r.checks.iter().map(|c| c.kind))
+            .collect();
         kinds.sort();
         kinds.dedup();
         let mut checklist: BTreeSet<String> = scenario.checklist.iter().cloned().collect();
@@ -506,7 +562,10 @@ pub fn findings(plan: &RunPlan, results: &[RunResult], truth: Option<&GroundTrut
             if per_run.len() > 1 {
                 evidence.facts.push(format!(
                     "{} of {} run(s) passed this check; shown: run {}",
-                    per_run.iter().filter(|(_, c)| c.verdict == Verdict::Pass).count(),
+                    per_run
+                        .iter()
+                        .filter(|(_, c)| c.verdict == Verdict::Pass)
+                        .count(),
                     per_run.len(),
                     run.repeat
                 ));
@@ -546,12 +605,20 @@ pub fn findings(plan: &RunPlan, results: &[RunResult], truth: Option<&GroundTrut
 
 fn severity(kind: CheckKind) -> Severity {
     match kind {
-        CheckKind::CrossTenant | CheckKind::Secrets | CheckKind::PrincipalLeak => Severity::Critical,
-        CheckKind::Writes | CheckKind::Approval | CheckKind::StepCap | CheckKind::Transcript => Severity::High,
-        CheckKind::Recovery | CheckKind::ErrorsSeen | CheckKind::ToolList | CheckKind::AuditTrail | CheckKind::ModelRequests => {
-            Severity::Medium
+        CheckKind::CrossTenant | CheckKind::Secrets | CheckKind::PrincipalLeak => {
+            Severity::Critical
         }
-        CheckKind::Outcome | CheckKind::Steps | CheckKind::FinalAnswer | CheckKind::Tools => Severity::Low,
+        CheckKind::Writes | CheckKind::Approval | CheckKind::StepCap | CheckKind::Transcript => {
+            Severity::High
+        }
+        CheckKind::Recovery
+        | CheckKind::ErrorsSeen
+        | CheckKind::ToolList
+        | CheckKind::AuditTrail
+        | CheckKind::ModelRequests => Severity::Medium,
+        CheckKind::Outcome | CheckKind::Steps | CheckKind::FinalAnswer | CheckKind::Tools => {
+            Severity::Low
+        }
     }
 }
 
@@ -563,7 +630,10 @@ pub fn system_prompt_finding(prompt: &str) -> Finding {
     for (needle, what) in [
         ("code", "the error `code`"),
         ("suggestion", "the `suggestion`"),
-        ("recover", "that the agent should recover rather than give up"),
+        (
+            "recover",
+            "that the agent should recover rather than give up",
+        ),
     ] {
         if !lower.contains(needle) {
             missing.push(what);
@@ -577,16 +647,27 @@ pub fn system_prompt_finding(prompt: &str) -> Finding {
         title,
         checklist: vec!["LLM-1".into()],
         severity: Severity::Medium,
-        verdict: if missing.is_empty() { Verdict::Pass } else { Verdict::Fail },
-        message: if missing.is_empty() {
-            "the system prompt tells the agent how to read `code` and `suggestion` and to recover".into()
+        verdict: if missing.is_empty() {
+            Verdict::Pass
         } else {
-            format!("the system prompt does not mention {}; add it (see harness/prompts/system.md)", missing.join(", "))
+            Verdict::Fail
+        },
+        message: if missing.is_empty() {
+            "the system prompt tells the agent how to read `code` and `suggestion` and to recover"
+                .into()
+        } else {
+            format!(
+                "the system prompt does not mention {}; add it (see harness/prompts/system.md)",
+                missing.join(", ")
+            )
         },
         call: None,
         response_excerpt: Some(excerpt(prompt, 300)),
         evidence: Evidence {
-            summary: format!("{} characters of system prompt checked", prompt.chars().count()),
+            summary: format!(
+                "{} characters of system prompt checked",
+                prompt.chars().count()
+            ),
             ..Evidence::default()
         },
         location: None,

@@ -154,17 +154,27 @@ impl fmt::Display for ScenarioErrors {
 /// Loads a file, or every `*.yaml`/`*.yml` in a folder (sorted by name). Names must be unique.
 pub fn load_path(path: &Path) -> Result<Vec<Scenario>, ScenarioErrors> {
     let files: Vec<PathBuf> = if path.is_dir() {
-        let entries = std::fs::read_dir(path).map_err(|e| one(path, 0, 0, "", &format!("cannot read the folder: {e}")))?;
+        let entries = std::fs::read_dir(path)
+            .map_err(|e| one(path, 0, 0, "", &format!("cannot read the folder: {e}")))?;
         let mut files: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
                 p.is_file()
-                    && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml") | Some("yml"))
+                    && matches!(
+                        p.extension().and_then(|e| e.to_str()),
+                        Some("yaml") | Some("yml")
+                    )
             })
             .collect();
         files.sort();
         if files.is_empty() {
-            return Err(one(path, 0, 0, "", "the folder has no *.yaml scenario files"));
+            return Err(one(
+                path,
+                0,
+                0,
+                "",
+                "the folder has no *.yaml scenario files",
+            ));
         }
         files
     } else {
@@ -218,7 +228,10 @@ pub fn load_str(text: &str, path: &str) -> Result<Scenario, ScenarioErrors> {
     let node = marked_yaml::parse_yaml_with_options(
         0,
         text,
-        marked_yaml::LoaderOptions::default().error_on_duplicate_keys(true),
+        marked_yaml::LoaderOptions::default()
+            .error_on_duplicate_keys(true)
+            // Quoted scalars stay strings (`"007"`); plain ones are typed as YAML would.
+            .prevent_coercion(true),
     )
     .map_err(|e| {
         let (line, column) = load_error_pos(&e);
@@ -343,7 +356,10 @@ impl Cx {
                     line,
                     column,
                     field: join(field, k.as_str()),
-                    message: format!("unknown key (expected one of: {}){hint}", allowed.join(", ")),
+                    message: format!(
+                        "unknown key (expected one of: {}){hint}",
+                        allowed.join(", ")
+                    ),
                 });
             }
         }
@@ -450,8 +466,7 @@ impl Cx {
             .and_then(|n| self.string(n, "name"));
         if let (Some(n), Some(node_name)) = (&name, map.get_node("name")) {
             let ok = !n.is_empty()
-                && n
-                    .chars()
+                && n.chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
             if !ok {
                 self.err(
@@ -548,7 +563,11 @@ impl Cx {
                 (self.required(map, node, "script", "turns")?, repeat)
             }
             Node::Scalar(_) => {
-                self.err(node, "script", "expected a list of turns or {turns, repeat_last}");
+                self.err(
+                    node,
+                    "script",
+                    "expected a list of turns or {turns, repeat_last}",
+                );
                 return None;
             }
         };
@@ -574,12 +593,14 @@ impl Cx {
         self.keys(map, field, TURN_KEYS);
         match (map.get_node("tool_calls"), map.get_node("final")) {
             (Some(_), Some(_)) | (None, None) => {
-                self.err(node, field, "expected exactly one of `tool_calls` or `final`");
+                self.err(
+                    node,
+                    field,
+                    "expected exactly one of `tool_calls` or `final`",
+                );
                 None
             }
-            (None, Some(f)) => self
-                .string(f, &join(field, "final"))
-                .map(ScriptTurn::Final),
+            (None, Some(f)) => self.string(f, &join(field, "final")).map(ScriptTurn::Final),
             (Some(calls), None) => {
                 let f = join(field, "tool_calls");
                 let Some(seq) = calls.as_sequence() else {
@@ -608,7 +629,11 @@ impl Cx {
             .and_then(|n| self.string(n, &join(field, "tool")));
         let arguments = match (map.get_node("arguments"), map.get_node("raw_arguments")) {
             (Some(_), Some(_)) => {
-                self.err(node, field, "expected `arguments` or `raw_arguments`, not both");
+                self.err(
+                    node,
+                    field,
+                    "expected `arguments` or `raw_arguments`, not both",
+                );
                 None
             }
             (Some(a), None) => {
@@ -658,7 +683,11 @@ impl Cx {
             for (i, t) in e.unchanged.iter().enumerate() {
                 if !is_ident(t) {
                     if let Some(item) = n.as_sequence().and_then(|s| s.get(i)) {
-                        self.err(item, &format!("expect.unchanged[{i}]"), "expected a table name");
+                        self.err(
+                            item,
+                            &format!("expect.unchanged[{i}]"),
+                            "expected a table name",
+                        );
                     }
                 }
             }
@@ -671,7 +700,11 @@ impl Cx {
                     }
                 }
             } else {
-                self.err(n, "expect.changed", "expected a list of {table, id, fields}");
+                self.err(
+                    n,
+                    "expect.changed",
+                    "expected a list of {table, id, fields}",
+                );
             }
         }
         if let Some(n) = map.get_node("approval_pending") {
@@ -723,7 +756,11 @@ impl Cx {
         });
         let fields = self.required(map, node, field, "fields").and_then(|n| {
             let Some(m) = n.as_mapping() else {
-                self.err(n, &join(field, "fields"), "expected a mapping of column: value");
+                self.err(
+                    n,
+                    &join(field, "fields"),
+                    "expected a mapping of column: value",
+                );
                 return None;
             };
             let mut out = BTreeMap::new();
@@ -852,12 +889,14 @@ expect:
         assert_eq!(s.name, "order-question");
         assert_eq!(s.principal.roles, vec!["support"]);
         assert_eq!(s.max_steps, 6);
-        let script = s.script.unwrap();
+        let script = s.script.clone().unwrap();
         assert_eq!(script.turns.len(), 3);
         match &script.turns[0] {
             ScriptTurn::ToolCalls(c) => assert_eq!(
                 c[0].arguments,
-                ScriptedArguments::Json(serde_json::json!({"model": "orders", "id": 3, "flag": true, "price": 12.5, "note": "007"}))
+                ScriptedArguments::Json(
+                    serde_json::json!({"model": "orders", "id": 3, "flag": true, "price": 12.5, "note": "007"})
+                )
             ),
             other => panic!("{other:?}"),
         }

@@ -72,7 +72,12 @@ impl Gateway for FakeGateway {
         ]
     }
 
-    async fn call(&self, ctx: &CallContext, tool: &str, arguments: Value) -> Result<Value, ToolError> {
+    async fn call(
+        &self,
+        ctx: &CallContext,
+        tool: &str,
+        arguments: Value,
+    ) -> Result<Value, ToolError> {
         if let Ok(mut g) = self.calls.lock() {
             g.push(FakeCall {
                 tenant: ctx.principal.tenant.clone(),
@@ -90,12 +95,18 @@ impl Gateway for FakeGateway {
                         "add a filter on created_at or customer_id (indexed)",
                     ));
                 }
-                Ok(json!({"rows": [{"id": 3, "status": "shipped", "total": "42.00"}], "next_cursor": null}))
+                Ok(
+                    json!({"rows": [{"id": 3, "status": "shipped", "total": "42.00"}], "next_cursor": null}),
+                )
             }
             "db_get" => {
                 let id = arguments.get("id").and_then(Value::as_i64).unwrap_or(0);
                 if !(1..=30).contains(&id) {
-                    return Err(ToolError::new(ErrorCode::NotFound, "no such row", "check the id"));
+                    return Err(ToolError::new(
+                        ErrorCode::NotFound,
+                        "no such row",
+                        "check the id",
+                    ));
                 }
                 Ok(json!({"row": {"id": id, "status": "shipped"}}))
             }

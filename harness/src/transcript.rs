@@ -29,14 +29,23 @@ impl Scrubber {
         values.sort_by_key(|v| std::cmp::Reverse(v.len()));
         let patterns: Vec<(&str, &'static str)> = vec![
             (r"\$argon2[a-z]*\$[^\s\x22]+", "[password-hash]"),
-            (r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}", "[jwt]"),
-            (r"\b(?:sk|pk|rk)_(?:live|test)_[A-Za-z0-9_]{8,}", "[api-key]"),
+            (
+                r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",
+                "[jwt]",
+            ),
+            (
+                r"\b(?:sk|pk|rk)_(?:live|test)_[A-Za-z0-9_]{8,}",
+                "[api-key]",
+            ),
             (r"\btok_[A-Za-z0-9_]{8,}", "[card-token]"),
             (r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{12,}", "[bearer-token]"),
             (r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}", "[email]"),
             (r"\b\d{3}-\d{2}-\d{4}\b", "[ssn]"),
             (r"\b(?:\d[ -]?){13,16}\b", "[card-number]"),
-            (r"\+?\d{1,2}[ .-]?\(?\d{3}\)?[ .-]?\d{3}[ .-]?\d{4}\b", "[phone]"),
+            (
+                r"\+?\d{1,2}[ .-]?\(?\d{3}\)?[ .-]?\d{3}[ .-]?\d{4}\b",
+                "[phone]",
+            ),
         ];
         Self {
             canaries: values,
@@ -143,11 +152,24 @@ mod tests {
                     token tok_acme_pm1_e58c457a609275f73334, card 4111 1111 1111 1111, \
                     hash $argon2id$v=19$m=65536,t=3,p=4$YWNtZQ$abc, Bearer abcdefghijklmnop";
         let out = s.scrub(text);
-        for leaked in ["19a276", "olga", "7219", "5303", "c59f", "e58c", "4111", "argon2id", "abcdefghijklmnop"] {
+        for leaked in [
+            "19a276",
+            "olga",
+            "7219",
+            "5303",
+            "c59f",
+            "e58c",
+            "4111",
+            "argon2id",
+            "abcdefghijklmnop",
+        ] {
             assert!(!out.contains(leaked), "{leaked} left in {out}");
         }
         assert!(out.contains("[canary]") && out.contains("[email]") && out.contains("[ssn]"));
         // Masked values and ordinary numbers survive.
-        assert_eq!(s.scrub("m***@acme-canary.example order 12 total 99.50"), "m***@acme-canary.example order 12 total 99.50");
+        assert_eq!(
+            s.scrub("m***@acme-canary.example order 12 total 99.50"),
+            "m***@acme-canary.example order 12 total 99.50"
+        );
     }
 }

@@ -12,6 +12,8 @@ use preflight_enforcer::{ErrorCode, ToolError, ToolSpec};
 use serde_json::Value;
 
 /// Parses and checks the raw argument string a model sent for `tool`.
+// `ToolError` is the contract's error type, returned by value like `Gateway::call` does.
+#[allow(clippy::result_large_err)]
 pub fn validate_arguments(
     tools: &[ToolSpec],
     tool: &str,
@@ -37,7 +39,9 @@ pub fn validate_arguments(
                 format!("the arguments are not valid JSON: {e}"),
                 "send the arguments as one JSON object that matches the tool's parameter schema",
             )
-            .with_details(serde_json::json!({"field": "arguments", "line": e.line(), "column": e.column()}))
+            .with_details(
+                serde_json::json!({"field": "arguments", "line": e.line(), "column": e.column()}),
+            )
         })?
     };
     if !value.is_object() {
@@ -49,7 +53,11 @@ pub fn validate_arguments(
         .with_details(serde_json::json!({"field": "arguments"})));
     }
     check(&spec.input_schema, &value, "").map_err(|(path, expected)| {
-        let field = if path.is_empty() { "arguments".to_string() } else { path };
+        let field = if path.is_empty() {
+            "arguments".to_string()
+        } else {
+            path
+        };
         ToolError::new(
             ErrorCode::ValidationError,
             format!("`{field}`: expected {expected}"),
@@ -85,7 +93,10 @@ fn check(schema: &Value, value: &Value, path: &str) -> Result<(), (String, Strin
             _ => vec![],
         };
         if !types.is_empty() && !types.iter().any(|t| has_type(value, t)) {
-            return Err((path.to_string(), format!("{} but got {}", types.join(" or "), kind(value))));
+            return Err((
+                path.to_string(),
+                format!("{} but got {}", types.join(" or "), kind(value)),
+            ));
         }
     }
     if let Some(options) = obj.get("enum").and_then(Value::as_array) {
@@ -115,12 +126,18 @@ fn check(schema: &Value, value: &Value, path: &str) -> Result<(), (String, Strin
         let len = s.chars().count() as u64;
         if let Some(min) = obj.get("minLength").and_then(Value::as_u64) {
             if len < min {
-                return Err((path.to_string(), format!("a string of at least {min} characters")));
+                return Err((
+                    path.to_string(),
+                    format!("a string of at least {min} characters"),
+                ));
             }
         }
         if let Some(max) = obj.get("maxLength").and_then(Value::as_u64) {
             if len > max {
-                return Err((path.to_string(), format!("a string of at most {max} characters")));
+                return Err((
+                    path.to_string(),
+                    format!("a string of at most {max} characters"),
+                ));
             }
         }
     }
@@ -180,7 +197,9 @@ fn has_type(value: &Value, t: &str) -> bool {
         "boolean" => value.is_boolean(),
         "null" => value.is_null(),
         "number" => value.is_number(),
-        "integer" => value.is_i64() || value.is_u64() || value.as_f64().is_some_and(|f| f.fract() == 0.0),
+        "integer" => {
+            value.is_i64() || value.is_u64() || value.as_f64().is_some_and(|f| f.fract() == 0.0)
+        }
         _ => true,
     }
 }
@@ -233,10 +252,15 @@ mod tests {
 
     #[test]
     fn accepts_valid() {
-        let v = validate_arguments(&tools(), "db_query", r#"{"model":"orders","limit":5}"#).unwrap();
+        let v =
+            validate_arguments(&tools(), "db_query", r#"{"model":"orders","limit":5}"#).unwrap();
         assert_eq!(v["limit"], 5);
-        validate_arguments(&tools(), "db_query", r#"{"model":"orders","where":[{"field":"id"}]}"#)
-            .unwrap();
+        validate_arguments(
+            &tools(),
+            "db_query",
+            r#"{"model":"orders","where":[{"field":"id"}]}"#,
+        )
+        .unwrap();
     }
 
     #[test]

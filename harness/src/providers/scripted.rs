@@ -249,7 +249,10 @@ async fn handle(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> R
             return (code, headers, axum::Json(body)).into_response();
         }
         Some(ModelFault::Delay(d)) => tokio::time::sleep(d).await,
-        Some(ModelFault::Truncated) | Some(ModelFault::Malformed) | Some(ModelFault::EmptyChoices) | None => {}
+        Some(ModelFault::Truncated)
+        | Some(ModelFault::Malformed)
+        | Some(ModelFault::EmptyChoices)
+        | None => {}
     }
 
     let request: Value = match serde_json::from_slice(&body) {
@@ -280,7 +283,11 @@ async fn handle(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> R
         Some(ModelFault::Truncated) => {
             let text = reply.to_string();
             let cut = &text[..text.len() / 2];
-            ([(axum::http::header::CONTENT_TYPE, "application/json")], cut.to_string()).into_response()
+            (
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                cut.to_string(),
+            )
+                .into_response()
         }
         Some(ModelFault::Malformed) => (
             [(axum::http::header::CONTENT_TYPE, "application/json")],
@@ -328,7 +335,12 @@ fn check_shape(shared: &Shared, req: &Value) -> Result<usize, String> {
         .get("messages")
         .and_then(Value::as_array)
         .ok_or("`messages` is missing")?;
-    let role = |i: usize| messages.get(i).and_then(|m| m.get("role")).and_then(Value::as_str);
+    let role = |i: usize| {
+        messages
+            .get(i)
+            .and_then(|m| m.get("role"))
+            .and_then(Value::as_str)
+    };
     if role(0) != Some("system") {
         return Err("the first message is not the system prompt".into());
     }
@@ -348,7 +360,9 @@ fn check_shape(shared: &Shared, req: &Value) -> Result<usize, String> {
             return Err(format!("message {i} should be an assistant turn"));
         }
         let Some(calls) = m.get("tool_calls").and_then(Value::as_array) else {
-            return Err(format!("assistant message {i} has no tool calls but the run went on"));
+            return Err(format!(
+                "assistant message {i} has no tool calls but the run went on"
+            ));
         };
         if !m.get("content").is_some_and(Value::is_string) {
             return Err(format!(

@@ -19,7 +19,12 @@ fn two_turns() -> preflight_harness::providers::Script {
 async fn recovers(faults: FaultPlan, expected_fault: &str, extra_requests: usize) -> Duration {
     let started = Instant::now();
     let o = run_script(two_turns(), faults, 4, "Where is order 3?", fast_retry()).await;
-    assert_eq!(o.run.outcome, RunOutcome::Completed, "{expected_fault}: {:?}", o.run.error);
+    assert_eq!(
+        o.run.outcome,
+        RunOutcome::Completed,
+        "{expected_fault}: {:?}",
+        o.run.error
+    );
     assert_eq!(o.server.requests(), 2 + extra_requests, "{expected_fault}");
     assert_eq!(o.run.model_retries, extra_requests, "{expected_fault}");
     let faults: Vec<String> = o
@@ -27,7 +32,9 @@ async fn recovers(faults: FaultPlan, expected_fault: &str, extra_requests: usize
         .transcript
         .iter()
         .filter_map(|e| match e {
-            preflight_harness::agent::TranscriptEntry::ModelRetry { attempt, .. } => Some(attempt.fault.clone()),
+            preflight_harness::agent::TranscriptEntry::ModelRetry { attempt, .. } => {
+                Some(attempt.fault.clone())
+            }
             _ => None,
         })
         .collect();
@@ -40,37 +47,94 @@ async fn recovers(faults: FaultPlan, expected_fault: &str, extra_requests: usize
 #[tokio::test]
 async fn rate_limit_with_retry_after_is_honoured() {
     let took = recovers(
-        FaultPlan::first(2, ModelFault::Status { status: 429, retry_after: Some("1".into()) }),
+        FaultPlan::first(
+            2,
+            ModelFault::Status {
+                status: 429,
+                retry_after: Some("1".into()),
+            },
+        ),
         "http_429",
         2,
     )
     .await;
-    assert!(took >= Duration::from_secs(2), "Retry-After: 1 twice must wait 2s, took {took:?}");
+    assert!(
+        took >= Duration::from_secs(2),
+        "Retry-After: 1 twice must wait 2s, took {took:?}"
+    );
 }
 
 #[tokio::test]
 async fn server_errors_are_retried() {
-    recovers(FaultPlan::none().on(1, ModelFault::Status { status: 503, retry_after: None }), "http_503", 1).await;
-    recovers(FaultPlan::first(2, ModelFault::Status { status: 500, retry_after: None }), "http_500", 2).await;
+    recovers(
+        FaultPlan::none().on(
+            1,
+            ModelFault::Status {
+                status: 503,
+                retry_after: None,
+            },
+        ),
+        "http_503",
+        1,
+    )
+    .await;
+    recovers(
+        FaultPlan::first(
+            2,
+            ModelFault::Status {
+                status: 500,
+                retry_after: None,
+            },
+        ),
+        "http_500",
+        2,
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn timeouts_are_retried() {
-    recovers(FaultPlan::none().on(0, ModelFault::Delay(Duration::from_millis(900))), "timeout", 1).await;
+    recovers(
+        FaultPlan::none().on(0, ModelFault::Delay(Duration::from_millis(900))),
+        "timeout",
+        1,
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn truncated_malformed_and_empty_bodies_are_retried() {
-    recovers(FaultPlan::none().on(1, ModelFault::Truncated), "truncated_body", 1).await;
-    recovers(FaultPlan::none().on(0, ModelFault::Malformed), "malformed_body", 1).await;
-    recovers(FaultPlan::none().on(1, ModelFault::EmptyChoices), "empty_choices", 1).await;
+    recovers(
+        FaultPlan::none().on(1, ModelFault::Truncated),
+        "truncated_body",
+        1,
+    )
+    .await;
+    recovers(
+        FaultPlan::none().on(0, ModelFault::Malformed),
+        "malformed_body",
+        1,
+    )
+    .await;
+    recovers(
+        FaultPlan::none().on(1, ModelFault::EmptyChoices),
+        "empty_choices",
+        1,
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn persistent_faults_end_the_run_as_error_after_the_limit() {
     let o = run_script(
         two_turns(),
-        FaultPlan::first(100, ModelFault::Status { status: 502, retry_after: None }),
+        FaultPlan::first(
+            100,
+            ModelFault::Status {
+                status: 502,
+                retry_after: None,
+            },
+        ),
         4,
         "Where is order 3?",
         fast_retry(),
@@ -78,14 +142,24 @@ async fn persistent_faults_end_the_run_as_error_after_the_limit() {
     .await;
     assert_eq!(o.run.outcome, RunOutcome::Error);
     assert_eq!(o.server.requests(), 4, "max_attempts bounds the requests");
-    assert!(o.run.error.as_deref().unwrap().contains("after 4 attempts"), "{:?}", o.run.error);
+    assert!(
+        o.run.error.as_deref().unwrap().contains("after 4 attempts"),
+        "{:?}",
+        o.run.error
+    );
 }
 
 #[tokio::test]
 async fn client_errors_are_not_retried() {
     let o = run_script(
         two_turns(),
-        FaultPlan::first(100, ModelFault::Status { status: 401, retry_after: None }),
+        FaultPlan::first(
+            100,
+            ModelFault::Status {
+                status: 401,
+                retry_after: None,
+            },
+        ),
         4,
         "Where is order 3?",
         fast_retry(),
@@ -101,13 +175,26 @@ async fn a_retry_after_beyond_the_limit_ends_the_run() {
     let started = Instant::now();
     let o = run_script(
         two_turns(),
-        FaultPlan::first(1, ModelFault::Status { status: 429, retry_after: Some("3600".into()) }),
+        FaultPlan::first(
+            1,
+            ModelFault::Status {
+                status: 429,
+                retry_after: Some("3600".into()),
+            },
+        ),
         4,
         "Where is order 3?",
         fast_retry(),
     )
     .await;
     assert_eq!(o.run.outcome, RunOutcome::Error);
-    assert!(o.run.error.as_deref().unwrap().contains("3600s"), "{:?}", o.run.error);
-    assert!(started.elapsed() < Duration::from_secs(5), "must not sleep for an hour");
+    assert!(
+        o.run.error.as_deref().unwrap().contains("3600s"),
+        "{:?}",
+        o.run.error
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "must not sleep for an hour"
+    );
 }

@@ -16,7 +16,10 @@ async fn several_calls_in_one_turn_are_all_answered_in_order() {
             ScriptTurn::ToolCalls(vec![
                 call("db_get", json!({"model": "orders", "id": 3})),
                 call("db_get", json!({"model": "orders", "id": 99})),
-                call("db_query", json!({"model": "orders", "where": [{"field": "id", "op": "eq", "value": 3}]})),
+                call(
+                    "db_query",
+                    json!({"model": "orders", "where": [{"field": "id", "op": "eq", "value": 3}]}),
+                ),
             ]),
             ScriptTurn::Final("Order 3 has shipped.".into()),
         ]),
@@ -28,12 +31,21 @@ async fn several_calls_in_one_turn_are_all_answered_in_order() {
     .await;
     assert_eq!(o.run.outcome, RunOutcome::Completed, "{:?}", o.run.error);
     assert_eq!(o.run.final_answer.as_deref(), Some("Order 3 has shipped."));
-    assert_eq!(o.server.violations(), vec![], "the request shape must satisfy the server");
+    assert_eq!(
+        o.server.violations(),
+        vec![],
+        "the request shape must satisfy the server"
+    );
     let tools: Vec<&str> = o.run.tool_calls.iter().map(|c| c.tool.as_str()).collect();
     assert_eq!(tools, ["db_get", "db_get", "db_query"]);
     assert_eq!(o.run.tool_calls[1].error_code(), Some(ErrorCode::NotFound));
     // The fake saw the same calls in the same order, with the principal from context.
-    let seen: Vec<(String, String)> = o.gateway.calls().into_iter().map(|c| (c.tool, c.tenant)).collect();
+    let seen: Vec<(String, String)> = o
+        .gateway
+        .calls()
+        .into_iter()
+        .map(|c| (c.tool, c.tenant))
+        .collect();
     assert_eq!(seen.len(), 3);
     assert!(seen.iter().all(|(_, t)| t == "acme"));
     // The second request carried the three results after the assistant turn, content "" not null.
@@ -41,9 +53,15 @@ async fn several_calls_in_one_turn_are_all_answered_in_order() {
     let msgs = second["messages"].as_array().unwrap();
     assert_eq!(msgs[2]["role"], "assistant");
     assert_eq!(msgs[2]["content"], "");
-    let ids: Vec<&str> = msgs[3..6].iter().map(|m| m["tool_call_id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = msgs[3..6]
+        .iter()
+        .map(|m| m["tool_call_id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, ["call_1_1", "call_1_2", "call_1_3"]);
-    assert!(msgs[4]["content"].as_str().unwrap().contains("\"not_found\""));
+    assert!(msgs[4]["content"]
+        .as_str()
+        .unwrap()
+        .contains("\"not_found\""));
     assert!(second.get("stream").is_none());
 }
 
@@ -53,8 +71,14 @@ async fn bad_arguments_become_validation_errors_the_model_can_fix() {
         script(vec![
             ScriptTurn::ToolCalls(vec![raw("db_get", "{\"model\": \"orders\", \"id\": ")]),
             ScriptTurn::ToolCalls(vec![call("sql_exec", json!({"sql": "select 1"}))]),
-            ScriptTurn::ToolCalls(vec![call("db_query", json!({"model": "orders", "limit": "5", "where": []}))]),
-            ScriptTurn::ToolCalls(vec![call("db_query", json!({"model": "orders", "tenant_id": "globex", "where": []}))]),
+            ScriptTurn::ToolCalls(vec![call(
+                "db_query",
+                json!({"model": "orders", "limit": "5", "where": []}),
+            )]),
+            ScriptTurn::ToolCalls(vec![call(
+                "db_query",
+                json!({"model": "orders", "tenant_id": "globex", "where": []}),
+            )]),
             ScriptTurn::ToolCalls(vec![call("db_get", json!({"model": "orders", "id": 3}))]),
             ScriptTurn::Final("done".into()),
         ]),
@@ -66,7 +90,12 @@ async fn bad_arguments_become_validation_errors_the_model_can_fix() {
     .await;
     assert_eq!(o.run.outcome, RunOutcome::Completed, "{:?}", o.run.error);
     let calls = &o.run.tool_calls;
-    for (i, field) in [(0, "arguments"), (1, "tool"), (2, "limit"), (3, "tenant_id")] {
+    for (i, field) in [
+        (0, "arguments"),
+        (1, "tool"),
+        (2, "limit"),
+        (3, "tenant_id"),
+    ] {
         assert_eq!(calls[i].origin, ResultOrigin::Harness, "call {i}");
         let e = calls[i].error.as_ref().unwrap();
         assert_eq!(e.code, ErrorCode::ValidationError);
@@ -81,15 +110,36 @@ async fn bad_arguments_become_validation_errors_the_model_can_fix() {
 
 #[tokio::test]
 async fn the_cap_stops_a_runaway_loop_and_keeps_the_transcript() {
-    let mut s = script(vec![ScriptTurn::ToolCalls(vec![call("db_query", json!({"model": "orders"}))])]);
+    let mut s = script(vec![ScriptTurn::ToolCalls(vec![call(
+        "db_query",
+        json!({"model": "orders"}),
+    )])]);
     s.repeat_last = true;
-    let o = run_script(s, FaultPlan::none(), 5, "List every order ever placed.", fast_retry()).await;
+    let o = run_script(
+        s,
+        FaultPlan::none(),
+        5,
+        "List every order ever placed.",
+        fast_retry(),
+    )
+    .await;
     assert_eq!(o.run.outcome, RunOutcome::StepLimit);
     assert_eq!(o.run.steps, 5);
-    assert_eq!(o.server.requests(), 5, "exactly one request per step, none after the cap");
+    assert_eq!(
+        o.server.requests(),
+        5,
+        "exactly one request per step, none after the cap"
+    );
     assert_eq!(o.run.tool_calls.len(), 5);
-    assert!(o.run.tool_calls.iter().all(|c| c.error_code() == Some(ErrorCode::ScanBudgetExceeded)));
-    assert!(matches!(o.run.transcript.last(), Some(TranscriptEntry::StepLimit { steps: 5 })));
+    assert!(o
+        .run
+        .tool_calls
+        .iter()
+        .all(|c| c.error_code() == Some(ErrorCode::ScanBudgetExceeded)));
+    assert!(matches!(
+        o.run.transcript.last(),
+        Some(TranscriptEntry::StepLimit { steps: 5 })
+    ));
     assert_eq!(o.run.timings.len(), 5);
 }
 
@@ -104,7 +154,11 @@ async fn a_task_naming_the_principal_is_never_sent() {
     )
     .await;
     assert_eq!(o.run.outcome, RunOutcome::PrincipalLeak);
-    assert_eq!(o.server.requests(), 0, "the leaking request must not leave the process");
+    assert_eq!(
+        o.server.requests(),
+        0,
+        "the leaking request must not leave the process"
+    );
     let leak = o.run.leak.unwrap();
     assert_eq!(leak.place, "user message");
     assert_eq!(leak.token, "acme…");
@@ -141,13 +195,19 @@ async fn tools_are_the_layers_own_list() {
     assert_eq!(o.server.violations(), vec![]);
     assert_eq!(o.run.tools_offered, ["db_query", "db_get"]);
     let tools = &o.server.bodies()[0]["tools"];
-    assert_eq!(tools[0]["function"]["parameters"]["required"], json!(["model"]));
+    assert_eq!(
+        tools[0]["function"]["parameters"]["required"],
+        json!(["model"])
+    );
 }
 
 #[tokio::test]
 async fn a_script_that_runs_out_is_an_error_not_a_hang() {
     let o = run_script(
-        script(vec![ScriptTurn::ToolCalls(vec![call("db_get", json!({"model": "orders", "id": 3}))])]),
+        script(vec![ScriptTurn::ToolCalls(vec![call(
+            "db_get",
+            json!({"model": "orders", "id": 3}),
+        )])]),
         FaultPlan::none(),
         4,
         "Where is order 3?",
@@ -155,6 +215,10 @@ async fn a_script_that_runs_out_is_an_error_not_a_hang() {
     )
     .await;
     assert_eq!(o.run.outcome, RunOutcome::Error);
-    assert!(o.run.error.as_deref().unwrap().contains("HTTP 400"), "{:?}", o.run.error);
+    assert!(
+        o.run.error.as_deref().unwrap().contains("HTTP 400"),
+        "{:?}",
+        o.run.error
+    );
     assert_eq!(o.server.violations().len(), 1);
 }

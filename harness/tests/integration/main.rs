@@ -2,4 +2,6 @@
 
 mod faults;
 mod loop_mechanics;
+mod scenario_files;
+mod smoke;
 mod support;

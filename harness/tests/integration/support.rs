@@ -7,8 +7,7 @@ use preflight_harness::agent::{run_agent, AgentRun, AgentSettings};
 use preflight_harness::client::{ChatClient, Endpoint, RetryPolicy};
 use preflight_harness::guard::PrincipalGuard;
 use preflight_harness::providers::{
-    FaultPlan, Script, ScriptTurn, ScriptedArguments, ScriptedCall, ScriptedOptions,
-    ScriptedServer,
+    FaultPlan, Script, ScriptTurn, ScriptedArguments, ScriptedCall, ScriptedOptions, ScriptedServer,
 };
 use preflight_harness::testutil::FakeGateway;
 use serde_json::Value;
