@@ -1,6 +1,7 @@
 //! Integration tests for the harness crate: one binary, one module per area.
 
 mod faults;
+mod judge_db;
 mod loop_mechanics;
 mod scenario_files;
 mod smoke;
