@@ -3,6 +3,7 @@
 mod faults;
 mod judge_db;
 mod loop_mechanics;
+mod replay;
 mod scenario_files;
 mod smoke;
 mod support;
