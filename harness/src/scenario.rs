@@ -119,12 +119,15 @@ pub struct ScenarioError {
 
 impl fmt::Display for ScenarioError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let at = if self.line == 0 {
+            String::new()
+        } else {
+            format!(":{}:{}", self.line, self.column)
+        };
         write!(
             f,
-            "{}:{}:{}: error: {}{}",
+            "{}{at}: error: {}{}",
             self.path,
-            self.line,
-            self.column,
             if self.field.is_empty() {
                 String::new()
             } else {

@@ -23,7 +23,9 @@ pub fn validate_arguments(
         let names: Vec<&str> = tools.iter().map(|t| t.name.as_str()).collect();
         return Err(ToolError::new(
             ErrorCode::ValidationError,
-            format!("there is no tool named `{}`", truncate(tool, 64)),
+            // The name is not echoed: harness-written results are scanned for the principal's
+            // ids (LLM-4), and the model's own text must not trip that check.
+            "there is no tool by that name",
             format!("call one of: {}", names.join(", ")),
         )
         .with_details(serde_json::json!({"field": "tool"})));
@@ -221,10 +223,6 @@ fn join(path: &str, key: &str) -> String {
     } else {
         format!("{path}.{key}")
     }
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    s.chars().take(max).collect()
 }
 
 #[cfg(test)]
