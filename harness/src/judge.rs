@@ -287,10 +287,35 @@ pub async fn judge(
         ));
     }
 
+    // Write-side codes cannot occur against a layer whose write tools are unavailable: such a
+    // check is not verified, never passed or failed.
+    let write_codes = [
+        ErrorCode::ReasonRequired,
+        ErrorCode::ApprovalRequired,
+        ErrorCode::FieldNotWritable,
+        ErrorCode::WriteRateExceeded,
+    ];
+    let blocked = |codes: &[ErrorCode]| {
+        writes_unavailable(run) && codes.iter().any(|c| write_codes.contains(c))
+    };
     if !e.recovers_from.is_empty() {
-        checks.push(recovery(run, &e.recovers_from));
+        checks.push(if blocked(&e.recovers_from) {
+            Check::new(
+                CheckKind::Recovery,
+                Verdict::NotVerified,
+                "the layer reports its write tools as unavailable; write errors cannot occur",
+            )
+        } else {
+            recovery(run, &e.recovers_from)
+        });
     }
-    if !e.errors_seen.is_empty() {
+    if !e.errors_seen.is_empty() && blocked(&e.errors_seen) {
+        checks.push(Check::new(
+            CheckKind::ErrorsSeen,
+            Verdict::NotVerified,
+            "the layer reports its write tools as unavailable; write errors cannot occur",
+        ));
+    } else if !e.errors_seen.is_empty() {
         let seen: BTreeSet<ErrorCode> = run
             .tool_calls
             .iter()

@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Args, Subcommand, ValueEnum};
+use preflight_enforcer::builtin::{BuiltinGateway, BuiltinOptions};
+use preflight_enforcer::policy::Catalog;
 use preflight_enforcer::Gateway;
 use preflight_harness::agent::{AgentSettings, DEFAULT_SYSTEM_PROMPT};
 use preflight_harness::cassette::{Cassette, Recorder};
@@ -140,7 +142,11 @@ async fn run_scenarios(args: AgentRunArgs) -> CmdResult {
     let truth = GroundTruth::load(owner)
         .await
         .map_err(|e| CliError::infra(format!("cannot read ground truth: {e}")))?;
-    let gateway = build_gateway(&args, &database).await?;
+    let policy_file = args
+        .policy
+        .clone()
+        .unwrap_or_else(|| fixtures.dir.join("policy.yaml"));
+    let gateway = build_gateway(&policy_file, &database).await?;
 
     let on_event = |e: AgentEvent| match e {
         AgentEvent::Started { runs, scenarios } => {
@@ -183,7 +189,7 @@ async fn run_scenarios(args: AgentRunArgs) -> CmdResult {
         kind: ReportKind::Agent,
         environment: RunEnvironment {
             preflight_version: env!("CARGO_PKG_VERSION").to_string(),
-            policy_path: policy_path(&args).display().to_string(),
+            policy_path: policy_file.display().to_string(),
             policy_hash: health.policy_hash,
             fixtures_hash: String::new(),
             database_backend: format!("{} ({})", info.kind, info.detail),
@@ -262,22 +268,25 @@ fn plan(args: &AgentRunArgs) -> Result<RunPlan, CliError> {
     Ok(plan)
 }
 
-fn policy_path(args: &AgentRunArgs) -> PathBuf {
-    args.policy
-        .clone()
-        .unwrap_or_else(|| Path::new("fixtures/shop/policy.yaml").to_path_buf())
-}
-
-/// The enforcement layer the scenarios run against.
+/// The built-in enforcement layer for the policy, checked against the live catalog.
 async fn build_gateway(
-    _args: &AgentRunArgs,
-    _database: &preflight_probes::db::Database,
+    policy_file: &Path,
+    database: &preflight_probes::db::Database,
 ) -> Result<Arc<dyn Gateway>, CliError> {
-    // The built-in layer (enforcer/src/builtin) has not landed in this build yet; running the
-    // scenarios against anything else would be a hollow pass.
-    Err(CliError::config(
-        "the built-in enforcement layer is not part of this build yet; `preflight agent run` needs it",
-    ))
+    let owner = database.owner_pool().await.map_err(db_error)?;
+    let catalog = Catalog::read(&owner)
+        .await
+        .map_err(|e| CliError::infra(format!("cannot read the catalog: {e}")))?;
+    let policy =
+        preflight_enforcer::policy::load(policy_file, Some(&catalog)).map_err(CliError::config)?;
+    let gateway = BuiltinGateway::connect(
+        Arc::new(policy),
+        database.agent_url(),
+        BuiltinOptions::default(),
+    )
+    .await
+    .map_err(|e| CliError::infra(format!("cannot start the built-in layer: {e}")))?;
+    Ok(Arc::new(gateway))
 }
 
 fn chrono_now() -> String {
