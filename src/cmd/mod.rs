@@ -5,6 +5,7 @@ pub mod approvals;
 pub mod audit;
 pub mod bench;
 pub mod db;
+pub mod db_args;
 pub mod policy;
 pub mod probe;
 pub mod review;

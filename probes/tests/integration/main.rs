@@ -1,1 +1,3 @@
 //! Integration tests for the probes crate: one binary, one module per area.
+
+mod db;
