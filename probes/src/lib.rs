@@ -6,10 +6,12 @@
 pub mod calls;
 pub mod canary;
 pub mod codes;
+pub mod controls;
 pub mod db;
 pub mod evidence;
 pub mod families;
 pub mod runner;
 pub mod scratch;
+pub mod selftest;
 pub mod target;
 pub mod truth;

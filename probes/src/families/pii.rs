@@ -41,7 +41,7 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
             Probe::new(
                 ProbeCode::DescribeSchema,
                 "db_describe_schema lists nothing denied",
-                |ctx| describe_schema(ctx),
+                describe_schema,
             )
             .at("models"),
         );
