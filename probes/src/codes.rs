@@ -408,6 +408,23 @@ mod tests {
     }
 
     #[test]
+    fn every_code_has_a_section_in_its_family_page() {
+        for code in ProbeCode::ALL {
+            let page = format!(
+                "{}/../docs/probes/{}.md",
+                env!("CARGO_MANIFEST_DIR"),
+                code.family().as_str()
+            );
+            let text = std::fs::read_to_string(&page).unwrap_or_else(|e| panic!("{page}: {e}"));
+            assert!(
+                text.contains(&format!("### {}\n", code.as_str())),
+                "{page} has no section for {}",
+                code.as_str()
+            );
+        }
+    }
+
+    #[test]
     fn families_round_trip() {
         for f in Family::ALL {
             assert_eq!(Family::parse(f.as_str()), Some(f));

@@ -155,8 +155,22 @@ impl Control {
     }
 
     /// The policy this variant runs with.
+    ///
+    /// Without a tenant predicate, the tenant column is also made readable and filterable: a
+    /// policy that hides it refuses every forged tenant filter at the field level, which would
+    /// leave the forged-filter probe no path to fail on.
     pub fn policy(&self, base: &Policy) -> Result<Policy, ControlError> {
         let mut p = base.clone();
+        if let Control::Fault(Fault::NoTenantPredicate) = self {
+            for m in p.models.values_mut() {
+                let Some(tc) = m.tenant_column.clone() else {
+                    continue;
+                };
+                for c in m.columns.iter_mut().filter(|c| c.name == tc) {
+                    c.action = preflight_enforcer::policy::FieldAction::Allow;
+                }
+            }
+        }
         if let Control::Policy(PolicyControl::ExemptionUnexplained) = self {
             let Some(m) = p
                 .models

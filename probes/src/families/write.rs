@@ -66,7 +66,8 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
         let has = |t: &str| m.tools.contains(t) && input.tools.contains(t);
         let free = free_column(input.policy, m);
         for tool in calls::WRITE_TOOLS {
-            if !has(tool) || (matches!(tool, UPDATE | BULK_UPDATE) && free.is_none()) {
+            let any_writable = super::cross_tenant::writable_column(m).is_some();
+            if !has(tool) || (matches!(tool, UPDATE | BULK_UPDATE) && !any_writable) {
                 continue;
             }
             let n = name.clone();
@@ -159,7 +160,9 @@ async fn reason_required(ctx: Arc<ProbeCtx>, model: String, tool: &'static str) 
     let a = &ctx.principals.a;
     let mut scratch = Scratch::new(&ctx.truth, &ctx.scratch);
     let result = async {
-        let col = free_column(&ctx.policy, &m);
+        // An ungated column if there is one; otherwise a gated one (the reason check must come
+        // before the approval gate).
+        let col = free_column(&ctx.policy, &m).or_else(|| super::cross_tenant::writable_column(&m));
         let (args, watched) = match tool {
             CREATE => {
                 let data = match scratch.create_data(&m, &a.tenant).await? {
