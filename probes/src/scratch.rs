@@ -222,6 +222,7 @@ impl<'a> Scratch<'a> {
     /// says why no valid create can be written (a required column is not writable).
     pub async fn create_data(
         &mut self,
+        policy: &preflight_enforcer::policy::Policy,
         model: &ModelPolicy,
         tenant: &str,
     ) -> Result<Result<Map<String, Value>, String>, TruthError> {
@@ -292,6 +293,7 @@ impl<'a> Scratch<'a> {
                 model.name
             )));
         }
+        ungate(policy, model, &mut data);
         Ok(Ok(data))
     }
 
@@ -413,7 +415,23 @@ pub async fn other_value(
         Some(r) => (r.get("cur"), r.get("other")),
         None => (None, None),
     };
-    if let Some(o) = other {
+    // A value copied from another row would collide in a unique column; derive one instead.
+    let unique: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY(i.indkey) \
+         WHERE n.nspname = $1 AND c.relname = $2 AND a.attname = $3 AND i.indisunique)",
+    )
+    .bind(&model.schema)
+    .bind(&model.table)
+    .bind(column)
+    .fetch_one(truth.pool())
+    .await
+    .map_err(|source| TruthError::Query {
+        what: format!("read the unique indexes of {}", model.table),
+        source,
+    })?;
+    if let (Some(o), false) = (other, unique) {
         return Ok(o);
     }
     Ok(match cur {
@@ -458,4 +476,85 @@ pub async fn referenced_key(
             source,
         })
         .map_err(|e| truth.note(e))
+}
+
+/// Up to `n` keys of `tenant`'s visible rows of `model` that have a related row through `rel`
+/// (a parent with children for `has_many`, a row whose key is set for `belongs_to`).
+pub async fn linked_keys(
+    truth: &GroundTruth,
+    model: &ModelPolicy,
+    target: &ModelPolicy,
+    rel: &preflight_enforcer::policy::Relation,
+    tenant: &str,
+    n: i64,
+) -> Result<Vec<Value>, TruthError> {
+    use preflight_enforcer::policy::RelationKind;
+    let pk = quote_ident(&model.primary_key);
+    let tenant_pred = match &model.tenant_column {
+        Some(tc) => format!("m.{}::text = $1", quote_ident(tc)),
+        None => "$1::text IS NOT NULL".to_string(),
+    };
+    let visible = match &model.soft_delete_column {
+        Some(c) => format!(" AND m.{} IS NULL", quote_ident(c)),
+        None => String::new(),
+    };
+    let link = match rel.kind {
+        RelationKind::BelongsTo => format!(
+            "EXISTS (SELECT 1 FROM {t} x WHERE x.{tpk} = m.{fk})",
+            t = table_ref(target),
+            tpk = quote_ident(&target.primary_key),
+            fk = quote_ident(&rel.foreign_key),
+        ),
+        RelationKind::HasMany => format!(
+            "EXISTS (SELECT 1 FROM {t} x WHERE x.{fk} = m.{pk})",
+            t = table_ref(target),
+            fk = quote_ident(&rel.foreign_key),
+        ),
+    };
+    let sql = format!(
+        "SELECT to_jsonb(m.{pk}) FROM {table} m WHERE {tenant_pred}{visible} AND {link} \
+         ORDER BY m.{pk} LIMIT $2",
+        table = table_ref(model),
+    );
+    sqlx::query_scalar(&sql)
+        .bind(tenant)
+        .bind(n)
+        .fetch_all(truth.pool())
+        .await
+        .map_err(|source| TruthError::Query {
+            what: format!("find {} rows with related {}", model.name, target.name),
+            source,
+        })
+        .map_err(|e| truth.note(e))
+}
+
+/// Keeps a create out of every approval rule: values over a rule's threshold are lowered under
+/// it, and fields a rule gates on create are left out. Probes that are not about approvals must
+/// not be stopped by one.
+pub fn ungate(
+    policy: &preflight_enforcer::policy::Policy,
+    model: &ModelPolicy,
+    data: &mut Map<String, Value>,
+) {
+    for rule in policy.approvals.iter().filter(|r| r.model == model.name) {
+        if !rule.tools.is_empty() && !rule.tools.contains("db_create") {
+            continue;
+        }
+        if let Some(t) = &rule.threshold {
+            let over = data
+                .get(&t.field)
+                .and_then(|v| {
+                    v.as_f64()
+                        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                })
+                .is_some_and(|v| v > t.greater_than);
+            if over {
+                let under = ((t.greater_than / 2.0) * 100.0).floor() / 100.0;
+                data.insert(t.field.clone(), json!(under.max(0.01)));
+            }
+        }
+        for f in &rule.fields {
+            data.remove(f);
+        }
+    }
 }

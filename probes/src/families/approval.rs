@@ -147,7 +147,7 @@ async fn gated_write(
             value,
         })
     } else {
-        let mut data = match scratch.create_data(&m, &a.tenant).await? {
+        let mut data = match scratch.create_data(&ctx.policy, &m, &a.tenant).await? {
             Ok(d) => d,
             Err(why) => return Err(ProbeOutcome::not_verified(why)),
         };

@@ -113,7 +113,11 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
                     );
                 }
             }
+            let pageable = input.key_allowed(m) && input.rows_per_tenant(m) >= 3;
             for variant in ["cursor_foreign", "cursor_rebound"] {
+                if !pageable {
+                    continue;
+                }
                 let n = name.clone();
                 let (code, title) = if variant == "cursor_foreign" {
                     (
@@ -855,7 +859,7 @@ async fn write_forged_tenant(ctx: Arc<ProbeCtx>, model: String) -> ProbeResult {
     let (a, b) = (&ctx.principals.a, &ctx.principals.b);
     let mut scratch = Scratch::new(&ctx.truth, &ctx.scratch);
     let result = async {
-        let mut data = match scratch.create_data(&m, &a.tenant).await? {
+        let mut data = match scratch.create_data(&ctx.policy, &m, &a.tenant).await? {
             Ok(d) => d,
             Err(why) => return Err(ProbeOutcome::not_verified(why)),
         };
@@ -939,7 +943,7 @@ async fn write_foreign_reference(
             )));
         };
         let (args, watched) = if tool == CREATE {
-            let mut data = match scratch.create_data(&m, &a.tenant).await? {
+            let mut data = match scratch.create_data(&ctx.policy, &m, &a.tenant).await? {
                 Ok(d) => d,
                 Err(why) => return Err(ProbeOutcome::not_verified(why)),
             };

@@ -34,6 +34,38 @@ pub struct PlanInput<'a> {
     pub lint: &'a [lint::LintItem],
 }
 
+impl PlanInput<'_> {
+    /// The planner's estimate of one tenant's rows in `m` (all rows for a global model).
+    pub fn rows_per_tenant(&self, m: &preflight_enforcer::policy::ModelPolicy) -> i64 {
+        let rows = self.truth.estimated_rows(m);
+        if m.tenant_column.is_some() {
+            rows / (self.truth.tenants.len().max(1) as i64)
+        } else {
+            rows
+        }
+    }
+
+    /// Whether the model's primary key may be filtered and ordered on.
+    pub fn key_allowed(&self, m: &preflight_enforcer::policy::ModelPolicy) -> bool {
+        m.action(&m.primary_key) == Some(preflight_enforcer::policy::FieldAction::Allow)
+    }
+}
+
+/// The policy the instance under test runs with: the file's policy with per-tenant quotas and
+/// write rates lifted. A probe run makes hundreds of calls and dozens of writes as one tenant
+/// within a minute, which would trip those limits and turn unrelated probes into
+/// `quota_exceeded`; `budget.quota` and `write.rate_limit` test the limits themselves on fresh
+/// instances that run the policy as written.
+pub fn instance_policy(policy: &Policy) -> Policy {
+    let mut p = policy.clone();
+    p.quotas.calls_per_hour = None;
+    p.quotas.rows_per_hour = None;
+    for m in p.models.values_mut() {
+        m.budgets.max_writes_per_minute = None;
+    }
+    p
+}
+
 /// The probes of the selected families, in family order.
 pub fn plan(input: &PlanInput<'_>, families: &BTreeSet<Family>) -> ProbePlan {
     let mut probes = Vec::new();

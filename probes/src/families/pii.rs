@@ -110,6 +110,9 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
                     }
                 }
                 let (n, c) = (name.clone(), col.clone());
+                if m.tenant_column.is_none() || input.rows_per_tenant(m) < 3 {
+                    continue;
+                }
                 out.push(
                     Probe::new(
                         ProbeCode::OrderOracle,
@@ -322,22 +325,18 @@ async fn read_redacted(ctx: Arc<ProbeCtx>, model: String, tool: &'static str) ->
 async fn include_redacted(ctx: Arc<ProbeCtx>, model: String, relation: String) -> ProbeResult {
     let m = ctx.model(&model)?.clone();
     let a = &ctx.principals.a;
-    let keys = ctx
-        .truth
-        .keys(
-            &m,
-            if m.tenant_column.is_some() {
-                &a.tenant
-            } else {
-                ""
-            },
-            5,
-        )
-        .await?;
+    let rel = m
+        .relations
+        .get(&relation)
+        .cloned()
+        .ok_or_else(|| ProbeOutcome::error(format!("relation {relation} vanished")))?;
+    let target = ctx.model(&rel.target)?.clone();
+    // Rows that have something to include: parents with children, children with a parent.
+    let keys = crate::scratch::linked_keys(&ctx.truth, &m, &target, &rel, &a.tenant, 5).await?;
     if keys.is_empty() {
         return Err(ProbeOutcome::not_verified(format!(
-            "{} has no visible {model} row",
-            a.tenant
+            "no {} row of {model} has a related {} row",
+            a.tenant, target.name
         )));
     }
     let call = ctx

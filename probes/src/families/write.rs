@@ -165,7 +165,7 @@ async fn reason_required(ctx: Arc<ProbeCtx>, model: String, tool: &'static str) 
         let col = free_column(&ctx.policy, &m).or_else(|| super::cross_tenant::writable_column(&m));
         let (args, watched) = match tool {
             CREATE => {
-                let data = match scratch.create_data(&m, &a.tenant).await? {
+                let data = match scratch.create_data(&ctx.policy, &m, &a.tenant).await? {
                     Ok(d) => d,
                     Err(why) => return Err(ProbeOutcome::not_verified(why)),
                 };
@@ -234,7 +234,7 @@ async fn writable_fields(
                 vec![key],
             )
         } else {
-            let mut data = match scratch.create_data(&m, &a.tenant).await? {
+            let mut data = match scratch.create_data(&ctx.policy, &m, &a.tenant).await? {
                 Ok(d) => d,
                 Err(why) => return Err(ProbeOutcome::not_verified(why)),
             };
