@@ -1,0 +1,3 @@
+//! Integration tests of the `preflight` binary: one binary, one module per subcommand.
+
+mod db;
