@@ -40,12 +40,7 @@ impl ColumnInfo {
 
     /// Free-form character types.
     pub fn is_text(&self) -> bool {
-        let t = self.pg_type.as_str();
-        t == "text"
-            || t.starts_with("character varying")
-            || t.starts_with("character(")
-            || t == "character"
-            || t == "citext"
+        is_text_type(&self.pg_type)
     }
 
     pub fn is_temporal(&self) -> bool {
@@ -60,6 +55,15 @@ pub fn is_numeric_type(t: &str) -> bool {
         t,
         "smallint" | "integer" | "bigint" | "real" | "double precision" | "numeric" | "money"
     ) || t.starts_with("numeric(")
+}
+
+/// Whether a `format_type()` name is a character type.
+pub fn is_text_type(t: &str) -> bool {
+    t == "text"
+        || t.starts_with("character varying")
+        || t.starts_with("character(")
+        || t == "character"
+        || t == "citext"
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -69,3 +69,16 @@ audit: {sinks: [postgres, jsonl, s3], retention: {hot: 400d, warm: 365d, cold: 7
     let e = policy::load_str(text, "bad.yaml", Some(&catalog)).unwrap_err();
     eprintln!("{e}");
 }
+
+#[tokio::test]
+#[ignore = "needs PREFLIGHT_SCRATCH_OWNER_URL"]
+async fn scratch_lint_shop() {
+    let catalog = scratch_catalog().await;
+    let p = policy::load(shop_policy_path(), Some(&catalog)).unwrap();
+    let f = policy::lint(&p, Some(&catalog));
+    eprintln!("{}", policy::render_text("shop.yaml", &f));
+    eprintln!("{}", policy::render_table(&f));
+    let bare = policy::load(shop_policy_path(), None).unwrap();
+    let f = policy::lint(&bare, None);
+    eprintln!("no catalog:\n{}", policy::render_text("shop.yaml", &f));
+}
