@@ -261,8 +261,8 @@ impl Probe {
             Err(_) => {
                 handle.abort();
                 ProbeOutcome::error(format!(
-                    "the probe did not finish within {} s",
-                    timeout.as_secs()
+                    "the probe did not finish within {:.1} s",
+                    timeout.as_secs_f64()
                 ))
             }
         };

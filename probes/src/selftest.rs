@@ -130,9 +130,9 @@ impl SelfTestResult {
             && self.idle_codes().is_empty()
     }
 
-    /// The detection matrix as text: one row per control, one column per family, each cell the
-    /// codes (without the family prefix) that caught the control; `-` where the family ran and
-    /// caught nothing, blank where it did not run.
+    /// The detection matrix as text: one row per control, one column per family with the number
+    /// of that family's probe codes that caught it (`-` where the family ran and caught nothing,
+    /// blank where it did not run), then the codes themselves.
     pub fn matrix(&self) -> String {
         let fams: Vec<Family> = Family::ALL
             .into_iter()
@@ -141,6 +141,7 @@ impl SelfTestResult {
         let mut rows: Vec<Vec<String>> = Vec::new();
         let mut header = vec!["control".to_string()];
         header.extend(fams.iter().map(|f| f.as_str().to_string()));
+        header.push("caught by".to_string());
         rows.push(header);
         for v in &self.variants {
             let caught = v.caught();
@@ -151,22 +152,20 @@ impl SelfTestResult {
                 .to_string()];
             for f in &fams {
                 let prefix = format!("{}.", f.as_str());
-                let cell: Vec<&str> = caught
-                    .iter()
-                    .filter_map(|c| c.strip_prefix(&prefix))
-                    .collect();
+                let n = caught.iter().filter(|c| c.starts_with(&prefix)).count();
                 row.push(if !v.families.contains(f) {
                     String::new()
-                } else if cell.is_empty() {
-                    if v.error.is_some() {
-                        "(not run)".into()
-                    } else {
-                        "-".into()
-                    }
+                } else if n == 0 {
+                    "-".into()
                 } else {
-                    cell.join(" ")
+                    n.to_string()
                 });
             }
+            row.push(match (&v.error, caught.is_empty()) {
+                (Some(e), _) => format!("NOT RUN: {e}"),
+                (None, true) => "NOT CAUGHT".to_string(),
+                (None, false) => caught.iter().cloned().collect::<Vec<_>>().join(", "),
+            });
             rows.push(row);
         }
         let widths: Vec<usize> = (0..rows[0].len())

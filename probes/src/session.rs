@@ -16,7 +16,7 @@ use crate::families::lint::LintItem;
 use crate::families::{self, PlanInput};
 use crate::runner::{Access, CtxParts, Principals, ProbeCtx, ProbePlan, RunOptions};
 use crate::selftest::SelfTestSetup;
-use crate::target::{BuiltinTarget, Target, TargetError};
+use crate::target::{BuiltinTarget, Target, TargetError, TargetKind};
 use crate::truth::{GroundTruth, TruthError};
 
 /// Why a session could not start.
@@ -51,6 +51,7 @@ pub struct SessionOptions {
     pub tenant_b: String,
     /// Connections of the ground-truth pool.
     pub owner_connections: u32,
+    pub target: TargetKind,
 }
 
 impl Default for SessionOptions {
@@ -59,6 +60,7 @@ impl Default for SessionOptions {
             tenant_a: "acme".to_string(),
             tenant_b: "globex".to_string(),
             owner_connections: 8,
+            target: TargetKind::Builtin,
         }
     }
 }
@@ -106,11 +108,13 @@ impl Session {
                 }
             }
         }
-        let target = Target::Builtin(BuiltinTarget::new(
-            database.agent_url(),
-            database.audit_url(),
-            database.owner_url(),
-        ));
+        let target = match options.target {
+            TargetKind::Builtin => Target::Builtin(BuiltinTarget::new(
+                database.agent_url(),
+                database.audit_url(),
+                database.owner_url(),
+            )),
+        };
         Ok(Session {
             agent_role: crate::environment::login_role(database.url(Role::Agent)),
             audit_role: crate::environment::login_role(database.url(Role::Audit)),
@@ -128,7 +132,10 @@ impl Session {
     pub async fn context(&self, faults: Faults) -> Result<Arc<ProbeCtx>, SessionError> {
         let factory = self.target.factory();
         let gateway = factory
-            .instance(Arc::new(families::instance_policy(&self.policy)), faults.clone())
+            .instance(
+                Arc::new(families::instance_policy(&self.policy)),
+                faults.clone(),
+            )
             .await
             .map_err(SessionError::Target)?;
         Ok(Arc::new(ProbeCtx::new(CtxParts {
@@ -156,7 +163,12 @@ impl Session {
     }
 
     /// The probes of `families` for `ctx`.
-    pub fn plan(&self, ctx: &ProbeCtx, families: &BTreeSet<Family>, lint: &[LintItem]) -> ProbePlan {
+    pub fn plan(
+        &self,
+        ctx: &ProbeCtx,
+        families: &BTreeSet<Family>,
+        lint: &[LintItem],
+    ) -> ProbePlan {
         let input = PlanInput {
             policy: &self.policy,
             tools: &ctx.tools,
@@ -169,7 +181,11 @@ impl Session {
     }
 
     /// What the self-test needs.
-    pub fn self_test_setup(&self, options: RunOptions, families: BTreeSet<Family>) -> SelfTestSetup {
+    pub fn self_test_setup(
+        &self,
+        options: RunOptions,
+        families: BTreeSet<Family>,
+    ) -> SelfTestSetup {
         SelfTestSetup {
             truth: Arc::clone(&self.truth),
             factory: self.target.factory(),

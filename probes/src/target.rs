@@ -40,3 +40,110 @@ pub trait GatewayFactory: Send + Sync {
         faults: Faults,
     ) -> Result<Arc<dyn Gateway>, TargetError>;
 }
+
+/// Which enforcement layer to probe (what `--target` names).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TargetKind {
+    /// The built-in layer, started in this process.
+    #[default]
+    Builtin,
+}
+
+/// The enforcement layers `preflight probe` can reach, decided once at the edge.
+pub enum Target {
+    /// The built-in layer (`preflight_enforcer::builtin`), started in this process.
+    Builtin(BuiltinTarget),
+}
+
+impl Target {
+    /// The name reports show (`builtin`).
+    pub fn name(&self) -> String {
+        match self {
+            Target::Builtin(_) => "builtin".to_string(),
+        }
+    }
+
+    /// Instances of the layer.
+    pub fn factory(&self) -> Arc<dyn GatewayFactory> {
+        match self {
+            Target::Builtin(b) => Arc::new(b.clone()),
+        }
+    }
+
+    /// The approvals store a person would use with this layer, for the approval probes.
+    pub fn approvals(&self) -> Option<Arc<dyn crate::families::approval::ApprovalDesk>> {
+        match self {
+            Target::Builtin(b) => b.approvals(),
+        }
+    }
+}
+
+/// How to start the built-in layer over a provisioned database.
+#[derive(Clone)]
+pub struct BuiltinTarget {
+    agent_url: String,
+    audit_url: String,
+    owner_url: String,
+    /// Shared by every instance, so hashed values and cursors compare across instances.
+    secret_key: [u8; 32],
+}
+
+impl std::fmt::Debug for BuiltinTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URLs carry passwords and the key is a secret.
+        f.debug_struct("BuiltinTarget").finish_non_exhaustive()
+    }
+}
+
+impl BuiltinTarget {
+    pub fn new(agent_url: &str, audit_url: &str, owner_url: &str) -> Self {
+        Self {
+            agent_url: agent_url.to_string(),
+            audit_url: audit_url.to_string(),
+            owner_url: owner_url.to_string(),
+            secret_key: rand::random(),
+        }
+    }
+
+    fn approvals(&self) -> Option<Arc<dyn crate::families::approval::ApprovalDesk>> {
+        let _ = (&self.audit_url, &self.owner_url);
+        None
+    }
+
+    fn options(
+        &self,
+        policy: &Policy,
+        faults: Faults,
+    ) -> preflight_enforcer::builtin::BuiltinOptions {
+        let _ = policy;
+        preflight_enforcer::builtin::BuiltinOptions {
+            faults,
+            secret_key: self.secret_key,
+            max_connections: 6,
+            ..Default::default()
+        }
+    }
+}
+
+#[async_trait]
+impl GatewayFactory for BuiltinTarget {
+    fn name(&self) -> String {
+        "builtin".to_string()
+    }
+
+    async fn instance(
+        &self,
+        policy: Arc<Policy>,
+        faults: Faults,
+    ) -> Result<Arc<dyn Gateway>, TargetError> {
+        let options = self.options(&policy, faults);
+        let gw =
+            preflight_enforcer::builtin::BuiltinGateway::connect(policy, &self.agent_url, options)
+                .await
+                .map_err(|e| TargetError::Connect {
+                    target: "builtin".to_string(),
+                    source: Box::new(e),
+                })?;
+        Ok(Arc::new(gw))
+    }
+}

@@ -97,6 +97,9 @@ pub fn key_text(v: &Value) -> Option<String> {
     }
 }
 
+/// Tables estimated larger than this are never counted in full by ground truth.
+const LARGE_TABLE: i64 = 10_000;
+
 /// Counters of one table from `pg_stat_user_tables` plus the planner's size estimate.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TableStats {
@@ -119,8 +122,10 @@ impl TableStats {
 /// The state of some rows of one table at one moment, for "the database is unchanged".
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
-    /// Rows in the whole table (catches inserts anywhere).
-    pub count: i64,
+    /// Rows in the whole table (catches inserts and deletes anywhere); `None` for large tables,
+    /// where counting would be a full scan that pollutes the statistics the budget probes read
+    /// (the highest key still catches inserts there).
+    pub count: Option<i64>,
     /// Highest key in the table, as text (catches insert-then-delete of other rows).
     pub max_key: Option<String>,
     /// SHA-256 over the watched rows' JSON, in key order.
@@ -134,7 +139,12 @@ impl Snapshot {
     pub fn diff(&self, after: &Snapshot) -> Vec<String> {
         let mut out = Vec::new();
         if self.count != after.count {
-            out.push(format!("row count {} -> {}", self.count, after.count));
+            let show = |c: Option<i64>| c.map(|c| c.to_string()).unwrap_or_else(|| "?".into());
+            out.push(format!(
+                "row count {} -> {}",
+                show(self.count),
+                show(after.count)
+            ));
         }
         if self.max_key != after.max_key {
             out.push(format!(
@@ -487,16 +497,19 @@ impl GroundTruth {
         model: &ModelPolicy,
         watched: &[Value],
     ) -> Result<Snapshot, TruthError> {
-        let sql = format!(
-            "SELECT count(*), max(t.{pk})::text FROM {table} t",
-            pk = quote_ident(&model.primary_key),
-            table = table_ref(model),
-        );
-        let (count, max_key): (i64, Option<String>) = sqlx::query_as(&sql)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(TruthError::query(format!("snapshot {}", model.name)))
-            .map_err(|e| self.note(e))?;
+        let max_key = self.max_key(model).await?;
+        let count = if self.estimated_rows(model) > LARGE_TABLE {
+            None
+        } else {
+            let sql = format!("SELECT count(*) FROM {}", table_ref(model));
+            Some(
+                sqlx::query_scalar::<_, i64>(&sql)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(TruthError::query(format!("count {}", model.name)))
+                    .map_err(|e| self.note(e))?,
+            )
+        };
         let rows = if watched.is_empty() {
             Vec::new()
         } else {
@@ -513,6 +526,23 @@ impl GroundTruth {
             rows_hash: hex::encode(h.finalize()),
             rows,
         })
+    }
+
+    /// The highest key of the table, as text (an index lookup for an indexed key).
+    pub async fn max_key(&self, model: &ModelPolicy) -> Result<Option<String>, TruthError> {
+        let sql = format!(
+            "SELECT max(t.{pk})::text FROM {table} t",
+            pk = quote_ident(&model.primary_key),
+            table = table_ref(model),
+        );
+        sqlx::query_scalar(&sql)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(TruthError::query(format!(
+                "read the highest key of {}",
+                model.name
+            )))
+            .map_err(|e| self.note(e))
     }
 
     /// `pg_stat_user_tables` counters for a model's table.
@@ -618,14 +648,14 @@ mod tests {
     #[test]
     fn snapshot_diff_names_changes() {
         let a = Snapshot {
-            count: 1,
+            count: Some(1),
             max_key: Some("1".into()),
             rows_hash: "x".into(),
             rows: vec![],
         };
         let mut b = a.clone();
         assert!(a.diff(&b).is_empty());
-        b.count = 2;
+        b.count = Some(2);
         b.rows_hash = "y".into();
         assert_eq!(a.diff(&b).len(), 2);
     }

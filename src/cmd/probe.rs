@@ -139,7 +139,11 @@ fn parse_families(flag: &str, values: &[String]) -> Result<BTreeSet<Family>, Cli
             None => {
                 return Err(CliError::config(format!(
                     "{flag}: unknown family {v:?}; expected one of {}",
-                    Family::ALL.iter().map(|f| f.as_str()).collect::<Vec<_>>().join(", ")
+                    Family::ALL
+                        .iter()
+                        .map(|f| f.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )))
             }
         }
@@ -203,7 +207,9 @@ fn policy_text(source: &PolicySource) -> Result<(String, String), CliError> {
     match source {
         PolicySource::File(p) => std::fs::read_to_string(p)
             .map(|t| (t, p.display().to_string()))
-            .map_err(|e| CliError::config(format!("{}: cannot read the policy file: {e}", p.display()))),
+            .map_err(|e| {
+                CliError::config(format!("{}: cannot read the policy file: {e}", p.display()))
+            }),
         PolicySource::Embedded => Ok((EMBEDDED_POLICY.to_string(), DEFAULT_POLICY.to_string())),
     }
 }
@@ -251,6 +257,9 @@ pub async fn run(args: ProbeArgs) -> CmdResult {
             tenant_a: plan.tenant_a.clone(),
             tenant_b: plan.tenant_b.clone(),
             owner_connections: plan.jobs as u32 + 4,
+            target: match plan.target {
+                TargetKind::Builtin => preflight_probes::target::TargetKind::Builtin,
+            },
         },
     )
     .await
@@ -268,7 +277,10 @@ pub async fn run(args: ProbeArgs) -> CmdResult {
     } else {
         Vec::new()
     };
-    let ctx = session.context(Faults::none()).await.map_err(session_error)?;
+    let ctx = session
+        .context(Faults::none())
+        .await
+        .map_err(session_error)?;
     let probe_plan = session.plan(&ctx, &plan.families, &lint);
     status(format!(
         "probing {} with {} probes in {} families ({} at a time) ...",
@@ -285,7 +297,14 @@ pub async fn run(args: ProbeArgs) -> CmdResult {
             live.handle(&event);
         }
     });
-    let result = runner::run(&probe_plan, Arc::clone(&ctx), &options, env.clone(), Some(tx)).await;
+    let result = runner::run(
+        &probe_plan,
+        Arc::clone(&ctx),
+        &options,
+        env.clone(),
+        Some(tx),
+    )
+    .await;
     // The sender went away with the run; the reporter drains what is left and stops.
     let _ = reporter.await;
 
@@ -322,7 +341,10 @@ pub async fn run(args: ProbeArgs) -> CmdResult {
             plan.out.display()
         )));
     }
-    let failing = report.findings.iter().any(|f| plan.fail_on.fails(f.verdict));
+    let failing = report
+        .findings
+        .iter()
+        .any(|f| plan.fail_on.fails(f.verdict));
     Ok(Outcome::from_all_passed(
         !failing && !report.findings.is_empty(),
     ))
@@ -330,15 +352,26 @@ pub async fn run(args: ProbeArgs) -> CmdResult {
 
 /// Prints the summary table and writes every report file.
 fn finish_report(report: &Report, out: &Path) -> Result<(), CliError> {
-    let table = preflight_reports::summary_table_styled(report, preflight_reports::color_enabled(std::io::stdout().is_terminal()));
+    let table = preflight_reports::reporter::summary_table_styled(
+        report,
+        preflight_reports::reporter::color_enabled(std::io::stdout().is_terminal()),
+    );
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "{table}");
     drop(stdout);
-    let paths = write_all(report, out)
-        .map_err(|e| CliError::infra(format!("cannot write the report: {}", runner::error_chain(&e))))?;
+    let paths = write_all(report, out).map_err(|e| {
+        CliError::infra(format!(
+            "cannot write the report: {}",
+            runner::error_chain(&e)
+        ))
+    })?;
     status(format!(
         "report: {}",
-        paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     ));
     Ok(())
 }
@@ -373,7 +406,10 @@ async fn self_test(
                 (Some(e), _) => format!("NOT RUN: {e}"),
                 (None, None) => format!(
                     "{} of {} passed",
-                    v.findings.iter().filter(|f| f.verdict == Verdict::Pass).count(),
+                    v.findings
+                        .iter()
+                        .filter(|f| f.verdict == Verdict::Pass)
+                        .count(),
                     v.findings.len()
                 ),
                 (None, Some(_)) if caught.is_empty() => "NOT CAUGHT".to_string(),
@@ -383,11 +419,21 @@ async fn self_test(
     })
     .await;
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "\nDetection matrix (probe codes that failed, per family):\n\n{}", result.matrix());
+    let _ = writeln!(
+        out,
+        "\nDetection matrix (probe codes that failed, per family):\n\n{}",
+        result.matrix()
+    );
     drop(out);
     let mut gaps = Vec::new();
     for f in result.baseline_failures() {
-        gaps.push(format!("baseline {}: {} {} — {}", f.verdict.as_str(), f.code, f.title, f.message));
+        gaps.push(format!(
+            "baseline {}: {} {} — {}",
+            f.verdict.as_str(),
+            f.code,
+            f.title,
+            f.message
+        ));
     }
     for (c, why) in result.uncaught_controls() {
         gaps.push(format!("control {c} was caught by no probe ({why})"));
@@ -439,7 +485,10 @@ mod tests {
         let p = plan(&["--skip", "lint,hygiene"]).unwrap();
         assert!(!p.families.contains(&Family::Lint) && p.families.contains(&Family::Pii));
         let e = plan(&["--only", "pii,nope"]).unwrap_err();
-        assert!(matches!(e, CliError::Config(_)) && e.to_string().contains("nope"), "{e}");
+        assert!(
+            matches!(e, CliError::Config(_)) && e.to_string().contains("nope"),
+            "{e}"
+        );
         let e = plan(&["--only", "pii", "--skip", "pii"]).unwrap_err();
         assert!(e.to_string().contains("no family"), "{e}");
     }

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use preflight_enforcer::policy::{FieldAction, ModelPolicy, Policy};
+use preflight_enforcer::policy::{FieldAction, ModelPolicy};
 use preflight_enforcer::ErrorCode;
 use serde_json::{json, Value};
 
@@ -23,7 +23,20 @@ use crate::runner::{Phase, Probe, ProbeCtx, ProbeOutcome, ProbeResult};
 /// Every budget probe this policy and tool list call for.
 pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
     let mut out = Vec::new();
-    let mut largest: Option<(&ModelPolicy, i64)> = None;
+    // The largest table over its scan budget: the one whose statistics corroborate "refused
+    // before it ran" (reading them costs a statistics interval, so only once).
+    let largest: Option<(&ModelPolicy, i64)> = input
+        .policy
+        .models
+        .values()
+        .filter(|m| m.tools.contains(QUERY) && input.tools.contains(QUERY))
+        .filter(|m| {
+            m.budgets
+                .max_scan_rows
+                .is_some_and(|b| input.truth.estimated_rows(m) as u64 > b)
+        })
+        .map(|m| (m, input.truth.estimated_rows(m)))
+        .max_by_key(|(_, r)| *r);
     for m in input.policy.models.values() {
         let name = m.name.clone();
         let budgets = format!("models.{name}.budgets");
@@ -31,15 +44,12 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
         if m.tools.contains(QUERY) && input.tools.contains(QUERY) {
             if let Some(max_scan) = m.budgets.max_scan_rows {
                 if rows as u64 > max_scan {
-                    if largest.is_none_or(|(_, r)| rows > r) {
-                        largest = Some((m, rows));
-                    }
                     for tool in [QUERY, AGGREGATE] {
                         if !m.tools.contains(tool) || !input.tools.contains(tool) {
                             continue;
                         }
                         let n = name.clone();
-                        let stats = tool == QUERY;
+                        let stats = tool == QUERY && largest.is_some_and(|(l, _)| l.name == m.name);
                         out.push(
                             Probe::new(
                                 ProbeCode::UnboundedScan,
@@ -63,7 +73,11 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
                     .at(budgets.clone()),
                 );
             }
-            if m.tenant_column.is_some() {
+            let cap = m.budgets.max_rows_for(QUERY).unwrap_or(u64::MAX);
+            if m.tenant_column.is_some()
+                && input.key_allowed(m)
+                && input.rows_per_tenant(m) as u64 > cap
+            {
                 for explicit in [true, false] {
                     let n = name.clone();
                     let title = if explicit {
@@ -79,7 +93,7 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
                     );
                 }
             }
-            if let Some(path) = deep_path(input.policy, m, m.budgets.max_join_depth as usize + 1) {
+            if let Some(path) = deep_path(input, m, m.budgets.max_join_depth as usize + 1) {
                 let n = name.clone();
                 let p = path.clone();
                 out.push(
@@ -133,9 +147,12 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
 }
 
 /// A dotted include path of exactly `depth` relations starting at `m`, if the relation graph
-/// has one (relations may revisit models: `customer.orders.customer`).
-fn deep_path(policy: &Policy, m: &ModelPolicy, depth: usize) -> Option<String> {
-    fn walk(policy: &Policy, m: &ModelPolicy, depth: usize, acc: &mut Vec<String>) -> bool {
+/// has one (relations may revisit models: `customer.payment_methods.customer`). Targets too
+/// large for their scan budget are avoided, so the path is refused for its depth and not for
+/// its cost.
+fn deep_path(input: &PlanInput<'_>, m: &ModelPolicy, depth: usize) -> Option<String> {
+    fn walk(input: &PlanInput<'_>, m: &ModelPolicy, depth: usize, acc: &mut Vec<String>) -> bool {
+        let policy = input.policy;
         if acc.len() == depth {
             return true;
         }
@@ -146,8 +163,15 @@ fn deep_path(policy: &Policy, m: &ModelPolicy, depth: usize) -> Option<String> {
             if !t.tools.contains(QUERY) {
                 continue;
             }
+            let too_big = t
+                .budgets
+                .max_scan_rows
+                .is_some_and(|b| input.truth.estimated_rows(t) as u64 > b);
+            if too_big {
+                continue;
+            }
             acc.push(rel.name.clone());
-            if walk(policy, t, depth, acc) {
+            if walk(input, t, depth, acc) {
                 return true;
             }
             acc.pop();
@@ -155,7 +179,7 @@ fn deep_path(policy: &Policy, m: &ModelPolicy, depth: usize) -> Option<String> {
         false
     }
     let mut acc = Vec::new();
-    walk(policy, m, depth, &mut acc).then(|| acc.join("."))
+    walk(input, m, depth, &mut acc).then(|| acc.join("."))
 }
 
 async fn unbounded_scan(

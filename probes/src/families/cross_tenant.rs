@@ -309,8 +309,8 @@ async fn get_foreign_row(ctx: Arc<ProbeCtx>, model: String) -> ProbeResult {
         return Err(ProbeOutcome::error("no probing call was made"));
     };
     // "Not yours" must look exactly like "does not exist", or the error is an existence oracle.
-    let snap = ctx.truth.snapshot(&m, &[]).await?;
-    let missing = absent_key(snap.max_key.as_deref(), numeric_key(&m));
+    let max_key = ctx.truth.max_key(&m).await?;
+    let missing = absent_key(max_key.as_deref(), numeric_key(&m));
     let absent = ctx.call(a, GET, calls::get(&model, &missing)).await;
     facts.push(format!("absent key: {}", absent.describe()));
     let (fe, ae) = (
@@ -807,12 +807,12 @@ pub(crate) async fn judge_refused_write(
     let facts = vec![
         format!(
             "before: {} rows, highest key {}",
-            before.count,
+            count_text(before.count),
             before.max_key.as_deref().unwrap_or("none")
         ),
         format!(
             "after: {} rows, highest key {}",
-            after.count,
+            count_text(after.count),
             after.max_key.as_deref().unwrap_or("none")
         ),
     ];
@@ -980,4 +980,9 @@ async fn write_foreign_reference(
     }
     .await;
     finish(scratch, result).await
+}
+
+fn count_text(c: Option<i64>) -> String {
+    c.map(|c| c.to_string())
+        .unwrap_or_else(|| "(not counted)".to_string())
 }

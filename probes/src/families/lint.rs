@@ -55,3 +55,51 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
         })
         .collect()
 }
+
+/// The policy linter's results for `policy` against `catalog`: each finding fails its rule at
+/// the line it cites (errors as high severity, warnings as medium); every rule that found nothing
+/// passes, at the file's top, so the checklist page can cite it.
+pub fn from_policy_lint(
+    policy: &preflight_enforcer::policy::Policy,
+    catalog: &preflight_enforcer::policy::Catalog,
+) -> Vec<LintItem> {
+    use preflight_enforcer::policy::{lint, LintRule, Severity as LintSeverity};
+    let findings = lint(policy, Some(catalog));
+    let mut out = Vec::new();
+    for rule in LintRule::ALL {
+        let mine: Vec<_> = findings.iter().filter(|f| f.rule == rule).collect();
+        let checklist: Vec<String> = rule.checklist().iter().map(|s| s.to_string()).collect();
+        if mine.is_empty() {
+            out.push(LintItem {
+                code: rule.code().to_string(),
+                title: rule.title().to_string(),
+                checklist,
+                severity: Severity::Info,
+                message: format!("{}: nothing to report", rule.title()),
+                span: None,
+                passed: true,
+            });
+            continue;
+        }
+        for f in mine {
+            let subject = if f.key_path.is_empty() {
+                "the policy file".to_string()
+            } else {
+                f.key_path.clone()
+            };
+            out.push(LintItem {
+                code: rule.code().to_string(),
+                title: format!("{} ({subject})", rule.title()),
+                checklist: checklist.clone(),
+                severity: match f.severity {
+                    LintSeverity::Error => Severity::High,
+                    LintSeverity::Warning => Severity::Medium,
+                },
+                message: f.message.clone(),
+                span: f.span.or_else(|| policy.span_of(&f.key_path)),
+                passed: false,
+            });
+        }
+    }
+    out
+}

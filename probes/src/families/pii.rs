@@ -296,12 +296,16 @@ async fn read_redacted(ctx: Arc<ProbeCtx>, model: String, tool: &'static str) ->
             a.tenant
         )));
     };
+    let key_filterable = m.action(&m.primary_key) == Some(FieldAction::Allow);
     let args = if tool == GET {
         calls::get(&model, first)
-    } else {
+    } else if key_filterable {
         Query::new(&model)
             .filter(&m.primary_key, "in", json!(keys))
             .build()
+    } else {
+        // The key is hidden from the agent: read the caller's own rows, as many as fit.
+        Query::new(&model).limit(10).build()
     };
     let call = ctx.call(a, tool, args).await;
     require_ok(&call, &format!("{tool} of {}'s own {model} rows", a.tenant))?;
@@ -349,7 +353,15 @@ async fn include_redacted(ctx: Arc<ProbeCtx>, model: String, relation: String) -
                 .build(),
         )
         .await;
-    require_ok(&call, &format!("db_query on {model} including {relation}"))?;
+    internal_is_inconclusive(&call)?;
+    if let Err(e) = &call.result {
+        // A refused include returns no included rows, so nothing can leak through it.
+        return Ok(ProbeOutcome::pass(format!(
+            "include {relation} on {model} is refused here ({}), so no included row reaches the agent on this path",
+            e.code
+        ))
+        .with_call(&ctx, &call));
+    }
     let (violations, exposure, checked) = check_rows(&ctx, &m, &call, Some(1)).await?;
     if checked == 0 {
         return Err(ProbeOutcome::not_verified(format!(
