@@ -202,14 +202,12 @@ impl Exposure {
 /// Classifies canary hits for a caller of `tenant`: another tenant's canary is always a leak;
 /// the caller's own canary is a leak when no model of the policy allows that column.
 pub fn classify_hits(
-    truth: &GroundTruth,
     policy: &Policy,
     tenant: &str,
     hits: &[Hit<'_>],
     sent: &BTreeSet<String>,
     exposure: &mut Exposure,
 ) {
-    let _ = truth;
     let mut seen = BTreeSet::new();
     for h in hits {
         let c = h.canary;
@@ -300,14 +298,7 @@ pub async fn inspect(
     }
     let sent = ctx.truth.canaries.sent_in(&call.arguments);
     let hits = ctx.truth.canaries.scan_json(&response, "$");
-    classify_hits(
-        &ctx.truth,
-        &ctx.policy,
-        &tenant,
-        &hits,
-        &sent,
-        &mut exposure,
-    );
+    classify_hits(&ctx.policy, &tenant, &hits, &sent, &mut exposure);
     Ok(exposure)
 }
 

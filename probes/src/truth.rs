@@ -616,8 +616,8 @@ impl GroundTruth {
         Ok(Some(rows))
     }
 
-    /// The model of the policy that exposes `table`'s `column` with the loosest action, used to
-    /// decide whether a canary of that cell may appear in a response.
+    /// Whether some model of the policy returns `table.column` as stored (`allow`), so a canary
+    /// of that column may appear in the caller's own responses.
     pub fn column_exposed(policy: &Policy, table: &str, column: &str) -> bool {
         use preflight_enforcer::policy::FieldAction;
         policy
