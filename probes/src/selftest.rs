@@ -358,7 +358,11 @@ async fn run_variant(
     let faults = control.map(|c| c.faults()).unwrap_or_else(Faults::none);
     // As in a probe run: quotas and write rates lifted on the shared instance.
     let instance_policy = Arc::new(families::instance_policy(&policy));
-    match setup.factory.instance(instance_policy, faults.clone()).await {
+    match setup
+        .factory
+        .instance(instance_policy, faults.clone())
+        .await
+    {
         Ok(gateway) => {
             let ctx = Arc::new(ProbeCtx::new(CtxParts {
                 gateway,

@@ -412,3 +412,63 @@ async fn findings_are_reportable_and_carry_no_raw_canary() {
         .collect();
     assert!(raw.is_empty(), "raw canaries in findings: {raw:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_staging_database_is_probed_without_a_single_write() {
+    use preflight_probes::db::{provision, Db, FixtureOptions, StagingOptions};
+    let base = testing::database().await;
+    let staging = provision(
+        &Db::Url {
+            url: base.owner_url().to_string(),
+            allow_writes: false,
+        },
+        &FixtureOptions {
+            staging: StagingOptions {
+                load_fixtures: false,
+                agent_url: Some(base.agent_url().to_string()),
+                audit_url: Some(base.audit_url().to_string()),
+            },
+            ..FixtureOptions::new(testing::fixtures_dir())
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("staging: {}", e.report()));
+    assert!(staging.read_only());
+    let s = Session::open(
+        staging,
+        POLICY,
+        "fixtures/shop/policy.yaml",
+        &SessionOptions::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("session: {}", runner::error_chain(&e)));
+    let before = fingerprint(&s).await;
+    let result = run_families(&s, Faults::none(), &[Family::CrossTenant, Family::Write]).await;
+    let after = fingerprint(&s).await;
+    assert_eq!(before, after, "a read-only run changed the database");
+    for f in &result.findings {
+        let writes = f.family == "write"
+            || f.code.starts_with("cross_tenant.write_")
+            || f.code == "cross_tenant.include_foreign";
+        if writes {
+            assert_eq!(
+                f.verdict,
+                Verdict::NotVerified,
+                "{} [{}]: {}",
+                f.code,
+                f.title,
+                f.message
+            );
+            assert!(f.message.contains("read-only"), "{}", f.message);
+        } else {
+            assert_eq!(
+                f.verdict,
+                Verdict::Pass,
+                "{} [{}]: {}",
+                f.code,
+                f.title,
+                f.message
+            );
+        }
+    }
+}
