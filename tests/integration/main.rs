@@ -2,3 +2,4 @@
 
 mod db;
 mod policy;
+mod probe_cli;
