@@ -3,6 +3,7 @@
 pub mod approvals;
 pub mod audit;
 pub mod budget_store;
+pub mod builtin;
 pub mod faults;
 pub mod gateway;
 pub mod policy;

@@ -192,9 +192,15 @@ pub fn chain_hash_bytes(prev_hash: &[u8], payload: &[u8]) -> [u8; 32] {
 /// SHA-256 (hex) of the raw arguments' canonical JSON: object keys sorted, no whitespace (AUD-7).
 /// A forged or altered sanitized record cannot be made to match it without the raw arguments.
 pub fn arguments_sha256(arguments: &Value) -> String {
+    hex::encode(Sha256::digest(canonical_json(arguments).as_bytes()))
+}
+
+/// The canonical JSON text of a value: object keys sorted by their UTF-8 bytes at every level, no
+/// whitespace. Two values that differ only in key order have the same canonical form.
+pub fn canonical_json(value: &Value) -> String {
     let mut text = String::new();
-    write_sorted_json(arguments, &mut text);
-    hex::encode(Sha256::digest(text.as_bytes()))
+    write_sorted_json(value, &mut text);
+    text
 }
 
 fn write_sorted_json(v: &Value, out: &mut String) {

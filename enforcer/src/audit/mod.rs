@@ -20,7 +20,7 @@ mod testutil;
 pub mod tracing;
 pub mod verify;
 
-pub use canonical::{arguments_sha256, ChainedRecord};
+pub use canonical::{arguments_sha256, canonical_json, ChainedRecord};
 pub use jsonl::{FsyncPolicy, JsonlSink};
 pub use postgres::PostgresSink;
 pub use record::*;

@@ -97,6 +97,12 @@ pub fn tiny_policy() -> Policy {
             span: Span::default(),
         },
         spans: BTreeMap::new(),
+        deployment: Default::default(),
+        field_rules: FieldRules {
+            default_action: FieldAction::Deny,
+            global: Default::default(),
+            models: Default::default(),
+        },
         hash: "tinyhash".into(),
     }
 }

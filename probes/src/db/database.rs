@@ -73,7 +73,7 @@ impl Endpoint {
 
 /// The server under a database.
 pub(crate) enum Server {
-    Container(ContainerServer),
+    Container(Box<ContainerServer>),
     Local(LocalCluster),
     /// Someone else's server: nothing to tear down.
     Remote,

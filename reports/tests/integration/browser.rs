@@ -277,6 +277,39 @@ fn the_url_hash_restores_a_filter() {
 }
 
 #[test]
+fn an_empty_report_loads_cleanly() {
+    let Some(bin) = browser() else { return };
+    let mut report = sample_report();
+    report.findings.clear();
+    let (dir, html) = written(&report, "browser-empty-");
+    let out = run(
+        &bin,
+        &[
+            "--virtual-time-budget=5000".into(),
+            "--dump-dom".into(),
+            url(&html, "?selftest"),
+        ],
+        dir.path(),
+    );
+    let console = console_messages(&out.stderr, "report.html");
+    assert!(
+        console.is_empty(),
+        "console messages from the page:\n{}",
+        console.join("\n")
+    );
+    let lines = selftest_lines(&out.stdout);
+    assert!(
+        lines.iter().any(|l| l == "filter all all 0 label=0"),
+        "{lines:?}"
+    );
+    assert!(out.stdout.contains("No probes ran"));
+    // "No findings match" is for filters; with nothing to filter it stays hidden.
+    assert!(out
+        .stdout
+        .contains("<p id=\"no-match\" class=\"empty\" hidden=\"\">"));
+}
+
+#[test]
 fn console_errors_are_detected() {
     // Positive control for the check above: a page that throws must be caught.
     let Some(bin) = browser() else { return };

@@ -1,0 +1,140 @@
+//! The transaction one tool call runs in, opened on first use.
+//!
+//! Opening it sets, in one round trip and for this transaction only,
+//! `statement_timeout` (the model's budget) and the tenant setting row-level security reads
+//! (`SELECT set_config('statement_timeout', $1, true), set_config($2, $3, true)`, bound, never
+//! formatted). Calls that never touch the database (a schema description, an argument error)
+//! only open it when an audit record has to be written.
+
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+
+use crate::faults::{Fault, Faults};
+
+pub struct CallTx<'a> {
+    pool: &'a PgPool,
+    tenant_setting: &'a str,
+    tenant: &'a str,
+    faults: &'a Faults,
+    timeout_ms: Option<u64>,
+    tx: Option<Transaction<'static, Postgres>>,
+    /// A statement failed in this transaction: it is aborted and must not be reused.
+    poisoned: bool,
+}
+
+impl<'a> CallTx<'a> {
+    pub(crate) fn new(
+        pool: &'a PgPool,
+        tenant_setting: &'a str,
+        tenant: &'a str,
+        faults: &'a Faults,
+        timeout_ms: Option<u64>,
+    ) -> Self {
+        Self {
+            pool,
+            tenant_setting,
+            tenant,
+            faults,
+            timeout_ms,
+            tx: None,
+            poisoned: false,
+        }
+    }
+
+    /// A fresh, unopened transaction with the same settings.
+    pub(crate) fn fresh(&self) -> CallTx<'a> {
+        CallTx::new(
+            self.pool,
+            self.tenant_setting,
+            self.tenant,
+            self.faults,
+            self.timeout_ms,
+        )
+    }
+
+    /// Sets the statement timeout for this call; only effective before the transaction opens.
+    pub(crate) fn set_timeout(&mut self, timeout_ms: Option<u64>) {
+        if self.tx.is_none() {
+            self.timeout_ms = timeout_ms;
+        }
+    }
+
+    pub fn timeout_ms(&self) -> Option<u64> {
+        self.timeout_ms
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    pub(crate) fn poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    /// Marks the transaction aborted (after a failed statement).
+    pub fn poison(&mut self) {
+        self.poisoned = true;
+    }
+
+    /// The call's connection, opening the transaction (with its settings) on first use.
+    pub async fn conn(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
+        let tx = match &mut self.tx {
+            Some(tx) => tx,
+            slot @ None => {
+                let mut tx = self.pool.begin().await?;
+                let timeout = self
+                    .timeout_ms
+                    .filter(|_| !self.faults.has(Fault::TimeoutOff));
+                let tenant = !self.faults.has(Fault::RlsDisabled);
+                let setup = match (timeout, tenant) {
+                    (Some(ms), true) => Some(
+                        sqlx::query(
+                            "SELECT set_config('statement_timeout', $1, true), set_config($2, $3, true)",
+                        )
+                        .bind(ms.to_string())
+                        .bind(self.tenant_setting)
+                        .bind(self.tenant),
+                    ),
+                    (Some(ms), false) => Some(
+                        sqlx::query("SELECT set_config('statement_timeout', $1, true)")
+                            .bind(ms.to_string()),
+                    ),
+                    (None, true) => Some(
+                        sqlx::query("SELECT set_config($1, $2, true)")
+                            .bind(self.tenant_setting)
+                            .bind(self.tenant),
+                    ),
+                    (None, false) => None,
+                };
+                if let Some(q) = setup {
+                    q.execute(&mut *tx).await?;
+                }
+                slot.insert(tx)
+            }
+        };
+        Ok(&mut **tx)
+    }
+
+    /// Commits, if anything was opened.
+    pub(crate) async fn commit(mut self) -> Result<(), sqlx::Error> {
+        match self.tx.take() {
+            Some(tx) => tx.commit().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Ends a transaction whose work must not persist. The ROLLBACK is queued on the connection
+    /// and flushed when it returns to the pool, off the call's latency; a poisoned or healthy
+    /// transaction is rolled back either way.
+    pub(crate) fn discard(mut self) {
+        drop(self.tx.take());
+    }
+
+    /// Rolls back and waits for it (used before the connection is needed again by this call).
+    pub(crate) async fn rollback(mut self) {
+        if let Some(tx) = self.tx.take() {
+            if let Err(e) = tx.rollback().await {
+                tracing::warn!(error = %e, "rollback of a failed gateway call failed");
+            }
+        }
+    }
+}
