@@ -109,11 +109,14 @@ impl Session {
             }
         }
         let target = match options.target {
-            TargetKind::Builtin => Target::Builtin(BuiltinTarget::new(
-                database.agent_url(),
-                database.audit_url(),
-                database.owner_url(),
-            )),
+            TargetKind::Builtin => Target::Builtin(
+                BuiltinTarget::new(
+                    database.agent_url(),
+                    database.audit_url(),
+                    database.owner_url(),
+                )
+                .map_err(SessionError::Target)?,
+            ),
         };
         Ok(Session {
             agent_role: crate::environment::login_role(database.url(Role::Agent)),

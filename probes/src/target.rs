@@ -86,6 +86,9 @@ pub struct BuiltinTarget {
     owner_url: String,
     /// Shared by every instance, so hashed values and cursors compare across instances.
     secret_key: [u8; 32],
+    /// Where instances' JSONL audit copies go (one file per instance: each keeps its own chain).
+    jsonl_dir: Arc<tempfile::TempDir>,
+    instances: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for BuiltinTarget {
@@ -96,13 +99,22 @@ impl std::fmt::Debug for BuiltinTarget {
 }
 
 impl BuiltinTarget {
-    pub fn new(agent_url: &str, audit_url: &str, owner_url: &str) -> Self {
-        Self {
+    pub fn new(agent_url: &str, audit_url: &str, owner_url: &str) -> Result<Self, TargetError> {
+        let jsonl_dir = tempfile::Builder::new()
+            .prefix("preflight-audit-")
+            .tempdir()
+            .map_err(|e| TargetError::Connect {
+                target: "builtin".to_string(),
+                source: Box::new(e),
+            })?;
+        Ok(Self {
             agent_url: agent_url.to_string(),
             audit_url: audit_url.to_string(),
             owner_url: owner_url.to_string(),
             secret_key: rand::random(),
-        }
+            jsonl_dir: Arc::new(jsonl_dir),
+            instances: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        })
     }
 
     fn approvals(&self) -> Option<Arc<dyn crate::families::approval::ApprovalDesk>> {
@@ -110,18 +122,49 @@ impl BuiltinTarget {
         None
     }
 
+    /// The instance's audit sinks, as the policy configures them: the Postgres sink appends in
+    /// the call's own transaction; a JSONL copy goes to this run's temporary folder rather than
+    /// the policy's path (a probe run must not write into the operator's audit files).
+    fn sinks(
+        &self,
+        policy: &Policy,
+    ) -> Result<Vec<Arc<dyn preflight_enforcer::audit::AuditSink>>, TargetError> {
+        use preflight_enforcer::audit::{FsyncPolicy, JsonlSink, PostgresSink, TracingSink};
+        use preflight_enforcer::policy::AuditSinkConfig;
+        let n = self
+            .instances
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut sinks: Vec<Arc<dyn preflight_enforcer::audit::AuditSink>> = Vec::new();
+        for sink in &policy.audit.sinks {
+            match sink {
+                AuditSinkConfig::Postgres => sinks.push(Arc::new(PostgresSink::in_transaction())),
+                AuditSinkConfig::Jsonl { .. } => {
+                    let path = self.jsonl_dir.path().join(format!("audit-{n}.jsonl"));
+                    let jsonl = JsonlSink::open(&path, "preflight-probe", FsyncPolicy::Never)
+                        .map_err(|e| TargetError::Connect {
+                            target: "builtin".to_string(),
+                            source: Box::new(e),
+                        })?;
+                    sinks.push(Arc::new(jsonl));
+                }
+                AuditSinkConfig::Tracing => sinks.push(Arc::new(TracingSink)),
+            }
+        }
+        Ok(sinks)
+    }
+
     fn options(
         &self,
         policy: &Policy,
         faults: Faults,
-    ) -> preflight_enforcer::builtin::BuiltinOptions {
-        let _ = policy;
-        preflight_enforcer::builtin::BuiltinOptions {
+    ) -> Result<preflight_enforcer::builtin::BuiltinOptions, TargetError> {
+        Ok(preflight_enforcer::builtin::BuiltinOptions {
             faults,
             secret_key: self.secret_key,
+            audit: self.sinks(policy)?,
             max_connections: 6,
             ..Default::default()
-        }
+        })
     }
 }
 
@@ -136,7 +179,7 @@ impl GatewayFactory for BuiltinTarget {
         policy: Arc<Policy>,
         faults: Faults,
     ) -> Result<Arc<dyn Gateway>, TargetError> {
-        let options = self.options(&policy, faults);
+        let options = self.options(&policy, faults)?;
         let gw =
             preflight_enforcer::builtin::BuiltinGateway::connect(policy, &self.agent_url, options)
                 .await
