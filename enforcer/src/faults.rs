@@ -142,6 +142,17 @@ impl Faults {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// The faults switched on, in order.
+    pub fn iter(&self) -> impl Iterator<Item = Fault> + '_ {
+        self.0.iter().copied()
+    }
+}
+
+impl FromIterator<Fault> for Faults {
+    fn from_iter<I: IntoIterator<Item = Fault>>(iter: I) -> Self {
+        Self(iter.into_iter().collect())
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! The built-in enforcement layer and the [`Gateway`] contract every layer is reached through.
 
+pub mod approvals;
 pub mod audit;
+pub mod budget_store;
 pub mod builtin;
 pub mod faults;
 pub mod gateway;

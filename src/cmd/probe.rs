@@ -1,12 +1,510 @@
-//! `preflight probe` (not built yet).
+//! `preflight probe`: provision a database, load the policy against its catalog, start the
+//! enforcement layer, run every probe (or the self-test), show progress and the summary, write
+//! the report files, and exit 0 (all passed), 1 (findings), 2 (usage or configuration) or 3
+//! (the database or the layer could not be reached — also when it went away mid-run, after the
+//! report is written).
+//!
+//! Raw flags ([`ProbeArgs`]) become a validated [`RunPlan`] before anything starts.
 
-use clap::Args;
+use std::collections::BTreeSet;
+use std::io::{IsTerminal, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
 
-use crate::error::{CliError, CmdResult};
+use clap::{Args, ValueEnum};
+use preflight_enforcer::Faults;
+use preflight_probes::codes::Family;
+use preflight_probes::controls::Control;
+use preflight_probes::db::provision;
+use preflight_probes::environment;
+use preflight_probes::runner::{self, RunOptions};
+use preflight_probes::selftest::{run_self_test, VariantResult};
+use preflight_probes::session::{Session, SessionError, SessionOptions};
+use preflight_reports::{
+    write_all, LiveReporter, Report, ReportKind, RunEnvironment, Verdict, REPORT_SCHEMA_VERSION,
+};
+
+use crate::cmd::db_args::{db_error, DbArgs};
+use crate::error::{CliError, CmdResult, Outcome};
+
+/// The shipped policy, built in so `preflight probe` works from any folder.
+const EMBEDDED_POLICY: &str = include_str!("../../fixtures/shop/policy.yaml");
+const DEFAULT_POLICY: &str = "fixtures/shop/policy.yaml";
 
 #[derive(Args, Debug)]
-pub struct ProbeArgs {}
+pub struct ProbeArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
 
-pub async fn run(_args: ProbeArgs) -> CmdResult {
-    Err(CliError::config("`preflight probe` is not built yet"))
+    /// The policy file [default: fixtures/shop/policy.yaml, else the copy built into preflight].
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+
+    /// Where the report files go.
+    #[arg(long, default_value = "reports/latest", value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// Read-only probes run this many at a time (writes always run one at a time).
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub jobs: usize,
+
+    /// Run only these families (comma-separated): cross_tenant, pii, budget, write, approval,
+    /// audit, hygiene, lint.
+    #[arg(long, value_delimiter = ',', value_name = "FAMILY,...")]
+    pub only: Vec<String>,
+
+    /// Skip these families (comma-separated).
+    #[arg(long, value_delimiter = ',', value_name = "FAMILY,...")]
+    pub skip: Vec<String>,
+
+    /// Run every probe against deliberately broken variants of the layer and print the
+    /// detection matrix; fails unless every control is caught and every probe catches one.
+    #[arg(long)]
+    pub self_test: bool,
+
+    /// The lowest verdict that makes the run fail (exit 1): `fail`, `error`, or `not_verified`
+    /// (anything but a pass).
+    #[arg(long, value_enum, default_value_t = FailOn::NotVerified)]
+    pub fail_on: FailOn,
+
+    /// The enforcement layer to probe.
+    #[arg(long, value_enum, default_value_t = TargetKind::Builtin)]
+    pub target: TargetKind,
+
+    /// The caller's tenant (tenant A).
+    #[arg(long, default_value = "acme", value_name = "TENANT")]
+    pub tenant_a: String,
+
+    /// The other tenant whose data A must never reach (tenant B).
+    #[arg(long, default_value = "globex", value_name = "TENANT")]
+    pub tenant_b: String,
+}
+
+/// Which verdicts fail the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FailOn {
+    Fail,
+    Error,
+    #[value(name = "not_verified")]
+    NotVerified,
+}
+
+impl FailOn {
+    fn fails(self, v: Verdict) -> bool {
+        match v {
+            Verdict::Pass => false,
+            Verdict::Fail => true,
+            Verdict::Error => matches!(self, FailOn::Error | FailOn::NotVerified),
+            Verdict::NotVerified => self == FailOn::NotVerified,
+        }
+    }
+}
+
+/// The enforcement layers `preflight probe` can reach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TargetKind {
+    /// The built-in layer (enforcer/src/builtin), started in-process.
+    Builtin,
+}
+
+/// Where the policy text comes from.
+#[derive(Clone, Debug)]
+enum PolicySource {
+    File(PathBuf),
+    Embedded,
+}
+
+/// The validated plan of one invocation.
+#[derive(Clone, Debug)]
+pub struct RunPlan {
+    families: BTreeSet<Family>,
+    policy: PolicySource,
+    out: PathBuf,
+    jobs: usize,
+    fail_on: FailOn,
+    self_test: bool,
+    target: TargetKind,
+    tenant_a: String,
+    tenant_b: String,
+}
+
+fn parse_families(flag: &str, values: &[String]) -> Result<BTreeSet<Family>, CliError> {
+    let mut out = BTreeSet::new();
+    for v in values.iter().map(|v| v.trim()).filter(|v| !v.is_empty()) {
+        match Family::parse(v) {
+            Some(f) => {
+                out.insert(f);
+            }
+            None => {
+                return Err(CliError::config(format!(
+                    "{flag}: unknown family {v:?}; expected one of {}",
+                    Family::ALL
+                        .iter()
+                        .map(|f| f.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl RunPlan {
+    pub fn from_args(args: &ProbeArgs) -> Result<RunPlan, CliError> {
+        let only = parse_families("--only", &args.only)?;
+        let skip = parse_families("--skip", &args.skip)?;
+        let mut families: BTreeSet<Family> = if only.is_empty() {
+            Family::ALL.into_iter().collect()
+        } else {
+            only
+        };
+        families.retain(|f| !skip.contains(f));
+        if families.is_empty() {
+            return Err(CliError::config("--only/--skip leave no family to run"));
+        }
+        if args.jobs == 0 || args.jobs > 64 {
+            return Err(CliError::config(format!(
+                "--jobs: expected 1 to 64, got {}",
+                args.jobs
+            )));
+        }
+        if args.tenant_a == args.tenant_b {
+            return Err(CliError::config(
+                "--tenant-a and --tenant-b must name two different tenants",
+            ));
+        }
+        let policy = match &args.policy {
+            Some(p) => PolicySource::File(p.clone()),
+            None if Path::new(DEFAULT_POLICY).is_file() => {
+                PolicySource::File(PathBuf::from(DEFAULT_POLICY))
+            }
+            None => PolicySource::Embedded,
+        };
+        Ok(RunPlan {
+            families,
+            policy,
+            out: args.out.clone(),
+            jobs: args.jobs,
+            fail_on: args.fail_on,
+            self_test: args.self_test,
+            target: args.target,
+            tenant_a: args.tenant_a.clone(),
+            tenant_b: args.tenant_b.clone(),
+        })
+    }
+}
+
+fn status(line: impl AsRef<str>) {
+    let mut err = std::io::stderr().lock();
+    // A closed stderr is not a reason to stop probing.
+    let _ = writeln!(err, "{}", line.as_ref());
+}
+
+/// The policy text and the path it is reported under.
+fn policy_text(source: &PolicySource) -> Result<(String, String), CliError> {
+    match source {
+        PolicySource::File(p) => std::fs::read_to_string(p)
+            .map(|t| (t, p.display().to_string()))
+            .map_err(|e| {
+                CliError::config(format!("{}: cannot read the policy file: {e}", p.display()))
+            }),
+        PolicySource::Embedded => Ok((EMBEDDED_POLICY.to_string(), DEFAULT_POLICY.to_string())),
+    }
+}
+
+fn session_error(e: SessionError) -> CliError {
+    let text = runner::error_chain(&e);
+    if e.is_config() {
+        CliError::Config(text)
+    } else {
+        CliError::Infra(text)
+    }
+}
+
+pub async fn run(args: ProbeArgs) -> CmdResult {
+    let plan = RunPlan::from_args(&args)?;
+    let (db, fixtures) = args.db.to_db()?;
+    let (text, policy_path) = policy_text(&plan.policy)?;
+    let started = Instant::now();
+    let started_at = environment::now_rfc3339();
+    status(format!(
+        "preflight {}: starting the database ...",
+        env!("CARGO_PKG_VERSION")
+    ));
+    let database = provision(&db, &fixtures).await.map_err(db_error)?;
+    {
+        let info = database.info();
+        status(format!(
+            "database: {} ({}), PostgreSQL {}, ready in {:.1} s",
+            info.kind,
+            info.detail,
+            info.server_version,
+            database.timings().total.as_secs_f64()
+        ));
+    }
+    let fixtures_hash = if database.fixtures_loaded() {
+        environment::fixtures_hash(&fixtures.dir)
+    } else {
+        String::new()
+    };
+    let session = Session::open(
+        database,
+        &text,
+        &policy_path,
+        &SessionOptions {
+            tenant_a: plan.tenant_a.clone(),
+            tenant_b: plan.tenant_b.clone(),
+            owner_connections: plan.jobs as u32 + 4,
+            target: match plan.target {
+                TargetKind::Builtin => preflight_probes::target::TargetKind::Builtin,
+            },
+        },
+    )
+    .await
+    .map_err(session_error)?;
+    let env = session.environment(fixtures_hash, started_at);
+    let options = RunOptions {
+        jobs: plan.jobs,
+        ..RunOptions::default()
+    };
+    if plan.self_test {
+        return self_test(&plan, &session, options, env, started).await;
+    }
+    let lint = if plan.families.contains(&Family::Lint) {
+        session.lint()
+    } else {
+        Vec::new()
+    };
+    let ctx = session
+        .context(Faults::none())
+        .await
+        .map_err(session_error)?;
+    let probe_plan = session.plan(&ctx, &plan.families, &lint);
+    status(format!(
+        "probing {} with {} probes in {} families ({} at a time) ...",
+        ctx.gateway.name(),
+        probe_plan.len(),
+        probe_plan.per_family().len(),
+        plan.jobs
+    ));
+
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let reporter = tokio::task::spawn_blocking(move || {
+        let mut live = LiveReporter::stderr();
+        while let Some(event) = rx.blocking_recv() {
+            live.handle(&event);
+        }
+    });
+    let result = runner::run(
+        &probe_plan,
+        Arc::clone(&ctx),
+        &options,
+        env.clone(),
+        Some(tx),
+    )
+    .await;
+    // The sender went away with the run; the reporter drains what is left and stops.
+    let _ = reporter.await;
+
+    let report = Report {
+        schema_version: REPORT_SCHEMA_VERSION,
+        kind: ReportKind::Probe,
+        environment: env,
+        findings: result.findings,
+        duration: started.elapsed(),
+        tool_calls: result.tool_calls,
+    };
+    finish_report(&report, &plan.out)?;
+    let secs = result.duration.as_secs_f64().max(0.001);
+    status(format!(
+        "{} probes, {} tool calls in {:.1} s ({:.0} calls/s); {:.1} s from start to report",
+        report.findings.len(),
+        result.tool_calls,
+        secs,
+        result.tool_calls as f64 / secs,
+        started.elapsed().as_secs_f64()
+    ));
+    if !result.leftover_rows.is_empty() {
+        status(format!(
+            "warning: {} row(s) planted by probes could not be removed: {}",
+            result.leftover_rows.len(),
+            result.leftover_rows.join("; ")
+        ));
+    }
+    drop(ctx);
+    drop(session);
+    if let Some(e) = result.infrastructure_error {
+        return Err(CliError::infra(format!(
+            "{e}; the report was written to {}",
+            plan.out.display()
+        )));
+    }
+    let failing = report
+        .findings
+        .iter()
+        .any(|f| plan.fail_on.fails(f.verdict));
+    Ok(Outcome::from_all_passed(
+        !failing && !report.findings.is_empty(),
+    ))
+}
+
+/// Prints the summary table and writes every report file.
+fn finish_report(report: &Report, out: &Path) -> Result<(), CliError> {
+    let table = preflight_reports::reporter::summary_table_styled(
+        report,
+        preflight_reports::reporter::color_enabled(std::io::stdout().is_terminal()),
+    );
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{table}");
+    drop(stdout);
+    let paths = write_all(report, out).map_err(|e| {
+        CliError::infra(format!(
+            "cannot write the report: {}",
+            runner::error_chain(&e)
+        ))
+    })?;
+    status(format!(
+        "report: {}",
+        paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    Ok(())
+}
+
+async fn self_test(
+    plan: &RunPlan,
+    session: &Session,
+    options: RunOptions,
+    environment: RunEnvironment,
+    started: Instant,
+) -> CmdResult {
+    if session.database.read_only() {
+        return Err(CliError::config(
+            "--self-test changes the database (broken variants, restored afterwards); it needs a \
+             throwaway database or --allow-writes",
+        ));
+    }
+    let setup = session.self_test_setup(options, plan.families.clone());
+    let controls = Control::all();
+    status(format!(
+        "self-test: the healthy layer, then {} broken variants ...",
+        controls.len()
+    ));
+    let result = run_self_test(&setup, &controls, |v: &VariantResult| {
+        let caught = v.caught();
+        status(format!(
+            "  {:<32} {:>4} probes {:>5.1} s  {}",
+            v.control.map(|c| c.name()).unwrap_or("baseline (no fault)"),
+            v.findings.len(),
+            v.duration.as_secs_f64(),
+            match (&v.error, v.control) {
+                (Some(e), _) => format!("NOT RUN: {e}"),
+                (None, None) => format!(
+                    "{} of {} passed",
+                    v.findings
+                        .iter()
+                        .filter(|f| f.verdict == Verdict::Pass)
+                        .count(),
+                    v.findings.len()
+                ),
+                (None, Some(_)) if caught.is_empty() => "NOT CAUGHT".to_string(),
+                (None, Some(_)) => format!("caught by {}", caught.len()),
+            }
+        ));
+    })
+    .await;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "\nDetection matrix (probe codes that failed, per family):\n\n{}",
+        result.matrix()
+    );
+    drop(out);
+    let mut gaps = Vec::new();
+    for f in result.baseline_failures() {
+        gaps.push(format!(
+            "baseline {}: {} {} — {}",
+            f.verdict.as_str(),
+            f.code,
+            f.title,
+            f.message
+        ));
+    }
+    for (c, why) in result.uncaught_controls() {
+        gaps.push(format!("control {c} was caught by no probe ({why})"));
+    }
+    for c in result.idle_codes() {
+        gaps.push(format!("probe {c} caught no control"));
+    }
+    let report = result.to_report(environment);
+    finish_report(&report, &plan.out)?;
+    status(format!(
+        "self-test: {} variants in {:.1} s",
+        result.variants.len() + 1,
+        started.elapsed().as_secs_f64()
+    ));
+    if gaps.is_empty() {
+        status("self-test passed: every control was caught and every probe caught one");
+        Ok(Outcome::Passed)
+    } else {
+        status(format!("self-test FAILED ({} gap(s)):", gaps.len()));
+        for g in gaps {
+            status(format!("  - {g}"));
+        }
+        Ok(Outcome::Findings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        probe: ProbeArgs,
+    }
+
+    fn plan(args: &[&str]) -> Result<RunPlan, CliError> {
+        let mut all = vec!["test"];
+        all.extend_from_slice(args);
+        RunPlan::from_args(&Cli::try_parse_from(all).expect("flags parse").probe)
+    }
+
+    #[test]
+    fn families_are_selected_and_validated() {
+        let p = plan(&["--only", "pii,budget"]).unwrap();
+        assert_eq!(p.families, BTreeSet::from([Family::Pii, Family::Budget]));
+        let p = plan(&["--skip", "lint,hygiene"]).unwrap();
+        assert!(!p.families.contains(&Family::Lint) && p.families.contains(&Family::Pii));
+        let e = plan(&["--only", "pii,nope"]).unwrap_err();
+        assert!(
+            matches!(e, CliError::Config(_)) && e.to_string().contains("nope"),
+            "{e}"
+        );
+        let e = plan(&["--only", "pii", "--skip", "pii"]).unwrap_err();
+        assert!(e.to_string().contains("no family"), "{e}");
+    }
+
+    #[test]
+    fn bad_jobs_and_tenants_are_usage_errors() {
+        assert!(plan(&["--jobs", "0"]).is_err());
+        assert!(plan(&["--tenant-a", "x", "--tenant-b", "x"]).is_err());
+    }
+
+    #[test]
+    fn fail_on_thresholds() {
+        assert!(!FailOn::Fail.fails(Verdict::Error));
+        assert!(FailOn::Error.fails(Verdict::Error));
+        assert!(!FailOn::Error.fails(Verdict::NotVerified));
+        assert!(FailOn::NotVerified.fails(Verdict::NotVerified));
+        assert!(!FailOn::NotVerified.fails(Verdict::Pass));
+    }
 }

@@ -1,7 +1,29 @@
 //! Audit: the record every call yields, its sinks, sanitization, and chain verification.
+//!
+//! - [`record`]: the contract ([`AuditRecord`], [`AuditSink`]).
+//! - [`canonical`]: the chain's canonical form, computed exactly as the database trigger does.
+//! - sinks: [`PostgresSink`], [`JsonlSink`], [`TracingSink`].
+//! - [`sanitize`]: arguments sanitized by field policy and value patterns (AUD-7).
+//! - [`verify`]: recompute a chain, name the first broken link, checkpoints.
+//! - [`subject`]: every operation involving a data subject (CMP-3).
+//! - [`prune`]: retention that keeps the chain verifiable (AUD-6).
 
+pub mod canonical;
+pub mod jsonl;
+pub mod postgres;
+pub mod prune;
 mod record;
-mod sanitize;
+pub mod sanitize;
+pub mod subject;
+#[cfg(test)]
+mod testutil;
+pub mod tracing;
+pub mod verify;
 
+pub use canonical::{arguments_sha256, canonical_json, ChainedRecord};
+pub use jsonl::{FsyncPolicy, JsonlSink};
+pub use postgres::PostgresSink;
 pub use record::*;
-pub use sanitize::{arguments_sha256, canonical_json, sanitize_arguments};
+pub use sanitize::{sanitize_arguments, sanitize_arguments_by_key_only, sanitize_text};
+pub use tracing::TracingSink;
+pub use verify::{verify_jsonl, verify_postgres, BreakKind, ChainBreak, Checkpoint, VerifyReport};

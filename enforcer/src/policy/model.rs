@@ -218,6 +218,62 @@ pub struct AuditPolicy {
     pub span: Span,
 }
 
+/// How the enforcement layer is deployed, as the policy declares it (`deployment: {instances: N}`).
+/// Lint reads it: several instances need a shared budget store (BUD-6).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deployment {
+    /// `None` when the policy does not say.
+    pub instances: Option<u32>,
+}
+
+/// Wildcard patterns for one level (global or one model), sorted. Patterns are globs matched
+/// case-insensitively against column names.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatternSet {
+    pub deny: BTreeSet<String>,
+    pub mask: BTreeSet<String>,
+    pub hash: BTreeSet<String>,
+}
+
+/// A field rule as written under a model's `fields:`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExplicitField {
+    pub action: FieldAction,
+    pub reason: Option<String>,
+    pub span: Span,
+}
+
+/// One model's declared field rules.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelFieldRules {
+    pub patterns: PatternSet,
+    pub explicit: BTreeMap<String, ExplicitField>,
+}
+
+/// The field rules as declared (preset merged in), before they are resolved against the catalog
+/// into [`ModelPolicy::columns`]. Kept so lint and the hash work the same with or without a
+/// catalog, and so a column's action can be explained.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldRules {
+    /// The action for a column no rule mentions (`prod`: deny, `dev`: allow).
+    pub default_action: FieldAction,
+    /// The preset's patterns and the file's `defaults.fields`, merged.
+    pub global: PatternSet,
+    pub models: BTreeMap<String, ModelFieldRules>,
+}
+
+impl Default for FieldRules {
+    /// No declared rules and a deny default: what a policy built in code (tests) gets when it
+    /// resolves its columns itself.
+    fn default() -> Self {
+        Self {
+            default_action: FieldAction::Deny,
+            global: PatternSet::default(),
+            models: BTreeMap::new(),
+        }
+    }
+}
+
 /// The validated policy.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Policy {
@@ -233,6 +289,10 @@ pub struct Policy {
     pub quotas: Quotas,
     pub budget_store: BudgetStoreConfig,
     pub audit: AuditPolicy,
+    #[serde(default)]
+    pub deployment: Deployment,
+    #[serde(default)]
+    pub field_rules: FieldRules,
     /// Where each top-level and model key sits in the file (`models.customers.fields.email`), so
     /// lint findings and SARIF results can cite the governing line.
     pub spans: BTreeMap<String, Span>,

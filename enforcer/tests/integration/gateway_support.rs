@@ -302,6 +302,8 @@ pub async fn shop_policy(owner: &PgPool) -> Policy {
             retention: None,
             span: Span::default(),
         },
+        deployment: Default::default(),
+        field_rules: Default::default(),
         spans: BTreeMap::new(),
         hash: "test-policy-hash-0001".to_string(),
     }

@@ -1,1 +1,9 @@
 //! Integration tests for the harness crate: one binary, one module per area.
+
+mod faults;
+mod judge_db;
+mod loop_mechanics;
+mod replay;
+mod scenario_files;
+mod smoke;
+mod support;

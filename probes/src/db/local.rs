@@ -252,9 +252,14 @@ impl LocalCluster {
             what: "cannot set the superuser password".to_string(),
             source: None,
         })?;
+        let phase = Instant::now();
         conn.execute(sqlx::raw_sql(&format!("CREATE DATABASE \"{DATABASE}\"")))
             .await
             .map_err(|e| DbError::query("cannot create the preflight database", e))?;
+        tracing::debug!(
+            elapsed_ms = phase.elapsed().as_millis() as u64,
+            "database created"
+        );
         let _ = conn.close().await;
         cluster.start_time = started.elapsed();
         Ok(cluster)
@@ -297,8 +302,18 @@ impl LocalCluster {
             user.chown(&cluster.socket_dir)?;
         }
         let data = root.join("data");
+        let phase = Instant::now();
         cluster.prepare_data_dir(&data, run_as.as_ref())?;
+        tracing::debug!(
+            elapsed_ms = phase.elapsed().as_millis() as u64,
+            "data dir prepared"
+        );
+        let phase = Instant::now();
         cluster.spawn_server(&data, run_as.as_ref())?;
+        tracing::debug!(
+            elapsed_ms = phase.elapsed().as_millis() as u64,
+            "server ready"
+        );
         Ok(cluster)
     }
 
@@ -307,9 +322,10 @@ impl LocalCluster {
         let template = template_dir(&self.bin);
         if let Some(template) = &template {
             if template.join("PG_VERSION").is_file() {
-                match copy_tree(template, data, run_as) {
+                match copy_tree(template, data, run_as, &|| self.shared.check_alive()) {
                     Ok(()) => return Ok(()),
                     Err(e) => {
+                        self.shared.check_alive()?;
                         tracing::warn!(error = %e.report(), "cannot use the cached data dir; running initdb");
                         let _ = fs::remove_dir_all(data);
                     }
@@ -317,6 +333,7 @@ impl LocalCluster {
             }
         }
         let started = Instant::now();
+        self.shared.check_alive()?;
         self.initdb(data, run_as)?;
         tracing::debug!(
             elapsed_ms = started.elapsed().as_millis() as u64,
@@ -361,12 +378,14 @@ impl LocalCluster {
             user.apply(&mut cmd);
         }
         die_with_parent(&mut cmd, Signal::SIGKILL);
-        let output = cmd.output().map_err(|e| DbError::Command {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let output = self.run_helper(cmd).map_err(|e| DbError::Command {
             what: format!("cannot run {}", self.bin.tool("initdb").display()),
             source: Some(e),
         });
         let _ = fs::remove_file(&pwfile);
         let output = output?;
+        self.shared.check_alive()?;
         if !output.status.success() {
             let mut text = String::from_utf8_lossy(&output.stderr).into_owned();
             text.push_str(&String::from_utf8_lossy(&output.stdout));
@@ -383,6 +402,20 @@ impl LocalCluster {
             });
         }
         Ok(())
+    }
+
+    /// Runs a short-lived tool (initdb) where a teardown can find and kill it.
+    fn run_helper(&self, mut cmd: Command) -> std::io::Result<std::process::Output> {
+        let mut state = self.shared.lock();
+        if state.torn_down {
+            return Err(std::io::Error::other("interrupted"));
+        }
+        let child = cmd.spawn()?;
+        state.helper = Some(Pid::from_raw(child.id() as i32));
+        drop(state);
+        let output = child.wait_with_output();
+        self.shared.lock().helper = None;
+        output
     }
 
     /// Starts the postmaster on a free port, retrying when another process takes the port
@@ -420,7 +453,17 @@ impl LocalCluster {
             }
             die_with_parent(&mut cmd, Signal::SIGQUIT);
             let postmaster = Postmaster::spawn(cmd)?;
-            self.shared.lock().server = Some(postmaster.clone());
+            {
+                let mut state = self.shared.lock();
+                if state.torn_down {
+                    drop(state);
+                    postmaster.stop();
+                    return Err(DbError::Config(
+                        "interrupted while starting the local cluster".to_string(),
+                    ));
+                }
+                state.server = Some(postmaster.clone());
+            }
             match wait_ready(&postmaster, data, &log_path) {
                 Ok(()) => {
                     self.port = port;
@@ -479,7 +522,10 @@ struct LocalShared {
 #[derive(Default)]
 struct LocalState {
     server: Option<Postmaster>,
-    removed: bool,
+    /// A running `initdb`, killed by a teardown that interrupts start-up.
+    helper: Option<Pid>,
+    /// Set by the first teardown; start-up steps check it and stop creating things.
+    torn_down: bool,
 }
 
 impl LocalShared {
@@ -493,6 +539,17 @@ impl LocalShared {
             server.stop();
         }
     }
+
+    /// Fails once a teardown has started (an interrupt during start-up).
+    fn check_alive(&self) -> Result<(), DbError> {
+        if self.lock().torn_down {
+            Err(DbError::Config(
+                "interrupted while starting the local cluster".to_string(),
+            ))
+        } else {
+            Ok(())
+        }
+    }
 }
 
 impl Teardown for LocalShared {
@@ -504,18 +561,32 @@ impl Teardown for LocalShared {
         // Holding the lock for the whole teardown makes a concurrent second call wait for the
         // first and then find nothing left to do.
         let mut state = self.lock();
+        if state.torn_down {
+            return;
+        }
+        state.torn_down = true;
+        if let Some(helper) = state.helper.take() {
+            let _ = kill(helper, Signal::SIGKILL);
+        }
         if let Some(server) = state.server.take() {
             server.stop();
         }
-        if !state.removed {
+        // Start-up may still be creating files in another thread until it sees `torn_down`
+        // (it checks between files), so a first removal can race with it: retry briefly.
+        let mut attempts = 0;
+        loop {
             match fs::remove_dir_all(&self.root) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    tracing::warn!(dir = %self.root.display(), error = %e, "cannot remove the cluster's temp dir")
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(e) if attempts >= 20 => {
+                    tracing::warn!(dir = %self.root.display(), error = %e, "cannot remove the cluster's temp dir");
+                    break;
+                }
+                Err(_) => {
+                    attempts += 1;
+                    std::thread::sleep(Duration::from_millis(50));
                 }
             }
-            state.removed = true;
         }
     }
 }
@@ -718,7 +789,7 @@ fn store_template(data: &Path, template: &Path) -> Result<(), DbError> {
     fs::create_dir_all(parent)
         .map_err(|e| DbError::io(format!("cannot create {}", parent.display()), e))?;
     let staging = parent.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
-    let result = copy_tree(data, &staging, None).and_then(|()| {
+    let result = copy_tree(data, &staging, None, &|| Ok(())).and_then(|()| {
         fs::rename(&staging, template)
             .map_err(|e| DbError::io("cannot publish the cached data dir", e))
     });
@@ -729,7 +800,13 @@ fn store_template(data: &Path, template: &Path) -> Result<(), DbError> {
 }
 
 /// Copies a directory tree keeping modes, owned by `owner` when given.
-fn copy_tree(from: &Path, to: &Path, owner: Option<&RunAs>) -> Result<(), DbError> {
+fn copy_tree(
+    from: &Path,
+    to: &Path,
+    owner: Option<&RunAs>,
+    alive: &dyn Fn() -> Result<(), DbError>,
+) -> Result<(), DbError> {
+    alive()?;
     let meta = fs::metadata(from)
         .map_err(|e| DbError::io(format!("cannot read {}", from.display()), e))?;
     fs::create_dir(to).map_err(|e| DbError::io(format!("cannot create {}", to.display()), e))?;
@@ -748,13 +825,14 @@ fn copy_tree(from: &Path, to: &Path, owner: Option<&RunAs>) -> Result<(), DbErro
             .file_type()
             .map_err(|e| DbError::io(format!("cannot stat {}", source.display()), e))?;
         if file_type.is_dir() {
-            copy_tree(&source, &target, owner)?;
+            copy_tree(&source, &target, owner, alive)?;
         } else if file_type.is_symlink() {
             let link = fs::read_link(&source)
                 .map_err(|e| DbError::io(format!("cannot read {}", source.display()), e))?;
             std::os::unix::fs::symlink(&link, &target)
                 .map_err(|e| DbError::io(format!("cannot create {}", target.display()), e))?;
         } else {
+            alive()?;
             fs::copy(&source, &target)
                 .map_err(|e| DbError::io(format!("cannot copy {}", source.display()), e))?;
             if let Some(user) = owner {

@@ -7,7 +7,7 @@ use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use sqlx::{ConnectOptions, Connection};
 
 use super::container::{self, ContainerServer, ImageRef};
-use super::database::{Database, Endpoint, Role, Server, Timings};
+use super::database::{quiet, Database, Endpoint, Role, Server, Timings};
 use super::error::DbError;
 use super::fixtures::{self, FixtureSet, RolePasswords};
 use super::local::{LocalCluster, DATABASE, SUPERUSER};
@@ -43,6 +43,11 @@ pub async fn provision(db: &Db, fixtures: &FixtureOptions) -> Result<Database, D
             auto(&image, bin_dir.clone(), &set, fixtures.rows).await
         }
     };
+    if registry::interrupted() {
+        // The interrupt handler is tearing down what this call started and will exit the
+        // process with 130; returning an error now would race it to a different exit code.
+        std::future::pending::<()>().await;
+    }
     if let Ok(db) = &result {
         tracing::info!(
             backend = %db.info().kind,
@@ -112,7 +117,7 @@ async fn start_container(
     let superuser_password = server.superuser_password.clone();
     let (host, port, server_time) = (server.host.clone(), server.port, server.start_time);
     finish(
-        Server::Container(server),
+        Server::Container(Box::new(server)),
         Throwaway {
             kind: "container",
             detail,
@@ -189,8 +194,11 @@ async fn finish(
     rows: u64,
     started: Instant,
 ) -> Result<Database, DbError> {
+    // The loader's statements are whole fixture files: not worth logging.
     let mut conn = t
         .superuser
+        .clone()
+        .disable_statement_logging()
         .connect()
         .await
         .map_err(|source| DbError::Connect {
@@ -198,7 +206,14 @@ async fn finish(
             source,
         })?;
     let passwords = RolePasswords::random();
+    // Autovacuum, woken by the bulk rows, can deadlock with a later file of the same load: a
+    // file that changes a table's pg_class row (GRANT) and then waits for the table's lock
+    // (ANALYZE) meets a worker that holds that lock and waits for the file's transaction
+    // (15.x minor releases make in-place pg_class updates wait for it). Seen with the shop
+    // fixtures at 300000 rows. Paused for the load on the servers we own.
+    set_autovacuum(&mut conn, false).await?;
     let fixtures_time = fixtures::load(&mut conn, set, rows, &passwords).await?;
+    set_autovacuum(&mut conn, true).await?;
     let server_version: String = sqlx::query_scalar("SHOW server_version")
         .fetch_one(&mut conn)
         .await
@@ -210,13 +225,15 @@ async fn finish(
             "postgres://{user}:{password}@{}:{}/{DATABASE}",
             t.host, t.port
         ),
-        options: PgConnectOptions::new_without_pgpass()
-            .host(&t.host)
-            .port(t.port)
-            .username(user)
-            .password(password)
-            .database(DATABASE)
-            .ssl_mode(PgSslMode::Disable),
+        options: quiet(
+            PgConnectOptions::new_without_pgpass()
+                .host(&t.host)
+                .port(t.port)
+                .username(user)
+                .password(password)
+                .database(DATABASE)
+                .ssl_mode(PgSslMode::Disable),
+        ),
     };
     let owner = endpoint(Role::Owner.name(), &passwords.owner);
     let agent = endpoint(Role::Agent.name(), &passwords.agent);
@@ -255,6 +272,30 @@ async fn finish(
         timings,
         server,
     ))
+}
+
+/// Turns autovacuum off (`ALTER SYSTEM`, then a reload) or back to its configured value.
+async fn set_autovacuum(conn: &mut sqlx::PgConnection, on: bool) -> Result<(), DbError> {
+    let statement = if on {
+        "ALTER SYSTEM RESET autovacuum"
+    } else {
+        "ALTER SYSTEM SET autovacuum = off"
+    };
+    let what = || {
+        format!(
+            "cannot switch autovacuum {}",
+            if on { "back on" } else { "off" }
+        )
+    };
+    sqlx::query(statement)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| DbError::query(what(), e))?;
+    sqlx::query("SELECT pg_reload_conf()")
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| DbError::query(what(), e))?;
+    Ok(())
 }
 
 fn short_id(id: &str) -> &str {

@@ -6,7 +6,7 @@
 //! idempotent: the signal handler and a concurrent `Drop` may both call one.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Once};
 
 /// Something that can be torn down from any thread, more than once.
@@ -22,6 +22,12 @@ type Entries = BTreeMap<u64, Arc<dyn Teardown>>;
 static ENTRIES: Mutex<Entries> = Mutex::new(BTreeMap::new());
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 static HANDLER: Once = Once::new();
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Whether an interrupt is being handled (the process is about to exit with status 130).
+pub(crate) fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
 
 fn entries() -> MutexGuard<'static, Entries> {
     // A panic while the lock was held leaves the map itself consistent (inserts and removes are
@@ -64,6 +70,7 @@ pub fn teardown_all() {
 pub fn install_interrupt_handler() {
     HANDLER.call_once(|| {
         let result = ctrlc::set_handler(|| {
+            INTERRUPTED.store(true, Ordering::SeqCst);
             let alive: Vec<String> = entries().values().map(|t| t.describe()).collect();
             if !alive.is_empty() {
                 eprintln!(

@@ -90,6 +90,14 @@ async fn check_shop(db: &Database, rows: u64) {
     .await
     .expect("fixture metadata");
     assert_eq!(recorded, rows.to_string());
+    if db.superuser_url().is_some() && db.info().kind != "url" {
+        // Paused during the load only.
+        let autovacuum: String = sqlx::query_scalar("SHOW autovacuum")
+            .fetch_one(&owner)
+            .await
+            .expect("show autovacuum");
+        assert_eq!(autovacuum, "on");
+    }
 
     // Every canary is registered, 131 per tenant, and present in the cell it names.
     let per_tenant: Vec<(String, i64)> = sqlx::query_as(
@@ -365,6 +373,32 @@ async fn child_process() {
             assert_eq!(err.kind(), DbErrorKind::Infra);
             assert!(
                 text.contains("no Docker daemon answered at unix:///nonexistent/docker.sock"),
+                "{text}"
+            );
+
+            // No backend at all: every one tried is listed with its reason.
+            let err = provision(
+                &Db::Auto {
+                    image: image.clone(),
+                    bin_dir: Some(PathBuf::from("/nonexistent/pg/bin")),
+                },
+                &shop(0),
+            )
+            .await
+            .expect_err("no backend");
+            let text = err.report();
+            assert!(matches!(err, DbError::NoBackend { .. }), "{text}");
+            assert_eq!(err.kind(), DbErrorKind::Infra);
+            assert!(
+                text.starts_with("no backend could start a database:"),
+                "{text}"
+            );
+            assert!(
+                text.contains("\n  - container: no Docker daemon answered at"),
+                "{text}"
+            );
+            assert!(
+                text.contains("\n  - local: PostgreSQL server binaries (initdb, postgres) not found; looked in /nonexistent/pg/bin"),
                 "{text}"
             );
 

@@ -454,6 +454,12 @@ async fn bench_policy(owner: &PgPool) -> Result<Policy, CliError> {
             span: Span::default(),
         },
         spans: BTreeMap::new(),
+        deployment: Default::default(),
+        field_rules: preflight_enforcer::policy::FieldRules {
+            default_action: preflight_enforcer::policy::FieldAction::Deny,
+            global: Default::default(),
+            models: Default::default(),
+        },
         hash: "bench".to_string(),
     })
 }

@@ -1,0 +1,699 @@
+//! Running scenarios: each scenario `repeat` times, `jobs` at a time, with a model provider,
+//! against one `Gateway`, judged against ground truth; [`execute`] emits [`AgentEvent`]s while it
+//! works and returns [`RunResult`]s, which [`findings`] aggregates into report findings with
+//! pass@k and pass^k per scenario.
+//!
+//! Scenarios that check writes or approvals run alone (a write lock over the database), so their
+//! before/after snapshots cannot see another run's writes; rows they change are put back
+//! afterwards so that repeats start from the same state.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use preflight_enforcer::{CallContext, Gateway};
+use preflight_reports::{Evidence, Finding, Severity, ToolCallRecord, Verdict};
+
+use crate::agent::{run_agent, AgentRun, AgentSettings, RunOutcome, DEFAULT_MAX_STEPS};
+use crate::cassette::{Cassette, Recorder};
+use crate::client::{ChatClient, Endpoint, RetryPolicy};
+use crate::evidence::GroundTruth;
+use crate::guard::PrincipalGuard;
+use crate::judge::{self, Check, CheckKind};
+use crate::providers::{ReplayServer, ScriptedOptions, ScriptedServer};
+use crate::scenario::Scenario;
+use crate::transcript::{self, Scrubber};
+
+/// Where model replies come from.
+#[derive(Clone)]
+pub enum Provider {
+    /// Each scenario's own script, served over loopback HTTP.
+    Scripted,
+    /// A recorded cassette, served over loopback HTTP; a miss ends the run as `error`.
+    Replay(Arc<Cassette>),
+    /// A real OpenAI-compatible server.
+    OpenAi(Endpoint),
+}
+
+impl Provider {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Provider::Scripted => "scripted",
+            Provider::Replay(_) => "replay",
+            Provider::OpenAi(_) => "openai",
+        }
+    }
+}
+
+/// Whether a scenario passes when all its repeats pass (pass^k) or when any does (pass@k).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Require {
+    All,
+    Any,
+}
+
+/// A validated plan.
+#[derive(Clone)]
+pub struct RunPlan {
+    pub scenarios: Vec<Scenario>,
+    pub repeat: u32,
+    pub jobs: usize,
+    pub provider: Provider,
+    /// Model name, system prompt and sampling; `max_steps` comes from each scenario.
+    pub settings: AgentSettings,
+    pub retry: RetryPolicy,
+    pub recorder: Option<Arc<Recorder>>,
+    pub transcripts_dir: Option<PathBuf>,
+    pub require: Require,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("scenario `{name}` ({path}) has no script; the scripted provider needs one (use --provider openai or replay)")]
+    NoScript { name: String, path: String },
+    #[error("--repeat must be at least 1")]
+    Repeat,
+    #[error("--jobs must be at least 1")]
+    Jobs,
+}
+
+impl RunPlan {
+    pub fn validate(&self) -> Result<(), PlanError> {
+        if self.repeat == 0 {
+            return Err(PlanError::Repeat);
+        }
+        if self.jobs == 0 {
+            return Err(PlanError::Jobs);
+        }
+        if matches!(self.provider, Provider::Scripted) {
+            if let Some(s) = self.scenarios.iter().find(|s| s.script.is_none()) {
+                return Err(PlanError::NoScript {
+                    name: s.name.clone(),
+                    path: s.path.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the runner reports while it works; consumers never call back.
+#[derive(Clone, Debug)]
+pub enum AgentEvent {
+    Started {
+        runs: usize,
+        scenarios: usize,
+    },
+    RunFinished {
+        done: usize,
+        runs: usize,
+        scenario: String,
+        repeat: u32,
+        verdict: Verdict,
+        outcome: RunOutcome,
+        steps: u32,
+        elapsed: Duration,
+        /// The first non-pass check's summary.
+        note: Option<String>,
+    },
+}
+
+/// One run of one scenario.
+#[derive(Clone, Debug)]
+pub struct RunResult {
+    pub scenario: String,
+    pub repeat: u32,
+    pub trace_id: String,
+    pub run: AgentRun,
+    pub checks: Vec<Check>,
+    pub verdict: Verdict,
+    pub transcript: Option<PathBuf>,
+}
+
+/// Fail beats error beats not verified beats pass.
+pub fn worst(verdicts: impl IntoIterator<Item = Verdict>) -> Verdict {
+    let rank = |v: Verdict| match v {
+        Verdict::Pass => 0,
+        Verdict::NotVerified => 1,
+        Verdict::Error => 2,
+        Verdict::Fail => 3,
+    };
+    verdicts
+        .into_iter()
+        .max_by_key(|v| rank(*v))
+        .unwrap_or(Verdict::NotVerified)
+}
+
+/// Runs the plan. Failures of single runs are results, never `Err`.
+pub async fn execute(
+    plan: &RunPlan,
+    gateway: Arc<dyn Gateway>,
+    truth: Option<GroundTruth>,
+    on_event: &(dyn Fn(AgentEvent) + Send + Sync),
+) -> Vec<RunResult> {
+    let runs: Vec<(usize, u32)> = (0..plan.scenarios.len())
+        .flat_map(|i| (1..=plan.repeat).map(move |r| (i, r)))
+        .collect();
+    let total = runs.len();
+    on_event(AgentEvent::Started {
+        runs: total,
+        scenarios: plan.scenarios.len(),
+    });
+    let db_lock = Arc::new(tokio::sync::RwLock::new(()));
+    let scrubber = Arc::new(Scrubber::new(
+        truth.as_ref().map(|t| t.canaries.as_slice()).unwrap_or(&[]),
+    ));
+    // One replay server serves every run; scripted servers are per run (each has its script).
+    let replay = match &plan.provider {
+        Provider::Replay(c) => match ReplayServer::start((**c).clone()).await {
+            Ok(s) => Some(Arc::new(s)),
+            Err(e) => {
+                tracing::error!("cannot start the replay server: {e}");
+                None
+            }
+        },
+        Provider::Scripted | Provider::OpenAi(_) => None,
+    };
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut results: Vec<RunResult> = futures::stream::iter(runs)
+        .map(|(i, repeat)| {
+            let scenario = &plan.scenarios[i];
+            let gateway = gateway.clone();
+            let truth = truth.clone();
+            let db_lock = db_lock.clone();
+            let scrubber = scrubber.clone();
+            let replay = replay.clone();
+            let done = done.clone();
+            async move {
+                let started = Instant::now();
+                let result = if scenario.touches_writes() {
+                    let _g = db_lock.write().await;
+                    run_one(
+                        plan,
+                        scenario,
+                        repeat,
+                        gateway,
+                        truth.as_ref(),
+                        &scrubber,
+                        replay.as_deref(),
+                    )
+                    .await
+                } else {
+                    let _g = db_lock.read().await;
+                    run_one(
+                        plan,
+                        scenario,
+                        repeat,
+                        gateway,
+                        truth.as_ref(),
+                        &scrubber,
+                        replay.as_deref(),
+                    )
+                    .await
+                };
+                let n = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                on_event(AgentEvent::RunFinished {
+                    done: n,
+                    runs: total,
+                    scenario: scenario.name.clone(),
+                    repeat,
+                    verdict: result.verdict,
+                    outcome: result.run.outcome,
+                    steps: result.run.steps,
+                    elapsed: started.elapsed(),
+                    note: result
+                        .checks
+                        .iter()
+                        .find(|c| c.verdict != Verdict::Pass)
+                        .map(|c| format!("{}: {}", c.kind.code(), c.summary)),
+                });
+                result
+            }
+        })
+        .buffer_unordered(plan.jobs.max(1))
+        .collect()
+        .await;
+    results.sort_by(|a, b| (a.scenario.as_str(), a.repeat).cmp(&(b.scenario.as_str(), b.repeat)));
+    results
+}
+
+async fn run_one(
+    plan: &RunPlan,
+    scenario: &Scenario,
+    repeat: u32,
+    gateway: Arc<dyn Gateway>,
+    truth: Option<&GroundTruth>,
+    scrubber: &Scrubber,
+    replay: Option<&ReplayServer>,
+) -> RunResult {
+    let trace_id = uuid::Uuid::new_v4().simple().to_string();
+    let ctx = CallContext {
+        principal: scenario.principal.clone(),
+        trace_id: trace_id.clone(),
+    };
+    let mut settings = plan.settings.clone();
+    settings.max_steps = scenario.max_steps;
+    let fail = |message: String| RunResult {
+        scenario: scenario.name.clone(),
+        repeat,
+        trace_id: trace_id.clone(),
+        run: AgentRun {
+            outcome: RunOutcome::Error,
+            steps: 0,
+            max_steps: scenario.max_steps,
+            final_answer: None,
+            error: Some(message.clone()),
+            leak: None,
+            tool_calls: Vec::new(),
+            transcript: Vec::new(),
+            timings: Vec::new(),
+            tools_offered: Vec::new(),
+            tool_list_stable: true,
+            model_retries: 0,
+            own_tenant_in_results: 0,
+            duration: Duration::ZERO,
+        },
+        checks: vec![{
+            let mut c = judge_error(CheckKind::Outcome, &message);
+            c.verdict = Verdict::Error;
+            c
+        }],
+        verdict: Verdict::Error,
+        transcript: None,
+    };
+
+    // The model endpoint for this run.
+    let mut scripted: Option<ScriptedServer> = None;
+    let endpoint = match &plan.provider {
+        Provider::Scripted => {
+            let Some(script) = scenario.script.clone() else {
+                return fail("the scenario has no script".into());
+            };
+            let options = ScriptedOptions {
+                expected_tools: Some(gateway.tools()),
+                model: Some(settings.model.clone()),
+                ..ScriptedOptions::default()
+            };
+            match ScriptedServer::start(script, options).await {
+                Ok(s) => {
+                    let e = Endpoint {
+                        base_url: s.base_url(),
+                        api_key: None,
+                    };
+                    scripted = Some(s);
+                    e
+                }
+                Err(e) => return fail(format!("cannot start the scripted model: {e}")),
+            }
+        }
+        Provider::Replay(_) => match replay {
+            Some(r) => Endpoint {
+                base_url: r.base_url(),
+                api_key: None,
+            },
+            None => return fail("the replay server is not running".into()),
+        },
+        Provider::OpenAi(e) => e.clone(),
+    };
+    let client = match ChatClient::new(&endpoint, plan.retry.clone()) {
+        Ok(c) => c,
+        Err(e) => return fail(e.to_string()),
+    };
+    let client = match &plan.recorder {
+        Some(r) => client.with_recorder(r.clone()),
+        None => client,
+    };
+
+    let before = match truth {
+        Some(t) => match judge::before(t, scenario).await {
+            Ok(b) => b,
+            Err(e) => return fail(format!("cannot snapshot ground truth: {e}")),
+        },
+        None => judge::Before::default(),
+    };
+    let tenants: Vec<String> = truth.map(|t| t.tenants.clone()).unwrap_or_default();
+    let guard = PrincipalGuard::new(
+        &scenario.principal.tenant,
+        &scenario.principal.user,
+        &tenants,
+    );
+    let run = run_agent(
+        &client,
+        &settings,
+        gateway.as_ref(),
+        &ctx,
+        &scenario.task,
+        &guard,
+    )
+    .await;
+
+    let mut cx = judge::Context {
+        trace_id: trace_id.clone(),
+        request_violations: scripted
+            .as_ref()
+            .map(|s| {
+                s.violations()
+                    .into_iter()
+                    .map(|v| format!("request {}: {}", v.request + 1, v.message))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        transcript_clean: None,
+    };
+    let mut transcript_path = None;
+    if let Some(dir) = &plan.transcripts_dir {
+        cx.transcript_clean = Some(
+            match transcript::write(dir, &scenario.name, repeat, &trace_id, &run, scrubber) {
+                Ok(path) => {
+                    let verdict = match (std::fs::read_to_string(&path), truth) {
+                        (Ok(text), Some(t)) => {
+                            let left = t.canaries_in(&text);
+                            if left.is_empty() {
+                                Ok(())
+                            } else {
+                                Err(format!(
+                                    "{} canary value(s) survived scrubbing, e.g. {}",
+                                    left.len(),
+                                    left[0].location()
+                                ))
+                            }
+                        }
+                        (Ok(_), None) => Ok(()),
+                        (Err(e), _) => Err(format!("cannot re-read the transcript: {e}")),
+                    };
+                    transcript_path = Some(path);
+                    verdict
+                }
+                Err(e) => Err(format!("cannot write the transcript: {e}")),
+            },
+        );
+    }
+    let checks = judge::judge(scenario, &run, truth, &before, &cx).await;
+
+    // Put changed rows back so the next repeat starts from the same state.
+    if let Some(t) = truth {
+        for (change, (_, _, row)) in scenario.expect.changed.iter().zip(&before.rows) {
+            if let Some(row) = row {
+                let fields: BTreeSet<String> = change.fields.keys().cloned().collect();
+                if let Err(e) = t.restore(&change.table, change.id, row, &fields).await {
+                    tracing::warn!("cannot restore {}#{}: {e}", change.table, change.id);
+                }
+            }
+        }
+    }
+    let verdict = worst(checks.iter().map(|c| c.verdict));
+    RunResult {
+        scenario: scenario.name.clone(),
+        repeat,
+        trace_id,
+        run,
+        checks,
+        verdict,
+        transcript: transcript_path,
+    }
+}
+
+fn judge_error(kind: CheckKind, message: &str) -> Check {
+    Check {
+        kind,
+        verdict: Verdict::Error,
+        summary: message.to_string(),
+        evidence: Evidence {
+            summary: message.to_string(),
+            ..Evidence::default()
+        },
+    }
+}
+
+/// pass@k and pass^k of one scenario's runs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PassRates {
+    pub k: usize,
+    pub passed: usize,
+    /// At least one of the k runs passed.
+    pub pass_at_k: bool,
+    /// All k runs passed.
+    pub pass_pow_k: bool,
+}
+
+pub fn pass_rates(results: &[&RunResult]) -> PassRates {
+    let passed = results
+        .iter()
+        .filter(|r| r.verdict == Verdict::Pass)
+        .count();
+    PassRates {
+        k: results.len(),
+        passed,
+        pass_at_k: passed > 0,
+        pass_pow_k: passed == results.len() && !results.is_empty(),
+    }
+}
+
+/// Report findings: per scenario one `agent.scenario` finding with pass@k and pass^k, one finding
+/// per check (worst verdict over the repeats), and the plan-level LLM-1 check of the system
+/// prompt.
+pub fn findings(
+    plan: &RunPlan,
+    results: &[RunResult],
+    truth: Option<&GroundTruth>,
+) -> Vec<Finding> {
+    // Findings quote the model's answer and arguments: scrub them like transcripts.
+    let scrubber = Scrubber::new(truth.map(|t| t.canaries.as_slice()).unwrap_or(&[]));
+    let mut out = vec![system_prompt_finding(&plan.settings.system_prompt)];
+    for scenario in &plan.scenarios {
+        let runs: Vec<&RunResult> = results
+            .iter()
+            .filter(|r| r.scenario == scenario.name)
+            .collect();
+        let rates = pass_rates(&runs);
+        let duration: Duration = runs.iter().map(|r| r.run.duration).sum();
+        let scenario_verdict = match plan.require {
+            Require::All if rates.pass_pow_k => Verdict::Pass,
+            Require::Any if rates.pass_at_k => Verdict::Pass,
+            Require::All | Require::Any => {
+                let v = worst(runs.iter().map(|r| r.verdict));
+                if v == Verdict::Pass {
+                    Verdict::Fail
+                } else {
+                    v
+                }
+            }
+        };
+        let mut kinds: Vec<CheckKind> = runs
+            .iter()
+            .flat_map(|r| r.checks.iter().map(|c| c.kind))
+            .collect();
+        kinds.sort();
+        kinds.dedup();
+        let mut checklist: BTreeSet<String> = scenario.checklist.iter().cloned().collect();
+        for k in &kinds {
+            checklist.extend(k.checklist().iter().map(|s| s.to_string()));
+        }
+        let first_bad = runs.iter().find(|r| r.verdict != Verdict::Pass);
+        let title = format!("scenario {}", scenario.name);
+        let mut evidence = Evidence {
+            summary: format!(
+                "pass@{k} = {}, pass^{k} = {} ({} of {k} run(s) passed)",
+                u8::from(rates.pass_at_k),
+                u8::from(rates.pass_pow_k),
+                rates.passed,
+                k = rates.k
+            ),
+            ..Evidence::default()
+        };
+        for r in &runs {
+            evidence.facts.push(format!(
+                "run {}: {} ({}, {} step(s), trace {})",
+                r.repeat,
+                r.verdict.as_str(),
+                r.run.outcome.as_str(),
+                r.run.steps,
+                r.trace_id
+            ));
+        }
+        out.push(Finding {
+            code: "agent.scenario".into(),
+            family: "agent".into(),
+            fingerprint: Finding::fingerprint_for("agent.scenario", &title),
+            title,
+            checklist: checklist.into_iter().collect(),
+            severity: Severity::High,
+            verdict: scenario_verdict,
+            message: match first_bad {
+                None => format!("{}: {}", scenario.description_or_task(), evidence.summary),
+                Some(r) => format!(
+                    "{}; first problem (run {}): {}",
+                    evidence.summary,
+                    r.repeat,
+                    r.checks
+                        .iter()
+                        .find(|c| c.verdict != Verdict::Pass)
+                        .map(|c| format!("{}: {}", c.kind.code(), c.summary))
+                        .unwrap_or_else(|| r.run.error.clone().unwrap_or_default())
+                ),
+            },
+            call: None,
+            response_excerpt: runs
+                .first()
+                .and_then(|r| r.run.final_answer.as_deref())
+                .map(|a| excerpt(&scrubber.scrub(a), 300)),
+            evidence,
+            location: None,
+            duration,
+        });
+        for kind in kinds {
+            let per_run: Vec<(&RunResult, &Check)> = runs
+                .iter()
+                .filter_map(|r| r.checks.iter().find(|c| c.kind == kind).map(|c| (*r, c)))
+                .collect();
+            let verdict = worst(per_run.iter().map(|(_, c)| c.verdict));
+            let Some((run, shown)) = per_run
+                .iter()
+                .find(|(_, c)| c.verdict == verdict)
+                .or_else(|| per_run.first())
+                .copied()
+            else {
+                continue;
+            };
+            let title = format!("{}: {}", scenario.name, kind.title());
+            let mut evidence = shown.evidence.clone();
+            if per_run.len() > 1 {
+                evidence.facts.push(format!(
+                    "{} of {} run(s) passed this check; shown: run {}",
+                    per_run
+                        .iter()
+                        .filter(|(_, c)| c.verdict == Verdict::Pass)
+                        .count(),
+                    per_run.len(),
+                    run.repeat
+                ));
+            }
+            let call = run
+                .run
+                .tool_calls
+                .iter()
+                .find(|c| c.error.is_some() || kind == CheckKind::CrossTenant)
+                .or_else(|| run.run.tool_calls.first())
+                .map(|c| ToolCallRecord {
+                    tool: c.tool.clone(),
+                    tenant: scenario.principal.tenant.clone(),
+                    user: scenario.principal.user.clone(),
+                    arguments: scrubber.scrub_value(&c.arguments),
+                    trace_id: run.trace_id.clone(),
+                });
+            out.push(Finding {
+                code: kind.code().into(),
+                family: "agent".into(),
+                fingerprint: Finding::fingerprint_for(kind.code(), &title),
+                title,
+                checklist: kind.checklist().iter().map(|s| s.to_string()).collect(),
+                severity: severity(kind),
+                verdict,
+                message: shown.summary.clone(),
+                call,
+                response_excerpt: None,
+                evidence,
+                location: None,
+                duration: run.run.duration,
+            });
+        }
+    }
+    out
+}
+
+fn severity(kind: CheckKind) -> Severity {
+    match kind {
+        CheckKind::CrossTenant | CheckKind::Secrets | CheckKind::PrincipalLeak => {
+            Severity::Critical
+        }
+        CheckKind::Writes | CheckKind::Approval | CheckKind::StepCap | CheckKind::Transcript => {
+            Severity::High
+        }
+        CheckKind::Recovery
+        | CheckKind::ErrorsSeen
+        | CheckKind::ToolList
+        | CheckKind::AuditTrail
+        | CheckKind::ModelRequests => Severity::Medium,
+        CheckKind::Outcome | CheckKind::Steps | CheckKind::FinalAnswer | CheckKind::Tools => {
+            Severity::Low
+        }
+    }
+}
+
+/// LLM-1 as a static check of the prompt text: it must explain `code` and `suggestion` and ask
+/// the model to recover.
+pub fn system_prompt_finding(prompt: &str) -> Finding {
+    let lower = prompt.to_lowercase();
+    let mut missing = Vec::new();
+    for (needle, what) in [
+        ("code", "the error `code`"),
+        ("suggestion", "the `suggestion`"),
+        (
+            "recover",
+            "that the agent should recover rather than give up",
+        ),
+    ] {
+        if !lower.contains(needle) {
+            missing.push(what);
+        }
+    }
+    let title = "the system prompt explains structured errors".to_string();
+    Finding {
+        code: "agent.system_prompt".into(),
+        family: "agent".into(),
+        fingerprint: Finding::fingerprint_for("agent.system_prompt", &title),
+        title,
+        checklist: vec!["LLM-1".into()],
+        severity: Severity::Medium,
+        verdict: if missing.is_empty() {
+            Verdict::Pass
+        } else {
+            Verdict::Fail
+        },
+        message: if missing.is_empty() {
+            "the system prompt tells the agent how to read `code` and `suggestion` and to recover"
+                .into()
+        } else {
+            format!(
+                "the system prompt does not mention {}; add it (see harness/prompts/system.md)",
+                missing.join(", ")
+            )
+        },
+        call: None,
+        response_excerpt: Some(excerpt(prompt, 300)),
+        evidence: Evidence {
+            summary: format!(
+                "{} characters of system prompt checked",
+                prompt.chars().count()
+            ),
+            ..Evidence::default()
+        },
+        location: None,
+        duration: Duration::ZERO,
+    }
+}
+
+/// LLM-2 at plan level: a scenario configured above the cap.
+pub fn step_cap_ok(scenario: &Scenario) -> bool {
+    scenario.max_steps <= DEFAULT_MAX_STEPS
+}
+
+fn excerpt(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        format!("{}…", s.chars().take(max).collect::<String>())
+    }
+}
+
+impl Scenario {
+    fn description_or_task(&self) -> String {
+        if self.description.is_empty() {
+            excerpt(&self.task, 120)
+        } else {
+            self.description.clone()
+        }
+    }
+}

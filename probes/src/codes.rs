@@ -1,0 +1,433 @@
+//! The stable probe codes ([`ProbeCode`]): one per claim a probe family can prove or break.
+//!
+//! A code is a public identifier: it is the SARIF rule id, the JUnit class name, the anchor of its
+//! section in `docs/probes/FAMILY.md` and the key of the self-test's detection matrix. A code never
+//! changes meaning once released; instances of one code (one per model, tool or relation) differ
+//! by their finding title.
+
+use preflight_reports::Severity;
+use serde::Serialize;
+
+/// The families probes are grouped in; each has a module under `families/` and a docs page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    CrossTenant,
+    Pii,
+    Budget,
+    Write,
+    Approval,
+    Audit,
+    Hygiene,
+    Lint,
+}
+
+impl Family {
+    pub const ALL: [Family; 8] = [
+        Family::CrossTenant,
+        Family::Pii,
+        Family::Budget,
+        Family::Write,
+        Family::Approval,
+        Family::Audit,
+        Family::Hygiene,
+        Family::Lint,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::CrossTenant => "cross_tenant",
+            Family::Pii => "pii",
+            Family::Budget => "budget",
+            Family::Write => "write",
+            Family::Approval => "approval",
+            Family::Audit => "audit",
+            Family::Hygiene => "hygiene",
+            Family::Lint => "lint",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Family> {
+        Family::ALL.into_iter().find(|f| f.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Every probe code. Lint findings are not here: their codes come from the policy linter's rules
+/// (`lint.<rule>`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum ProbeCode {
+    // cross_tenant
+    GetForeignRow,
+    FilterForgedTenant,
+    FilterForeignKeys,
+    FilterForeignReference,
+    IncludeForeign,
+    AggregateForgedTenant,
+    CursorForeign,
+    CursorRebound,
+    WriteForgedTenant,
+    WriteForeignRow,
+    WriteForeignReference,
+    // pii
+    GetRedacted,
+    QueryRedacted,
+    IncludeRedacted,
+    DescribeSchema,
+    FilterOracle,
+    OrderOracle,
+    AggregateOracle,
+    ErrorLeak,
+    // budget
+    UnboundedScan,
+    RowLimit,
+    JoinDepth,
+    StatementTimeout,
+    Quota,
+    // write
+    ReasonRequired,
+    WritableFields,
+    TenantColumn,
+    DryRun,
+    RateLimit,
+    // approval
+    ApprovalPending,
+    ApprovalExecutesOnce,
+    ApprovalReplay,
+    ApprovalExpiry,
+    // audit
+    EveryCallAudited,
+    WriterAppendOnly,
+    ChainVerifies,
+    TamperDetected,
+    ArgumentsSanitized,
+    // hygiene
+    RlsForced,
+    AgentRole,
+    RoleStatementTimeout,
+    AuditGrants,
+    JoinTargetsScoped,
+    SavedViews,
+}
+
+impl ProbeCode {
+    pub const ALL: [ProbeCode; 44] = [
+        ProbeCode::GetForeignRow,
+        ProbeCode::FilterForgedTenant,
+        ProbeCode::FilterForeignKeys,
+        ProbeCode::FilterForeignReference,
+        ProbeCode::IncludeForeign,
+        ProbeCode::AggregateForgedTenant,
+        ProbeCode::CursorForeign,
+        ProbeCode::CursorRebound,
+        ProbeCode::WriteForgedTenant,
+        ProbeCode::WriteForeignRow,
+        ProbeCode::WriteForeignReference,
+        ProbeCode::GetRedacted,
+        ProbeCode::QueryRedacted,
+        ProbeCode::IncludeRedacted,
+        ProbeCode::DescribeSchema,
+        ProbeCode::FilterOracle,
+        ProbeCode::OrderOracle,
+        ProbeCode::AggregateOracle,
+        ProbeCode::ErrorLeak,
+        ProbeCode::UnboundedScan,
+        ProbeCode::RowLimit,
+        ProbeCode::JoinDepth,
+        ProbeCode::StatementTimeout,
+        ProbeCode::Quota,
+        ProbeCode::ReasonRequired,
+        ProbeCode::WritableFields,
+        ProbeCode::TenantColumn,
+        ProbeCode::DryRun,
+        ProbeCode::RateLimit,
+        ProbeCode::ApprovalPending,
+        ProbeCode::ApprovalExecutesOnce,
+        ProbeCode::ApprovalReplay,
+        ProbeCode::ApprovalExpiry,
+        ProbeCode::EveryCallAudited,
+        ProbeCode::WriterAppendOnly,
+        ProbeCode::ChainVerifies,
+        ProbeCode::TamperDetected,
+        ProbeCode::ArgumentsSanitized,
+        ProbeCode::RlsForced,
+        ProbeCode::AgentRole,
+        ProbeCode::RoleStatementTimeout,
+        ProbeCode::AuditGrants,
+        ProbeCode::JoinTargetsScoped,
+        ProbeCode::SavedViews,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeCode::GetForeignRow => "cross_tenant.get_foreign_row",
+            ProbeCode::FilterForgedTenant => "cross_tenant.filter_forged_tenant",
+            ProbeCode::FilterForeignKeys => "cross_tenant.filter_foreign_keys",
+            ProbeCode::FilterForeignReference => "cross_tenant.filter_foreign_reference",
+            ProbeCode::IncludeForeign => "cross_tenant.include_foreign",
+            ProbeCode::AggregateForgedTenant => "cross_tenant.aggregate_forged_tenant",
+            ProbeCode::CursorForeign => "cross_tenant.cursor_foreign",
+            ProbeCode::CursorRebound => "cross_tenant.cursor_rebound",
+            ProbeCode::WriteForgedTenant => "cross_tenant.write_forged_tenant",
+            ProbeCode::WriteForeignRow => "cross_tenant.write_foreign_row",
+            ProbeCode::WriteForeignReference => "cross_tenant.write_foreign_reference",
+            ProbeCode::GetRedacted => "pii.get_redacted",
+            ProbeCode::QueryRedacted => "pii.query_redacted",
+            ProbeCode::IncludeRedacted => "pii.include_redacted",
+            ProbeCode::DescribeSchema => "pii.describe_schema",
+            ProbeCode::FilterOracle => "pii.filter_oracle",
+            ProbeCode::OrderOracle => "pii.order_oracle",
+            ProbeCode::AggregateOracle => "pii.aggregate_oracle",
+            ProbeCode::ErrorLeak => "pii.error_leak",
+            ProbeCode::UnboundedScan => "budget.unbounded_scan",
+            ProbeCode::RowLimit => "budget.row_limit",
+            ProbeCode::JoinDepth => "budget.join_depth",
+            ProbeCode::StatementTimeout => "budget.statement_timeout",
+            ProbeCode::Quota => "budget.quota",
+            ProbeCode::ReasonRequired => "write.reason_required",
+            ProbeCode::WritableFields => "write.writable_fields",
+            ProbeCode::TenantColumn => "write.tenant_column",
+            ProbeCode::DryRun => "write.dry_run",
+            ProbeCode::RateLimit => "write.rate_limit",
+            ProbeCode::ApprovalPending => "approval.pending",
+            ProbeCode::ApprovalExecutesOnce => "approval.executes_once",
+            ProbeCode::ApprovalReplay => "approval.replay_refused",
+            ProbeCode::ApprovalExpiry => "approval.expiry",
+            ProbeCode::EveryCallAudited => "audit.every_call",
+            ProbeCode::WriterAppendOnly => "audit.writer_append_only",
+            ProbeCode::ChainVerifies => "audit.chain_verifies",
+            ProbeCode::TamperDetected => "audit.tamper_detected",
+            ProbeCode::ArgumentsSanitized => "audit.arguments_sanitized",
+            ProbeCode::RlsForced => "hygiene.rls_forced",
+            ProbeCode::AgentRole => "hygiene.agent_role",
+            ProbeCode::RoleStatementTimeout => "hygiene.role_statement_timeout",
+            ProbeCode::AuditGrants => "hygiene.audit_grants",
+            ProbeCode::JoinTargetsScoped => "hygiene.join_targets_scoped",
+            ProbeCode::SavedViews => "hygiene.saved_views",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ProbeCode> {
+        ProbeCode::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
+    pub fn family(self) -> Family {
+        use ProbeCode::*;
+        match self {
+            GetForeignRow
+            | FilterForgedTenant
+            | FilterForeignKeys
+            | FilterForeignReference
+            | IncludeForeign
+            | AggregateForgedTenant
+            | CursorForeign
+            | CursorRebound
+            | WriteForgedTenant
+            | WriteForeignRow
+            | WriteForeignReference => Family::CrossTenant,
+            GetRedacted | QueryRedacted | IncludeRedacted | DescribeSchema | FilterOracle
+            | OrderOracle | AggregateOracle | ErrorLeak => Family::Pii,
+            UnboundedScan | RowLimit | JoinDepth | StatementTimeout | Quota => Family::Budget,
+            ReasonRequired | WritableFields | TenantColumn | DryRun | RateLimit => Family::Write,
+            ApprovalPending | ApprovalExecutesOnce | ApprovalReplay | ApprovalExpiry => {
+                Family::Approval
+            }
+            EveryCallAudited | WriterAppendOnly | ChainVerifies | TamperDetected
+            | ArgumentsSanitized => Family::Audit,
+            RlsForced | AgentRole | RoleStatementTimeout | AuditGrants | JoinTargetsScoped
+            | SavedViews => Family::Hygiene,
+        }
+    }
+
+    /// The checklist items a finding of this code proves (pass) or breaks (fail).
+    pub fn checklist(self) -> &'static [&'static str] {
+        use ProbeCode::*;
+        match self {
+            GetForeignRow
+            | FilterForgedTenant
+            | FilterForeignKeys
+            | FilterForeignReference
+            | AggregateForgedTenant => &["PRE-1", "ISO-1", "ISO-3"],
+            IncludeForeign => &["PRE-1", "ISO-3", "ISO-4"],
+            CursorForeign => &["PRE-1", "ISO-1"],
+            CursorRebound => &["ISO-1"],
+            WriteForgedTenant | WriteForeignRow => &["PRE-1", "ISO-1", "ISO-3"],
+            WriteForeignReference => &["PRE-1", "ISO-1"],
+            GetRedacted => &["PRE-2", "RED-1", "RED-2", "RED-5"],
+            QueryRedacted => &["PRE-2", "RED-1", "RED-2", "RED-3", "RED-5"],
+            IncludeRedacted => &["PRE-2", "RED-6"],
+            DescribeSchema => &["RED-4"],
+            FilterOracle | OrderOracle | AggregateOracle => &["PRE-2", "RED-2", "RED-5"],
+            ErrorLeak => &["RED-5"],
+            UnboundedScan => &["PRE-3", "BUD-1", "BUD-7"],
+            RowLimit => &["BUD-3", "BUD-7"],
+            JoinDepth => &["BUD-4", "BUD-7"],
+            StatementTimeout => &["BUD-2", "BUD-7"],
+            Quota => &["BUD-5", "BUD-7"],
+            ReasonRequired => &["PRE-4", "WRT-1"],
+            WritableFields => &["WRT-2"],
+            TenantColumn => &["WRT-2", "ISO-1"],
+            DryRun => &["WRT-6"],
+            RateLimit => &["WRT-7"],
+            ApprovalPending => &["PRE-5", "WRT-3"],
+            ApprovalExecutesOnce => &["WRT-3", "WRT-5"],
+            ApprovalReplay => &["WRT-3"],
+            ApprovalExpiry => &["WRT-4"],
+            EveryCallAudited => &["PRE-6", "AUD-1", "AUD-3"],
+            WriterAppendOnly => &["AUD-2", "AUD-4"],
+            ChainVerifies | TamperDetected => &["AUD-4"],
+            ArgumentsSanitized => &["AUD-7", "RED-5"],
+            RlsForced | AgentRole => &["ISO-5"],
+            RoleStatementTimeout => &["BUD-2"],
+            AuditGrants => &["AUD-2"],
+            JoinTargetsScoped => &["ISO-4"],
+            SavedViews => &["AUD-5", "CMP-2"],
+        }
+    }
+
+    pub fn severity(self) -> Severity {
+        use ProbeCode::*;
+        match self {
+            GetForeignRow
+            | FilterForgedTenant
+            | FilterForeignKeys
+            | FilterForeignReference
+            | IncludeForeign
+            | AggregateForgedTenant
+            | WriteForgedTenant
+            | WriteForeignRow
+            | GetRedacted
+            | QueryRedacted
+            | IncludeRedacted
+            | AgentRole => Severity::Critical,
+            CursorForeign
+            | WriteForeignReference
+            | FilterOracle
+            | OrderOracle
+            | AggregateOracle
+            | ErrorLeak
+            | UnboundedScan
+            | ReasonRequired
+            | WritableFields
+            | TenantColumn
+            | ApprovalPending
+            | ApprovalExecutesOnce
+            | ApprovalReplay
+            | EveryCallAudited
+            | WriterAppendOnly
+            | ChainVerifies
+            | TamperDetected
+            | ArgumentsSanitized
+            | RlsForced
+            | AuditGrants => Severity::High,
+            CursorRebound | DescribeSchema | RowLimit | JoinDepth | StatementTimeout | Quota
+            | DryRun | RateLimit | ApprovalExpiry | RoleStatementTimeout | JoinTargetsScoped => {
+                Severity::Medium
+            }
+            SavedViews => Severity::Low,
+        }
+    }
+
+    /// One sentence: the claim the probe tests.
+    pub fn claim(self) -> &'static str {
+        use ProbeCode::*;
+        match self {
+            GetForeignRow => "db_get with another tenant's primary key returns not_found and none of that tenant's data",
+            FilterForgedTenant => "a filter on the tenant column naming another tenant returns only the caller's rows",
+            FilterForeignKeys => "a filter listing another tenant's primary keys returns none of those rows",
+            FilterForeignReference => "a filter on a foreign key pointing at another tenant's row returns none of that tenant's rows",
+            IncludeForeign => "an include never returns another tenant's row, even through a cross-tenant reference",
+            AggregateForgedTenant => "aggregates and group-bys count only the caller's rows, whatever the filter says",
+            CursorForeign => "a cursor minted for another tenant is refused and yields none of its rows",
+            CursorRebound => "a cursor is bound to the query it came from; reusing it on another query is refused",
+            WriteForgedTenant => "a create naming another tenant in its data is refused and creates nothing",
+            WriteForeignRow => "an update or delete of another tenant's row changes nothing",
+            WriteForeignReference => "a write whose foreign key points at another tenant's row is refused and changes nothing",
+            GetRedacted => "db_get returns masked fields masked and denied fields absent, never a raw canary",
+            QueryRedacted => "db_query returns masked fields masked and denied fields absent, never a raw canary",
+            IncludeRedacted => "included (joined) rows are redacted exactly like direct reads",
+            DescribeSchema => "db_describe_schema lists only models and fields the policy lets the principal see",
+            FilterOracle => "filters on masked or denied fields cannot be used to test guesses about their values",
+            OrderOracle => "ordering by a masked or denied field is refused or reveals nothing about its values",
+            AggregateOracle => "min, max and group-by on masked or denied fields are refused or reveal no raw value",
+            ErrorLeak => "error responses carry no canary and no database internals (DETAIL lines, SQL text)",
+            UnboundedScan => "a read that would scan more than max_scan_rows is refused before it runs, with a structured error naming an indexed column",
+            RowLimit => "no read returns more than the tool's max_rows",
+            JoinDepth => "an include nested deeper than max_join_depth is refused",
+            StatementTimeout => "a statement running past the policy's statement_timeout_ms is cut off with a statement_timeout error",
+            Quota => "per-tenant call quotas are enforced with quota_exceeded",
+            ReasonRequired => "every write tool refuses a write without a reason and changes nothing",
+            WritableFields => "fields outside writable_fields cannot be written",
+            TenantColumn => "the tenant column is never writable",
+            DryRun => "bulk writes above the threshold need a dry run first, and a dry run changes nothing",
+            RateLimit => "max_writes_per_minute is enforced with write_rate_exceeded",
+            ApprovalPending => "an approval-gated write enters the pending state and changes nothing",
+            ApprovalExecutesOnce => "an approved write is applied exactly once, and the approver is recorded in its audit record",
+            ApprovalReplay => "an approval cannot be replayed or used for a different payload",
+            ApprovalExpiry => "a pending approval past its SLA expires and its write is refused",
+            EveryCallAudited => "every tool call, allowed or denied, has exactly one audit record with the right principal, tool, decision and trace id",
+            WriterAppendOnly => "the audit writer role cannot update, delete or truncate audit records",
+            ChainVerifies => "the audit hash chain verifies end to end and matches its head",
+            TamperDetected => "editing an audit record is refused, and an edit forced through the owner breaks the chain at that record",
+            ArgumentsSanitized => "audit records hold sanitized arguments (no canary) and the SHA-256 of the raw arguments",
+            RlsForced => "row-level security is enabled and forced on the tables that have tenant policies",
+            AgentRole => "the agent's database role is not superuser, cannot bypass RLS and owns nothing",
+            RoleStatementTimeout => "the agent's database role carries its own statement_timeout",
+            AuditGrants => "the audit writer role may only INSERT into the audit log",
+            JoinTargetsScoped => "every relation target has a tenant column or a stated exemption",
+            SavedViews => "the saved audit views the security team relies on exist and answer",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn codes_unique_prefixed_by_family_and_round_trip() {
+        let mut seen = HashSet::new();
+        for code in ProbeCode::ALL {
+            assert!(seen.insert(code.as_str()), "duplicate {}", code.as_str());
+            assert!(
+                code.as_str()
+                    .starts_with(&format!("{}.", code.family().as_str())),
+                "{} not under its family",
+                code.as_str()
+            );
+            assert_eq!(ProbeCode::parse(code.as_str()), Some(code));
+            assert!(!code.checklist().is_empty());
+            assert!(!code.claim().is_empty());
+        }
+    }
+
+    #[test]
+    fn every_code_has_a_section_in_its_family_page() {
+        for code in ProbeCode::ALL {
+            let page = format!(
+                "{}/../docs/probes/{}.md",
+                env!("CARGO_MANIFEST_DIR"),
+                code.family().as_str()
+            );
+            let text = std::fs::read_to_string(&page).unwrap_or_else(|e| panic!("{page}: {e}"));
+            assert!(
+                text.contains(&format!("### {}\n", code.as_str())),
+                "{page} has no section for {}",
+                code.as_str()
+            );
+        }
+    }
+
+    #[test]
+    fn families_round_trip() {
+        for f in Family::ALL {
+            assert_eq!(Family::parse(f.as_str()), Some(f));
+        }
+    }
+}

@@ -1,0 +1,577 @@
+//! `budget`: reads that would cost too much are refused before they run, with an error an agent
+//! can recover from (PRE-3, BUD-1…5, BUD-7). See docs/probes/budget.md.
+//!
+//! Evidence: the rows a response carries (an unbounded query that returns rows has run), the
+//! server's own statistics for the table (`pg_stat_user_tables`, read as the owner), the depth of
+//! included rows, and — for the timeout and quota probes, which need a layer instance of their
+//! own — what a fresh instance with a tighter policy does.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use preflight_enforcer::policy::{FieldAction, ModelPolicy};
+use preflight_enforcer::ErrorCode;
+use serde_json::{json, Value};
+
+use super::common::{internal_is_inconclusive, require_ok, structured};
+use super::PlanInput;
+use crate::calls::{self, Query, AGGREGATE, GET, QUERY};
+use crate::codes::ProbeCode;
+use crate::evidence::{include_depth, rows_of};
+use crate::runner::{Phase, Probe, ProbeCtx, ProbeOutcome, ProbeResult};
+
+/// Every budget probe this policy and tool list call for.
+pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
+    let mut out = Vec::new();
+    // The largest table over its scan budget: the one whose statistics corroborate "refused
+    // before it ran" (reading them costs a statistics interval, so only once).
+    let largest: Option<(&ModelPolicy, i64)> = input
+        .policy
+        .models
+        .values()
+        .filter(|m| m.tools.contains(QUERY) && input.tools.contains(QUERY))
+        .filter(|m| {
+            m.budgets
+                .max_scan_rows
+                .is_some_and(|b| input.truth.estimated_rows(m) as u64 > b)
+        })
+        .map(|m| (m, input.truth.estimated_rows(m)))
+        .max_by_key(|(_, r)| *r);
+    for m in input.policy.models.values() {
+        let name = m.name.clone();
+        let budgets = format!("models.{name}.budgets");
+        let rows = input.truth.estimated_rows(m);
+        if m.tools.contains(QUERY) && input.tools.contains(QUERY) {
+            if let Some(max_scan) = m.budgets.max_scan_rows {
+                if rows as u64 > max_scan {
+                    for tool in [QUERY, AGGREGATE] {
+                        if !m.tools.contains(tool) || !input.tools.contains(tool) {
+                            continue;
+                        }
+                        let n = name.clone();
+                        let stats = tool == QUERY && largest.is_some_and(|(l, _)| l.name == m.name);
+                        out.push(
+                            Probe::new(
+                                ProbeCode::UnboundedScan,
+                                format!("unfiltered {tool} on {name} (~{rows} rows)"),
+                                move |ctx| unbounded_scan(ctx, n.clone(), tool, stats),
+                            )
+                            .phase(Phase::Serial)
+                            .at(budgets.clone()),
+                        );
+                    }
+                }
+            } else {
+                let n = name.clone();
+                out.push(
+                    Probe::new(
+                        ProbeCode::UnboundedScan,
+                        format!("unfiltered db_query on {name} (~{rows} rows)"),
+                        move |ctx| unbounded_scan(ctx, n.clone(), QUERY, false),
+                    )
+                    .phase(Phase::Serial)
+                    .at(budgets.clone()),
+                );
+            }
+            let cap = m.budgets.max_rows_for(QUERY).unwrap_or(u64::MAX);
+            if m.tenant_column.is_some()
+                && input.key_allowed(m)
+                && input.rows_per_tenant(m) as u64 > cap
+            {
+                for explicit in [true, false] {
+                    let n = name.clone();
+                    let title = if explicit {
+                        format!("db_query on {name} asking for one row more than max_rows")
+                    } else {
+                        format!("db_query on {name} without a limit")
+                    };
+                    out.push(
+                        Probe::new(ProbeCode::RowLimit, title, move |ctx| {
+                            row_limit(ctx, n.clone(), explicit)
+                        })
+                        .at(budgets.clone()),
+                    );
+                }
+            }
+            if let Some(path) = deep_path(input, m, m.budgets.max_join_depth as usize + 1) {
+                let n = name.clone();
+                let p = path.clone();
+                out.push(
+                    Probe::new(
+                        ProbeCode::JoinDepth,
+                        format!("include {path} on {name} (deeper than max_join_depth)"),
+                        move |ctx| join_depth(ctx, n.clone(), p.clone()),
+                    )
+                    .at(budgets.clone()),
+                );
+            }
+        }
+    }
+    if let Some((m, _)) = largest {
+        if m.tools.contains(AGGREGATE) && input.tools.contains(AGGREGATE) {
+            let n = m.name.clone();
+            out.push(
+                Probe::new(
+                    ProbeCode::StatementTimeout,
+                    format!(
+                        "a heavy db_aggregate on {} under a tight statement_timeout_ms",
+                        m.name
+                    ),
+                    move |ctx| statement_timeout(ctx, n.clone()),
+                )
+                .phase(Phase::Serial)
+                .at(format!("models.{}.budgets", m.name)),
+            );
+        }
+    }
+    if let Some(m) = input
+        .policy
+        .models
+        .values()
+        .find(|m| m.tenant_column.is_some() && m.tools.contains(GET))
+    {
+        if input.tools.contains(GET) {
+            let n = m.name.clone();
+            out.push(
+                Probe::new(
+                    ProbeCode::Quota,
+                    "per-tenant calls_per_hour on a fresh instance",
+                    move |ctx| quota(ctx, n.clone()),
+                )
+                .phase(Phase::Serial)
+                .at("quotas"),
+            );
+        }
+    }
+    out
+}
+
+/// A dotted include path of exactly `depth` relations starting at `m`, if the relation graph
+/// has one (relations may revisit models: `customer.payment_methods.customer`). Targets too
+/// large for their scan budget are avoided, so the path is refused for its depth and not for
+/// its cost.
+fn deep_path(input: &PlanInput<'_>, m: &ModelPolicy, depth: usize) -> Option<String> {
+    fn walk(input: &PlanInput<'_>, m: &ModelPolicy, depth: usize, acc: &mut Vec<String>) -> bool {
+        let policy = input.policy;
+        if acc.len() == depth {
+            return true;
+        }
+        for rel in m.relations.values() {
+            let Some(t) = policy.model(&rel.target) else {
+                continue;
+            };
+            if !t.tools.contains(QUERY) {
+                continue;
+            }
+            let too_big = t
+                .budgets
+                .max_scan_rows
+                .is_some_and(|b| input.truth.estimated_rows(t) as u64 > b);
+            if too_big {
+                continue;
+            }
+            acc.push(rel.name.clone());
+            if walk(input, t, depth, acc) {
+                return true;
+            }
+            acc.pop();
+        }
+        false
+    }
+    let mut acc = Vec::new();
+    walk(input, m, depth, &mut acc).then(|| acc.join("."))
+}
+
+async fn unbounded_scan(
+    ctx: Arc<ProbeCtx>,
+    model: String,
+    tool: &'static str,
+    stats: bool,
+) -> ProbeResult {
+    let m = ctx.model(&model)?.clone();
+    let a = &ctx.principals.a;
+    let Some(max_scan) = m.budgets.max_scan_rows else {
+        return Ok(ProbeOutcome::fail(format!(
+            "{model} has no max_scan_rows: nothing stops an unbounded read of it"
+        )));
+    };
+    // Counters from the server itself. A backend publishes its statistics when it goes idle, at
+    // most once a second, so the reading after the call waits one interval: an unchanged counter
+    // is corroboration, a full scan's worth of rows read is proof the statement ran.
+    let before = ctx.truth.table_stats(&m).await?;
+    let args = if tool == QUERY {
+        Query::new(&model).build()
+    } else {
+        calls::aggregate(&model, &[("count", None)], &[], vec![])
+    };
+    let call = ctx.call(a, tool, args).await;
+    if stats {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    let after = ctx.truth.table_stats(&m).await?;
+    internal_is_inconclusive(&call)?;
+    let read = after.seq_tup_read - before.seq_tup_read;
+    let facts = vec![
+        format!("before: {}", before.fact(&m.table)),
+        format!("after:  {}", after.fact(&m.table)),
+        format!(
+            "max_scan_rows = {max_scan}, estimated rows = {}",
+            before.reltuples
+        ),
+    ];
+    let indexed = ctx.truth.indexed_columns(&m).await?;
+    match &call.result {
+        Ok(v) => Ok(ProbeOutcome::fail(format!(
+            "an unfiltered {tool} on {model} (~{} rows, budget {max_scan}) ran and returned {} row(s); \
+             estimate the scan before running and refuse it with scan_budget_exceeded",
+            before.reltuples,
+            rows_of(v).len()
+        ))
+        .with_call(&ctx, &call)
+        .facts(facts)),
+        Err(e) if e.code == ErrorCode::ScanBudgetExceeded => {
+            if read > 0 && read as f64 >= before.reltuples as f64 * 0.5 {
+                return Ok(ProbeOutcome::fail(format!(
+                    "the unfiltered {tool} on {model} was refused, but the table was read in full \
+                     ({read} rows) while it ran: the budget was checked after execution"
+                ))
+                .with_call(&ctx, &call)
+                .facts(facts));
+            }
+            if let Err(why) = structured(e) {
+                return Ok(ProbeOutcome::fail(why).with_call(&ctx, &call).facts(facts));
+            }
+            let filterable: Vec<&String> = indexed
+                .iter()
+                .filter(|c| m.action(c) == Some(FieldAction::Allow))
+                .collect();
+            let text = format!("{} {} {}", e.message, e.suggestion, e.details);
+            let named: Vec<&&String> = filterable.iter().filter(|c| text.contains(c.as_str())).collect();
+            if named.is_empty() {
+                return Ok(ProbeOutcome::fail(format!(
+                    "the scan_budget_exceeded error does not name a column the agent can filter on \
+                     (indexed and allowed: {}); the suggestion must say how to recover",
+                    filterable.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                ))
+                .with_call(&ctx, &call)
+                .facts(facts));
+            }
+            Ok(ProbeOutcome::pass(format!(
+                "the unfiltered {tool} on {model} was refused before it ran, and the suggestion names {}",
+                named.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+            ))
+            .with_call(&ctx, &call)
+            .summary(format!("seq_tup_read grew by {read} during the call"))
+            .facts(facts))
+        }
+        Err(e) => Ok(ProbeOutcome::fail(format!(
+            "the unfiltered {tool} on {model} ended in {} instead of scan_budget_exceeded: {}",
+            e.code, e.message
+        ))
+        .with_call(&ctx, &call)
+        .facts(facts)),
+    }
+}
+
+async fn row_limit(ctx: Arc<ProbeCtx>, model: String, explicit: bool) -> ProbeResult {
+    let m = ctx.model(&model)?.clone();
+    let a = &ctx.principals.a;
+    let Some(cap) = m.budgets.max_rows_for(QUERY) else {
+        return Ok(ProbeOutcome::fail(format!(
+            "{model} has no max_rows for db_query"
+        )));
+    };
+    let want = cap as i64 + 10;
+    let keys = ctx.truth.keys(&m, &a.tenant, want).await?;
+    if (keys.len() as u64) <= cap {
+        return Err(ProbeOutcome::not_verified(format!(
+            "{} has only {} visible {model} row(s); max_rows is {cap}",
+            a.tenant,
+            keys.len()
+        )));
+    }
+    // A key range keeps the read inside any scan budget while matching more rows than the cap.
+    let (first, last) = (keys[0].clone(), keys[keys.len() - 1].clone());
+    let mut q = Query::new(&model)
+        .filter(&m.primary_key, "gte", first)
+        .filter(&m.primary_key, "lte", last);
+    if explicit {
+        q = q.limit(cap + 1);
+    }
+    let call = ctx.call(a, QUERY, q.build()).await;
+    internal_is_inconclusive(&call)?;
+    match &call.result {
+        Ok(v) => {
+            let n = rows_of(v).len() as u64;
+            if n > cap {
+                Ok(ProbeOutcome::fail(format!(
+                    "db_query on {model} returned {n} rows; max_rows is {cap}"
+                ))
+                .with_call(&ctx, &call))
+            } else {
+                Ok(ProbeOutcome::pass(format!(
+                    "db_query on {model} returned {n} of the {} matching rows (max_rows {cap})",
+                    keys.len()
+                ))
+                .with_call(&ctx, &call))
+            }
+        }
+        Err(e)
+            if matches!(
+                e.code,
+                ErrorCode::RowBudgetExceeded | ErrorCode::ValidationError
+            ) =>
+        {
+            if let Err(why) = structured(e) {
+                return Ok(ProbeOutcome::fail(why).with_call(&ctx, &call));
+            }
+            Ok(ProbeOutcome::pass(format!(
+                "asking {model} for {} rows was refused ({}); max_rows is {cap}",
+                cap + 1,
+                e.code
+            ))
+            .with_call(&ctx, &call))
+        }
+        Err(e) => Err(ProbeOutcome::not_verified(format!(
+            "the read was refused for another reason ({}: {})",
+            e.code, e.message
+        ))
+        .with_call(&ctx, &call)),
+    }
+}
+
+async fn join_depth(ctx: Arc<ProbeCtx>, model: String, path: String) -> ProbeResult {
+    let m = ctx.model(&model)?.clone();
+    let a = &ctx.principals.a;
+    let max = m.budgets.max_join_depth as usize;
+    let keys = ctx
+        .truth
+        .keys(
+            &m,
+            if m.tenant_column.is_some() {
+                &a.tenant
+            } else {
+                ""
+            },
+            3,
+        )
+        .await?;
+    if keys.is_empty() {
+        return Err(ProbeOutcome::not_verified(format!(
+            "{} has no {model} row",
+            a.tenant
+        )));
+    }
+    let call = ctx
+        .call(
+            a,
+            QUERY,
+            Query::new(&model)
+                .filter(&m.primary_key, "in", json!(keys))
+                .include(&path)
+                .build(),
+        )
+        .await;
+    internal_is_inconclusive(&call)?;
+    match &call.result {
+        Ok(v) => {
+            let depth = include_depth(&ctx.policy, &m, v);
+            if depth > max {
+                Ok(ProbeOutcome::fail(format!(
+                    "include {path} on {model} returned rows {depth} relations deep; max_join_depth is {max}"
+                ))
+                .with_call(&ctx, &call))
+            } else {
+                Ok(ProbeOutcome::pass(format!(
+                    "include {path} was accepted but returned nothing deeper than {max} relation(s)"
+                ))
+                .with_call(&ctx, &call))
+            }
+        }
+        Err(e) => {
+            if e.code == ErrorCode::JoinDepthExceeded {
+                if let Err(why) = structured(e) {
+                    return Ok(ProbeOutcome::fail(why).with_call(&ctx, &call));
+                }
+            }
+            Ok(ProbeOutcome::pass(format!(
+                "include {path} ({} relations, max {max}) was refused ({})",
+                path.split('.').count(),
+                e.code
+            ))
+            .with_call(&ctx, &call))
+        }
+    }
+}
+
+/// The heaviest read the tools allow on `m`: every row of the tenant, grouped by a column with
+/// many values, counted and summed.
+fn heavy_aggregate(m: &ModelPolicy) -> Value {
+    let group = m
+        .columns
+        .iter()
+        .filter(|c| c.action == FieldAction::Allow && !c.indexed && c.name != m.primary_key)
+        .find(|c| c.pg_type.starts_with("numeric") || c.pg_type.starts_with("timestamp"))
+        .or_else(|| {
+            m.columns
+                .iter()
+                .find(|c| c.action == FieldAction::Allow && c.name != m.primary_key)
+        })
+        .map(|c| c.name.clone())
+        .unwrap_or_else(|| m.primary_key.clone());
+    calls::aggregate(&m.name, &[("count", None)], &[group.as_str()], vec![])
+}
+
+async fn statement_timeout(ctx: Arc<ProbeCtx>, model: String) -> ProbeResult {
+    let m = ctx.model(&model)?.clone();
+    let a = &ctx.principals.a;
+    let Some(factory) = ctx.factory.clone() else {
+        return Err(ProbeOutcome::not_verified(
+            "this target cannot start an instance with a tighter policy",
+        ));
+    };
+    // First measure the heavy read on an instance whose budgets let it run, then give a second
+    // instance a timeout well under that duration: the read must be cut off there.
+    let mut loose = (*ctx.policy).clone();
+    if let Some(mm) = loose.models.get_mut(&model) {
+        mm.budgets.max_scan_rows = Some(u64::MAX / 4);
+        mm.budgets.statement_timeout_ms = Some(30_000);
+    }
+    let gw = factory
+        .instance(Arc::new(loose.clone()), ctx.faults.clone())
+        .await
+        .map_err(|e| ProbeOutcome::error(format!("cannot start an instance: {e}")))?;
+    let args = heavy_aggregate(&m);
+    let mut best = Duration::MAX;
+    for _ in 0..2 {
+        let measured = ctx.call_on(gw.as_ref(), a, AGGREGATE, args.clone()).await;
+        require_ok(
+            &measured,
+            &format!("the heavy db_aggregate on {model} without a tight timeout"),
+        )?;
+        best = best.min(measured.elapsed);
+    }
+    if best < Duration::from_millis(12) {
+        return Err(ProbeOutcome::not_verified(format!(
+            "the heaviest read on {model} takes only {} ms on this data set, too fast to tell a \
+             timeout from a result (load more rows)",
+            best.as_millis()
+        )));
+    }
+    let timeout_ms = (best.as_millis() as u64 / 4).clamp(3, 250);
+    let mut tight = loose;
+    if let Some(mm) = tight.models.get_mut(&model) {
+        mm.budgets.statement_timeout_ms = Some(timeout_ms);
+    }
+    let gw = factory
+        .instance(Arc::new(tight), ctx.faults.clone())
+        .await
+        .map_err(|e| ProbeOutcome::error(format!("cannot start an instance: {e}")))?;
+    let call = ctx.call_on(gw.as_ref(), a, AGGREGATE, args).await;
+    let facts = vec![
+        format!("the read takes {} ms with room to run", best.as_millis()),
+        format!("statement_timeout_ms set to {timeout_ms} on a fresh instance"),
+        format!(
+            "under it: {} in {} ms",
+            call.describe(),
+            call.elapsed.as_millis()
+        ),
+    ];
+    internal_is_inconclusive(&call)?;
+    match &call.result {
+        Ok(_) => Ok(ProbeOutcome::fail(format!(
+            "a {} ms read completed under statement_timeout_ms = {timeout_ms}: the policy's \
+             timeout is not applied to the statement",
+            best.as_millis()
+        ))
+        .with_call(&ctx, &call)
+        .facts(facts)),
+        Err(e) if e.code == ErrorCode::StatementTimeout => {
+            if let Err(why) = structured(e) {
+                return Ok(ProbeOutcome::fail(why).with_call(&ctx, &call).facts(facts));
+            }
+            Ok(ProbeOutcome::pass(format!(
+                "the read was cut off at the policy's timeout ({timeout_ms} ms) with statement_timeout"
+            ))
+            .with_call(&ctx, &call)
+            .facts(facts))
+        }
+        Err(e) => Ok(ProbeOutcome::fail(format!(
+            "the read under a {timeout_ms} ms timeout ended in {} instead of statement_timeout",
+            e.code
+        ))
+        .with_call(&ctx, &call)
+        .facts(facts)),
+    }
+}
+
+async fn quota(ctx: Arc<ProbeCtx>, model: String) -> ProbeResult {
+    let m = ctx.model(&model)?.clone();
+    let a = &ctx.principals.a;
+    let Some(factory) = ctx.factory.clone() else {
+        return Err(ProbeOutcome::not_verified(
+            "this target cannot start an instance with fresh quota counters",
+        ));
+    };
+    let keys = ctx.truth.keys(&m, &a.tenant, 1).await?;
+    let Some(key) = keys.first().cloned() else {
+        return Err(ProbeOutcome::not_verified(format!(
+            "{} has no {model} row",
+            a.tenant
+        )));
+    };
+    let limit = 3u64;
+    let mut policy = (*ctx.policy).clone();
+    policy.quotas.calls_per_hour = Some(limit);
+    let gw = factory
+        .instance(Arc::new(policy), ctx.faults.clone())
+        .await
+        .map_err(|e| ProbeOutcome::error(format!("cannot start an instance: {e}")))?;
+    let mut facts = vec![format!("calls_per_hour = {limit} on a fresh instance")];
+    let mut last = None;
+    for i in 1..=limit + 1 {
+        let call = ctx
+            .call_on(gw.as_ref(), a, GET, calls::get(&model, &key))
+            .await;
+        internal_is_inconclusive(&call)?;
+        facts.push(format!("call {i}: {}", call.describe()));
+        if i <= limit && !call.is_ok() {
+            return Err(ProbeOutcome::error(format!(
+                "call {i} of {limit} allowed was refused ({}), so the quota could not be measured",
+                call.code().map(|c| c.as_str()).unwrap_or("")
+            ))
+            .with_call(&ctx, &call)
+            .facts(facts));
+        }
+        last = Some(call);
+    }
+    let Some(call) = last else {
+        return Err(ProbeOutcome::error("no call was made"));
+    };
+    match &call.result {
+        Err(e) if e.code == ErrorCode::QuotaExceeded => {
+            if let Err(why) = structured(e) {
+                return Ok(ProbeOutcome::fail(why).with_call(&ctx, &call).facts(facts));
+            }
+            Ok(ProbeOutcome::pass(format!(
+                "call {} of a {limit}-per-hour quota was refused with quota_exceeded",
+                limit + 1
+            ))
+            .with_call(&ctx, &call)
+            .facts(facts))
+        }
+        Err(e) => Ok(ProbeOutcome::fail(format!(
+            "call {} over the quota ended in {} instead of quota_exceeded",
+            limit + 1,
+            e.code
+        ))
+        .with_call(&ctx, &call)
+        .facts(facts)),
+        Ok(_) => Ok(ProbeOutcome::fail(format!(
+            "call {} went through although the tenant's quota is {limit} calls per hour",
+            limit + 1
+        ))
+        .with_call(&ctx, &call)
+        .facts(facts)),
+    }
+}

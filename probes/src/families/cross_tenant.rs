@@ -1,0 +1,988 @@
+//! `cross_tenant`: tenant A, with tenant B in every argument that can carry it (PRE-1, ISO-1,
+//! ISO-3). See docs/probes/cross_tenant.md.
+//!
+//! Each probe puts something of B's into a call made as A — B's primary keys, B's tenant id in a
+//! filter, a foreign key pointing at B's row, an include that reaches B's row through a planted
+//! cross-tenant reference, B's cursor, B's tenant id in written data — and judges the response by
+//! ground truth: the owner of every row key it returned (includes too) and every canary in it,
+//! errors included. A control call (the same thing with A's own values) shows the path works, so
+//! an empty answer means isolation and not a broken tool.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use preflight_enforcer::policy::{FieldAction, ModelPolicy, RelationKind};
+use preflight_enforcer::ErrorCode;
+use serde_json::{json, Map, Value};
+
+use super::common::{
+    absent_key, internal_is_inconclusive, normalised_error, numeric_key, require_ok,
+};
+use super::PlanInput;
+use crate::calls::{self, Query, AGGREGATE, CREATE, DELETE, GET, QUERY, UPDATE};
+use crate::codes::ProbeCode;
+use crate::evidence::{inspect, rows_of, Exposure};
+use crate::runner::{CallOutcome, Phase, Probe, ProbeCtx, ProbeOutcome, ProbeResult};
+use crate::scratch::{self, Scratch};
+
+/// Every cross-tenant probe this policy and tool list call for.
+pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
+    let mut out = Vec::new();
+    for m in input.policy.models.values() {
+        let Some(tc) = m.tenant_column.clone() else {
+            continue;
+        };
+        let name = m.name.clone();
+        let path = format!("models.{name}");
+        if m.tools.contains(GET) && input.tools.contains(GET) {
+            let n = name.clone();
+            out.push(
+                Probe::new(
+                    ProbeCode::GetForeignRow,
+                    format!("db_get on {name} with {b}'s keys", b = input.tenant_b),
+                    move |ctx| get_foreign_row(ctx, n.clone()),
+                )
+                .at(path.clone()),
+            );
+        }
+        if m.tools.contains(QUERY) && input.tools.contains(QUERY) {
+            for op in ["eq", "in", "ne"] {
+                let (n, t) = (name.clone(), tc.clone());
+                let what = match op {
+                    "eq" => format!("{tc} eq {}", input.tenant_b),
+                    "in" => format!("{tc} in [{}, {}]", input.tenant_a, input.tenant_b),
+                    _ => format!("{tc} ne {}", input.tenant_a),
+                };
+                out.push(
+                    Probe::new(
+                        ProbeCode::FilterForgedTenant,
+                        format!("db_query on {name} where {what}"),
+                        move |ctx| filter_forged_tenant(ctx, n.clone(), t.clone(), op),
+                    )
+                    .at(format!("{path}.tenant_column")),
+                );
+            }
+            let n = name.clone();
+            out.push(
+                Probe::new(
+                    ProbeCode::FilterForeignKeys,
+                    format!(
+                        "db_query on {name} where {} in {}'s keys",
+                        m.primary_key, input.tenant_b
+                    ),
+                    move |ctx| filter_foreign_keys(ctx, n.clone()),
+                )
+                .at(path.clone()),
+            );
+            for rel in m.relations.values() {
+                let Some(target) = input.policy.model(&rel.target) else {
+                    continue;
+                };
+                if rel.kind == RelationKind::BelongsTo
+                    && target.tenant_column.is_some()
+                    && m.action(&rel.foreign_key) == Some(FieldAction::Allow)
+                {
+                    let (n, fk, t) = (name.clone(), rel.foreign_key.clone(), target.name.clone());
+                    out.push(
+                        Probe::new(
+                            ProbeCode::FilterForeignReference,
+                            format!(
+                                "db_query on {name} where {} points at {}'s {}",
+                                rel.foreign_key, input.tenant_b, target.name
+                            ),
+                            move |ctx| {
+                                filter_foreign_reference(ctx, n.clone(), fk.clone(), t.clone())
+                            },
+                        )
+                        .at(format!("{path}.relations.{}", rel.name)),
+                    );
+                }
+                if target.tenant_column.is_some() && target.tools.contains(QUERY) {
+                    let (n, r) = (name.clone(), rel.name.clone());
+                    out.push(
+                        Probe::new(
+                            ProbeCode::IncludeForeign,
+                            format!(
+                                "include {} on {name} across a planted reference to {}",
+                                rel.name, input.tenant_b
+                            ),
+                            move |ctx| include_foreign(ctx, n.clone(), r.clone()),
+                        )
+                        .phase(Phase::Serial)
+                        .at(format!("{path}.relations.{}", rel.name)),
+                    );
+                }
+            }
+            let pageable = input.key_allowed(m) && input.rows_per_tenant(m) >= 3;
+            for variant in ["cursor_foreign", "cursor_rebound"] {
+                if !pageable {
+                    continue;
+                }
+                let n = name.clone();
+                let (code, title) = if variant == "cursor_foreign" {
+                    (
+                        ProbeCode::CursorForeign,
+                        format!(
+                            "db_query on {name} with a cursor minted for {}",
+                            input.tenant_b
+                        ),
+                    )
+                } else {
+                    (
+                        ProbeCode::CursorRebound,
+                        format!("db_query on {name} with a cursor from another query"),
+                    )
+                };
+                out.push(
+                    Probe::new(code, title, move |ctx| cursor(ctx, n.clone(), variant))
+                        .at(path.clone()),
+                );
+            }
+        }
+        if m.tools.contains(AGGREGATE) && input.tools.contains(AGGREGATE) {
+            for variant in ["count", "group_by", "forged"] {
+                let n = name.clone();
+                let title = match variant {
+                    "count" => format!(
+                        "db_aggregate count on {name} over {}'s and {}'s keys",
+                        input.tenant_a, input.tenant_b
+                    ),
+                    "group_by" => format!("db_aggregate on {name} grouped by {tc}"),
+                    _ => format!(
+                        "db_aggregate count on {name} where {tc} eq {}",
+                        input.tenant_b
+                    ),
+                };
+                out.push(
+                    Probe::new(ProbeCode::AggregateForgedTenant, title, move |ctx| {
+                        aggregate(ctx, n.clone(), variant)
+                    })
+                    .at(path.clone()),
+                );
+            }
+        }
+        if m.tools.contains(CREATE) && input.tools.contains(CREATE) {
+            let n = name.clone();
+            out.push(
+                Probe::new(
+                    ProbeCode::WriteForgedTenant,
+                    format!("db_create on {name} with {tc} = {}", input.tenant_b),
+                    move |ctx| write_forged_tenant(ctx, n.clone()),
+                )
+                .phase(Phase::Serial)
+                .at(format!("{path}.writable_fields")),
+            );
+        }
+        for tool in [UPDATE, DELETE] {
+            if m.tools.contains(tool) && input.tools.contains(tool) {
+                if tool == UPDATE && writable_column(m).is_none() {
+                    continue;
+                }
+                let n = name.clone();
+                out.push(
+                    Probe::new(
+                        ProbeCode::WriteForeignRow,
+                        format!("{tool} on {name} of {}'s row", input.tenant_b),
+                        move |ctx| write_foreign_row(ctx, n.clone(), tool),
+                    )
+                    .phase(Phase::Serial)
+                    .at(path.clone()),
+                );
+            }
+        }
+        for rel in m.relations.values() {
+            if rel.kind != RelationKind::BelongsTo || !m.writable_fields.contains(&rel.foreign_key)
+            {
+                continue;
+            }
+            let Some(target) = input.policy.model(&rel.target) else {
+                continue;
+            };
+            if target.tenant_column.is_none() {
+                continue;
+            }
+            for tool in [CREATE, UPDATE] {
+                if !(m.tools.contains(tool) && input.tools.contains(tool)) {
+                    continue;
+                }
+                let (n, fk, t) = (name.clone(), rel.foreign_key.clone(), target.name.clone());
+                out.push(
+                    Probe::new(
+                        ProbeCode::WriteForeignReference,
+                        format!(
+                            "{tool} on {name} with {} pointing at {}'s {}",
+                            rel.foreign_key, input.tenant_b, target.name
+                        ),
+                        move |ctx| {
+                            write_foreign_reference(ctx, n.clone(), fk.clone(), t.clone(), tool)
+                        },
+                    )
+                    .phase(Phase::Serial)
+                    .at(format!("{path}.relations.{}", rel.name)),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// The first writable column that is neither the key nor the tenant column.
+pub(crate) fn writable_column(m: &ModelPolicy) -> Option<String> {
+    m.writable_fields
+        .iter()
+        .find(|c| {
+            **c != m.primary_key
+                && Some(c.as_str()) != m.tenant_column.as_deref()
+                && m.column(c).is_some()
+        })
+        .cloned()
+}
+
+/// A failing outcome for a response that exposed B's rows or canaries.
+fn exposed(ctx: &ProbeCtx, call: &CallOutcome, exposure: Exposure, what: &str) -> ProbeOutcome {
+    let n = exposure.foreign_rows.len();
+    let l = exposure.cross_tenant_leaks;
+    ProbeOutcome::fail(format!(
+        "{what} returned data of another tenant ({n} foreign row(s), {l} foreign canary value(s)). \
+         Scope every read, include and aggregate by the session's tenant, never by arguments."
+    ))
+    .with_call(ctx, call)
+    .summary(format!(
+        "{} → {n} row(s) owned by another tenant, {l} foreign canary value(s)",
+        call.describe()
+    ))
+    .facts(exposure.foreign_rows.clone())
+    .facts(exposure.facts())
+    .leaks(exposure.leaks)
+}
+
+async fn get_foreign_row(ctx: Arc<ProbeCtx>, model: String) -> ProbeResult {
+    let m = ctx.model(&model)?.clone();
+    let (a, b) = (&ctx.principals.a, &ctx.principals.b);
+    let a_keys = ctx.truth.keys(&m, &a.tenant, 1).await?;
+    let b_keys = ctx.truth.keys(&m, &b.tenant, 2).await?;
+    let Some(a_key) = a_keys.first() else {
+        return Err(ProbeOutcome::not_verified(format!(
+            "tenant {} has no visible row in {model} to use as a control",
+            a.tenant
+        )));
+    };
+    if b_keys.is_empty() {
+        return Err(ProbeOutcome::not_verified(format!(
+            "tenant {} has no row in {model} to reach for",
+            b.tenant
+        )));
+    }
+    let control = ctx.call(a, GET, calls::get(&model, a_key)).await;
+    require_ok(
+        &control,
+        &format!("db_get of {}'s own {model} row", a.tenant),
+    )?;
+    let mut facts = vec![format!("control: {}", control.describe())];
+    let mut last = None;
+    for bk in &b_keys {
+        let call = ctx.call(a, GET, calls::get(&model, bk)).await;
+        internal_is_inconclusive(&call)?;
+        let exposure = inspect(&ctx, &m, &call).await?;
+        facts.push(call.describe());
+        if exposure.has_cross_tenant() {
+            return Ok(exposed(
+                &ctx,
+                &call,
+                exposure,
+                &format!("db_get of {}'s {model} row", b.tenant),
+            )
+            .facts(facts));
+        }
+        if call.is_ok() && !rows_of(&call.response()).is_empty() {
+            return Ok(ProbeOutcome::fail(format!(
+                "db_get with {}'s key returned a row to {}; keys out of scope must be not_found",
+                b.tenant, a.tenant
+            ))
+            .with_call(&ctx, &call)
+            .facts(facts)
+            .facts(exposure.facts()));
+        }
+        last = Some((call, bk.clone()));
+    }
+    let Some((foreign, bk)) = last else {
+        return Err(ProbeOutcome::error("no probing call was made"));
+    };
+    // "Not yours" must look exactly like "does not exist", or the error is an existence oracle.
+    let max_key = ctx.truth.max_key(&m).await?;
+    let missing = absent_key(max_key.as_deref(), numeric_key(&m));
+    let absent = ctx.call(a, GET, calls::get(&model, &missing)).await;
+    facts.push(format!("absent key: {}", absent.describe()));
+    let (fe, ae) = (
+        normalised_error(&foreign, &bk),
+        normalised_error(&absent, &missing),
+    );
+    if fe != ae {
+        return Ok(ProbeOutcome::fail(
+            "db_get answers another tenant's key differently from a key that does not exist, so an \
+             agent can tell which keys exist in other tenants; return the same not_found for both",
+        )
+        .with_call(&ctx, &foreign)
+        .summary("the refusal for a foreign key differs from the refusal for an absent key")
+        .facts(facts)
+        .fact(format!("foreign key → {}", fe.unwrap_or_else(|| "ok".into())))
+        .fact(format!("absent key → {}", ae.unwrap_or_else(|| "ok".into()))));
+    }
+    Ok(ProbeOutcome::pass(format!(
+        "{}'s keys are not_found for {}, exactly like absent keys",
+        b.tenant, a.tenant
+    ))
+    .with_call(&ctx, &foreign)
+    .summary(format!(
+        "{} of {}'s keys tried; none returned a row or a canary",
+        b_keys.len(),
+        b.tenant
+    ))
+    .facts(facts))
+}
+
+/// Runs `probe` and a control; when the control is refused the probing call must be refused
+/// too, and then nothing can be forged through that field.
+async fn judge_read(
+    ctx: &ProbeCtx,
+    m: &ModelPolicy,
+    control: CallOutcome,
+    probe: CallOutcome,
+    what: &str,
+) -> ProbeResult {
+    internal_is_inconclusive(&control)?;
+    internal_is_inconclusive(&probe)?;
+    let exposure = inspect(ctx, m, &probe).await?;
+    if exposure.has_cross_tenant() {
+        return Ok(
+            exposed(ctx, &probe, exposure, what).fact(format!("control: {}", control.describe()))
+        );
+    }
+    let control_rows = match &control.result {
+        Ok(v) => rows_of(v).len(),
+        Err(_) => 0,
+    };
+    if control.is_ok() && control_rows == 0 {
+        return Err(ProbeOutcome::error(format!(
+            "the control call returned no rows of the caller's own, so an empty answer to the probing call would prove nothing ({})",
+            control.describe()
+        )));
+    }
+    let note = match (&control.result, &probe.result) {
+        (Err(c), Err(p)) => format!(
+            "the field cannot be filtered on at all (control refused with {}, probe with {})",
+            c.code, p.code
+        ),
+        (Ok(_), Err(p)) => format!("refused with {}", p.code),
+        (Ok(_), Ok(v)) => format!("{} row(s), all the caller's own", rows_of(v).len()),
+        (Err(c), Ok(v)) => format!(
+            "control refused with {} yet the probe returned {} row(s), none another tenant's",
+            c.code,
+            rows_of(v).len()
+        ),
+    };
+    Ok(
+        ProbeOutcome::pass(format!("{what}: no other tenant's data ({note})"))
+            .with_call(ctx, &probe)
+            .summary(format!(
+                "{} (control: {})",
+                probe.describe(),
+                control.describe()
+            ))
+            .facts(exposure.facts()),
+    )
+}
+
+async fn filter_forged_tenant(
+    ctx: Arc<ProbeCtx>,
+    model: String,
+    tc: String,
+    op: &'static str,
+) -> ProbeResult {
+    let m = ctx.model(&model)?.clone();
+    let (a, b) = (&ctx.principals.a, &ctx.principals.b);
+    let mut keys = ctx.truth.keys(&m, &a.tenant, 3).await?;
+    let b_keys = ctx.truth.keys(&m, &b.tenant, 3).await?;
+    if keys.is_empty() || b_keys.is_empty() {
+        return Err(ProbeOutcome::not_verified(format!(
+            "{model} needs rows of both {} and {}",
+            a.tenant, b.tenant
+        )));
+    }
+    keys.extend(b_keys);
+    // The key list keeps the query inside any scan budget, so a refusal is about the tenant.
+    let pk = m.primary_key.clone();
+    let control = Query::new(&model)
+        .filter(&tc, "eq", json!(a.tenant))
+        .filter(&pk, "in", json!(keys))
+        .build();
+    let forged = match op {
+        "eq" => Query::new(&model).filter(&tc, "eq", json!(b.tenant)),
+        "in" => Query::new(&model).filter(&tc, "in", json!([a.tenant, b.tenant])),
+        _ => Query::new(&model).filter(&tc, "ne", json!(a.tenant)),
+    }
+    .filter(&pk, "in", json!(keys))
+    .build();
+    let control = ctx.call(a, QUERY, control).await;
+    let probe = ctx.call(a, QUERY, forged).await;
+    judge_read(
+        &ctx,
+        &m,
+        control,
+        probe,
+        &format!("a forged {tc} filter on {model}"),
+    )
+    .await
+}
+
+async fn filter_foreign_keys(ctx: Arc<ProbeCtx>, model: String) -> ProbeResult {
+    let m = ctx.model(&model)?.clone();
+    let (a, b) = (&ctx.principals.a, &ctx.principals.b);
+    let a_keys = ctx.truth.keys(&m, &a.tenant, 3).await?;
+    let b_keys = ctx.truth.keys(&m, &b.tenant, 3).await?;
+    if a_keys.is_empty() || b_keys.is_empty() {
+        return Err(ProbeOutcome::not_verified(format!(
+            "{model} needs rows of both {} and {}",
+            a.tenant, b.tenant
+        )));
+    }
+    let control = ctx
+        .call(
+            a,
+            QUERY,
+            Query::new(&model)
+                .filter(&m.primary_key, "in", json!(a_keys))
+                .build(),
+        )
+        .await;
+    let probe = ctx
+        .call(
+            a,
+            QUERY,
+            Query::new(&model)
+                .filter(&m.primary_key, "in", json!(b_keys))
+                .build(),
+        )
+        .await;
+    judge_read(
+        &ctx,
+        &m,
+        control,
+        probe,
+        &format!("a filter on {}'s {model} keys", b.tenant),
+    )
+    .await
+}
+
+async fn filter_foreign_reference(
+    ctx: Arc<ProbeCtx>,
+    model: String,
+    fk: String,
+    target: String,
+) -> ProbeResult {
+    let m = ctx.model(&model)?.clone();
+    let (a, b) = (&ctx.principals.a, &ctx.principals.b);
+    let (Some(a_ref), Some(b_ref)) = (
+        scratch::referenced_key(&ctx.truth, &m, &fk, &a.tenant).await?,
+        scratch::referenced_key(&ctx.truth, &m, &fk, &b.tenant).await?,
+    ) else {
+        return Err(ProbeOutcome::not_verified(format!(
+            "no {model} row of each tenant references a {target}"
+        )));
+    };
+    let control = ctx
+        .call(
+            a,
+            QUERY,
+            Query::new(&model).filter(&fk, "eq", a_ref).limit(5).build(),
+        )
+        .await;
+    let probe = ctx
+        .call(
+            a,
+            QUERY,
+            Query::new(&model).filter(&fk, "eq", b_ref).limit(5).build(),
+        )
+        .await;
+    judge_read(
+        &ctx,
+        &m,
+        control,
+        probe,
+        &format!("a filter on {model}.{fk} naming {}'s {target}", b.tenant),
+    )
+    .await
+}
+
+async fn include_foreign(ctx: Arc<ProbeCtx>, model: String, relation: String) -> ProbeResult {
+    ctx.require_writes()?;
+    let m = ctx.model(&model)?.clone();
+    let rel = m
+        .relations
+        .get(&relation)
+        .cloned()
+        .ok_or_else(|| ProbeOutcome::error(format!("relation {relation} vanished")))?;
+    let target = ctx.model(&rel.target)?.clone();
+    let (a, b) = (&ctx.principals.a, &ctx.principals.b);
+    let mut scratch = Scratch::new(&ctx.truth, &ctx.scratch);
+    let result = async {
+        // Plant a reference that crosses tenants: the database accepts it (plain foreign keys),
+        // and an include that follows it without a tenant predicate hands B's row to A.
+        let (subject_key, planted_desc) = match rel.kind {
+            RelationKind::BelongsTo => {
+                let b_target = ctx.truth.keys(&target, &b.tenant, 1).await?;
+                let Some(b_target) = b_target.first() else {
+                    return Err(ProbeOutcome::not_verified(format!(
+                        "{} has no {} row",
+                        b.tenant, target.name
+                    )));
+                };
+                let mut o = Map::new();
+                o.insert(rel.foreign_key.clone(), b_target.clone());
+                let key = scratch.plant(&m, &a.tenant, &o).await?;
+                (
+                    key.clone(),
+                    format!(
+                        "planted {} {model}#{key} with {} = {}'s {}#{b_target}",
+                        a.tenant, rel.foreign_key, b.tenant, target.name
+                    ),
+                )
+            }
+            RelationKind::HasMany => {
+                let a_subject = ctx.truth.keys(&m, &a.tenant, 1).await?;
+                let Some(a_subject) = a_subject.first().cloned() else {
+                    return Err(ProbeOutcome::not_verified(format!(
+                        "{} has no {model} row",
+                        a.tenant
+                    )));
+                };
+                let mut o = Map::new();
+                o.insert(rel.foreign_key.clone(), a_subject.clone());
+                let key = scratch.plant(&target, &b.tenant, &o).await?;
+                (
+                    a_subject.clone(),
+                    format!(
+                        "planted {} {}#{key} with {} = {}'s {model}#{a_subject}",
+                        b.tenant, target.name, rel.foreign_key, a.tenant
+                    ),
+                )
+            }
+        };
+        let control = ctx
+            .call(
+                a,
+                QUERY,
+                Query::new(&model)
+                    .filter(&m.primary_key, "eq", subject_key.clone())
+                    .build(),
+            )
+            .await;
+        let probe = ctx
+            .call(
+                a,
+                QUERY,
+                Query::new(&model)
+                    .filter(&m.primary_key, "eq", subject_key.clone())
+                    .include(&relation)
+                    .build(),
+            )
+            .await;
+        judge_read(
+            &ctx,
+            &m,
+            control,
+            probe,
+            &format!("include {relation} on {model}"),
+        )
+        .await
+        .map(|o| o.fact(planted_desc.clone()))
+        .map_err(|o| o.fact(planted_desc))
+    }
+    .await;
+    let cleanup = scratch.cleanup().await;
+    match (result, cleanup) {
+        (r, Ok(())) => r,
+        (Ok(o), Err(e)) | (Err(o), Err(e)) => Ok(o.fact(format!("cleanup failed: {e}"))),
+    }
+}
+
+async fn cursor(ctx: Arc<ProbeCtx>, model: String, variant: &'static str) -> ProbeResult {
+    let m = ctx.model(&model)?.clone();
+    let (a, b) = (&ctx.principals.a, &ctx.principals.b);
+    let a_keys = ctx.truth.keys(&m, &a.tenant, 3).await?;
+    let b_keys = ctx.truth.keys(&m, &b.tenant, 3).await?;
+    if a_keys.len() < 3 || b_keys.len() < 2 {
+        return Err(ProbeOutcome::not_verified(format!(
+            "{model} needs at least 3 rows of {} and 2 of {} to page through",
+            a.tenant, b.tenant
+        )));
+    }
+    let pk = m.primary_key.clone();
+    let (minted_by, first, reuse) = if variant == "cursor_foreign" {
+        let mut all = a_keys.clone();
+        all.extend(b_keys.clone());
+        let q = Query::new(&model)
+            .filter(&pk, "in", json!(all))
+            .order(&pk, false)
+            .limit(1);
+        (b, q.clone(), q)
+    } else {
+        let q1 = Query::new(&model)
+            .filter(&pk, "in", json!(a_keys))
+            .order(&pk, false)
+            .limit(1);
+        let q2 = Query::new(&model)
+            .filter(&pk, "in", json!(a_keys[1..].to_vec()))
+            .order(&pk, true)
+            .limit(1);
+        (a, q1, q2)
+    };
+    let page = ctx.call(minted_by, QUERY, first.build()).await;
+    require_ok(
+        &page,
+        &format!("the first page of {model} as {}", minted_by.tenant),
+    )?;
+    let Some(cursor) = calls::next_cursor(&page.response()) else {
+        return Err(ProbeOutcome::not_verified(format!(
+            "the first page of {model} carried no next_cursor, so there was no cursor to reuse"
+        )));
+    };
+    let call = ctx.call(a, QUERY, reuse.cursor(&cursor).build()).await;
+    internal_is_inconclusive(&call)?;
+    let exposure = inspect(&ctx, &m, &call).await?;
+    let what = if variant == "cursor_foreign" {
+        format!("a cursor minted for {} reused by {}", b.tenant, a.tenant)
+    } else {
+        "a cursor reused on a different query".to_string()
+    };
+    if exposure.has_cross_tenant() {
+        return Ok(exposed(&ctx, &call, exposure, &what));
+    }
+    match &call.result {
+        Err(e) => Ok(
+            ProbeOutcome::pass(format!("{what} was refused ({})", e.code))
+                .with_call(&ctx, &call)
+                .summary(call.describe())
+                .fact(format!("first page: {}", page.describe())),
+        ),
+        Ok(v) => Ok(ProbeOutcome::fail(format!(
+            "{what} was accepted ({} row(s) returned): cursors must be signed and bound to the \
+             tenant, model and query they were issued for",
+            rows_of(v).len()
+        ))
+        .with_call(&ctx, &call)
+        .summary(call.describe())
+        .fact(format!("first page: {}", page.describe()))
+        .facts(exposure.facts())),
+    }
+}
+
+fn count_of(v: &Value) -> Option<i64> {
+    let rows = rows_of(v);
+    let row = rows.first()?;
+    row.get("count").and_then(|c| {
+        c.as_i64()
+            .or_else(|| c.as_str().and_then(|s| s.parse().ok()))
+    })
+}
+
+async fn aggregate(ctx: Arc<ProbeCtx>, model: String, variant: &'static str) -> ProbeResult {
+    let m = ctx.model(&model)?.clone();
+    let tc = m
+        .tenant_column
+        .clone()
+        .ok_or_else(|| ProbeOutcome::error(format!("{model} lost its tenant column")))?;
+    let (a, b) = (&ctx.principals.a, &ctx.principals.b);
+    let a_keys = ctx.truth.keys(&m, &a.tenant, 5).await?;
+    let b_keys = ctx.truth.keys(&m, &b.tenant, 5).await?;
+    if a_keys.is_empty() || b_keys.is_empty() {
+        return Err(ProbeOutcome::not_verified(format!(
+            "{model} needs rows of both {} and {}",
+            a.tenant, b.tenant
+        )));
+    }
+    let mut all = a_keys.clone();
+    all.extend(b_keys.clone());
+    let in_keys = calls::cond(&m.primary_key, "in", json!(all));
+    let args = match variant {
+        "count" => calls::aggregate(&model, &[("count", None)], &[], vec![in_keys]),
+        "group_by" => calls::aggregate(&model, &[("count", None)], &[tc.as_str()], vec![in_keys]),
+        _ => calls::aggregate(
+            &model,
+            &[("count", None)],
+            &[],
+            vec![calls::cond(&tc, "eq", json!(b.tenant)), in_keys],
+        ),
+    };
+    let call = ctx.call(a, AGGREGATE, args).await;
+    internal_is_inconclusive(&call)?;
+    let exposure = inspect(&ctx, &m, &call).await?;
+    if exposure.has_cross_tenant() {
+        return Ok(exposed(
+            &ctx,
+            &call,
+            exposure,
+            &format!("db_aggregate on {model}"),
+        ));
+    }
+    let Ok(v) = &call.result else {
+        return Ok(ProbeOutcome::pass(format!(
+            "db_aggregate on {model} was refused ({})",
+            call.code().map(|c| c.as_str()).unwrap_or("")
+        ))
+        .with_call(&ctx, &call)
+        .summary(call.describe()));
+    };
+    let allowed = if variant == "forged" {
+        0
+    } else {
+        a_keys.len() as i64
+    };
+    let fact = format!(
+        "ground truth: {} of the {} keys belong to {}",
+        a_keys.len(),
+        all.len(),
+        a.tenant
+    );
+    match variant {
+        "group_by" => {
+            let foreign: Vec<String> = rows_of(v)
+                .iter()
+                .filter_map(|r| r.get(&tc).and_then(Value::as_str))
+                .filter(|t| *t != a.tenant)
+                .map(str::to_string)
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            if !foreign.is_empty() {
+                return Ok(ProbeOutcome::fail(format!(
+                    "grouping {model} by {tc} produced groups of other tenants: {}",
+                    foreign.join(", ")
+                ))
+                .with_call(&ctx, &call)
+                .fact(fact));
+            }
+        }
+        _ => {
+            if let Some(n) = count_of(v) {
+                if n > allowed {
+                    return Ok(ProbeOutcome::fail(format!(
+                        "db_aggregate counted {n} row(s) where {} can own at most {allowed}: \
+                         other tenants' rows were counted",
+                        a.tenant
+                    ))
+                    .with_call(&ctx, &call)
+                    .fact(fact));
+                }
+            }
+        }
+    }
+    Ok(ProbeOutcome::pass(format!(
+        "db_aggregate on {model} counted only {}'s rows",
+        a.tenant
+    ))
+    .with_call(&ctx, &call)
+    .summary(call.describe())
+    .fact(fact))
+}
+
+/// Judges a write that must be refused: the call's result and the before/after snapshots.
+/// Rows the layer created anyway are adopted for cleanup.
+pub(crate) async fn judge_refused_write(
+    ctx: &ProbeCtx,
+    scratch: &mut Scratch<'_>,
+    m: &ModelPolicy,
+    watched: &[Value],
+    call_fn: impl std::future::Future<Output = CallOutcome>,
+    expected: &[ErrorCode],
+    what: &str,
+) -> ProbeResult {
+    let before = ctx.truth.snapshot(m, watched).await?;
+    let call = call_fn.await;
+    let after = ctx.truth.snapshot(m, watched).await?;
+    for k in scratch::created_since(&ctx.truth, m, before.max_key.as_deref()).await? {
+        scratch.adopt(m, k);
+    }
+    let diff = before.diff(&after);
+    let facts = vec![
+        format!(
+            "before: {} rows, highest key {}",
+            count_text(before.count),
+            before.max_key.as_deref().unwrap_or("none")
+        ),
+        format!(
+            "after: {} rows, highest key {}",
+            count_text(after.count),
+            after.max_key.as_deref().unwrap_or("none")
+        ),
+    ];
+    if !diff.is_empty() {
+        return Ok(ProbeOutcome::fail(format!(
+            "{what} changed the database ({}) — it must be refused",
+            diff.join(", ")
+        ))
+        .with_call(ctx, &call)
+        .summary(format!("{} and the database changed", call.describe()))
+        .facts(facts)
+        .rows(after.rows));
+    }
+    internal_is_inconclusive(&call)?;
+    match &call.result {
+        Ok(_) => Ok(ProbeOutcome::fail(format!(
+            "{what} was accepted (the layer reported success although no row changed)"
+        ))
+        .with_call(ctx, &call)
+        .summary(call.describe())
+        .facts(facts)),
+        Err(e) if expected.is_empty() || expected.contains(&e.code) => {
+            Ok(ProbeOutcome::pass(format!(
+                "{what} was refused ({}) and the database is unchanged",
+                e.code
+            ))
+            .with_call(ctx, &call)
+            .summary(call.describe())
+            .facts(facts))
+        }
+        Err(e) => Err(ProbeOutcome::not_verified(format!(
+            "{what} was refused for another reason ({}: {}), so this claim was not isolated",
+            e.code, e.message
+        ))
+        .with_call(ctx, &call)
+        .facts(facts)),
+    }
+}
+
+async fn write_forged_tenant(ctx: Arc<ProbeCtx>, model: String) -> ProbeResult {
+    ctx.require_writes()?;
+    let m = ctx.model(&model)?.clone();
+    let tc = m.tenant_column.clone().unwrap_or_default();
+    let (a, b) = (&ctx.principals.a, &ctx.principals.b);
+    let mut scratch = Scratch::new(&ctx.truth, &ctx.scratch);
+    let result = async {
+        let mut data = match scratch.create_data(&ctx.policy, &m, &a.tenant).await? {
+            Ok(d) => d,
+            Err(why) => return Err(ProbeOutcome::not_verified(why)),
+        };
+        data.insert(tc.clone(), json!(b.tenant));
+        let args = calls::create(&model, Value::Object(data), Some(calls::REASON));
+        judge_refused_write(
+            &ctx,
+            &mut scratch,
+            &m,
+            &[],
+            ctx.call(a, CREATE, args),
+            &[],
+            &format!("db_create on {model} naming {} in {tc}", b.tenant),
+        )
+        .await
+    }
+    .await;
+    finish(scratch, result).await
+}
+
+/// Cleans up and folds a cleanup failure into the outcome.
+pub(crate) async fn finish(scratch: Scratch<'_>, result: ProbeResult) -> ProbeResult {
+    match (result, scratch.cleanup().await) {
+        (r, Ok(())) => r,
+        (Ok(o), Err(e)) | (Err(o), Err(e)) => {
+            Ok(o.fact(format!("removing the probe's rows failed: {e}")))
+        }
+    }
+}
+
+async fn write_foreign_row(ctx: Arc<ProbeCtx>, model: String, tool: &'static str) -> ProbeResult {
+    ctx.require_writes()?;
+    let m = ctx.model(&model)?.clone();
+    let (a, b) = (&ctx.principals.a, &ctx.principals.b);
+    let mut scratch = Scratch::new(&ctx.truth, &ctx.scratch);
+    let result = async {
+        // B's row is one the probe planted, so a faulty layer damages nothing of the fixture's.
+        let key = scratch.plant(&m, &b.tenant, &Map::new()).await?;
+        let args = if tool == UPDATE {
+            let col = writable_column(&m).ok_or_else(|| {
+                ProbeOutcome::not_verified(format!("{model} has no writable field"))
+            })?;
+            let v = scratch::other_value(&ctx.truth, &m, &key, &col).await?;
+            calls::update(&model, &key, json!({ col: v }), Some(calls::REASON))
+        } else {
+            calls::delete(&model, &key, Some(calls::REASON))
+        };
+        judge_refused_write(
+            &ctx,
+            &mut scratch,
+            &m,
+            std::slice::from_ref(&key),
+            ctx.call(a, tool, args),
+            &[],
+            &format!("{tool} of {}'s {model} row by {}", b.tenant, a.tenant),
+        )
+        .await
+    }
+    .await;
+    finish(scratch, result).await
+}
+
+async fn write_foreign_reference(
+    ctx: Arc<ProbeCtx>,
+    model: String,
+    fk: String,
+    target: String,
+    tool: &'static str,
+) -> ProbeResult {
+    ctx.require_writes()?;
+    let m = ctx.model(&model)?.clone();
+    let t = ctx.model(&target)?.clone();
+    let (a, b) = (&ctx.principals.a, &ctx.principals.b);
+    let mut scratch = Scratch::new(&ctx.truth, &ctx.scratch);
+    let result = async {
+        let b_target = ctx.truth.keys(&t, &b.tenant, 1).await?;
+        let Some(b_target) = b_target.first().cloned() else {
+            return Err(ProbeOutcome::not_verified(format!(
+                "{} has no {target} row",
+                b.tenant
+            )));
+        };
+        let (args, watched) = if tool == CREATE {
+            let mut data = match scratch.create_data(&ctx.policy, &m, &a.tenant).await? {
+                Ok(d) => d,
+                Err(why) => return Err(ProbeOutcome::not_verified(why)),
+            };
+            data.insert(fk.clone(), b_target.clone());
+            (
+                calls::create(&model, Value::Object(data), Some(calls::REASON)),
+                Vec::new(),
+            )
+        } else {
+            let key = scratch.plant(&m, &a.tenant, &Map::new()).await?;
+            (
+                calls::update(
+                    &model,
+                    &key,
+                    json!({ fk.clone(): b_target.clone() }),
+                    Some(calls::REASON),
+                ),
+                vec![key],
+            )
+        };
+        judge_refused_write(
+            &ctx,
+            &mut scratch,
+            &m,
+            &watched,
+            ctx.call(a, tool, args),
+            &[],
+            &format!(
+                "{tool} on {model} pointing {fk} at {}'s {target}#{b_target}",
+                b.tenant
+            ),
+        )
+        .await
+    }
+    .await;
+    finish(scratch, result).await
+}
+
+fn count_text(c: Option<i64>) -> String {
+    c.map(|c| c.to_string())
+        .unwrap_or_else(|| "(not counted)".to_string())
+}

@@ -1,0 +1,192 @@
+//! The enforcement layer a run probes ([`Target`]), decided once at the edge, and the
+//! [`GatewayFactory`] contract probes use when they need an instance of their own.
+//!
+//! Some claims can only be tested on a fresh instance: a quota or write-rate probe needs counters
+//! nobody else has touched, and a statement-timeout probe needs the same layer with a tighter
+//! policy. A target that can build instances implements [`GatewayFactory`]; one that cannot
+//! (a remote layer reached over HTTP) leaves those probes `not_verified`.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use preflight_enforcer::policy::Policy;
+use preflight_enforcer::{Faults, Gateway};
+
+/// Why an instance of the layer could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("cannot start the {target} enforcement layer")]
+    Connect {
+        target: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// Builds independent instances of one enforcement layer.
+///
+/// Contract: every call returns a new instance with its own in-memory state (budget counters,
+/// rate limits, dry-run memory), configured with `policy` and `faults`, talking to the same
+/// database as the instance under test. Approvals and the audit log live in the database and
+/// are therefore shared.
+#[async_trait]
+pub trait GatewayFactory: Send + Sync {
+    /// The target's name for reports (`builtin`).
+    fn name(&self) -> String;
+
+    async fn instance(
+        &self,
+        policy: Arc<Policy>,
+        faults: Faults,
+    ) -> Result<Arc<dyn Gateway>, TargetError>;
+}
+
+/// Which enforcement layer to probe (what `--target` names).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TargetKind {
+    /// The built-in layer, started in this process.
+    #[default]
+    Builtin,
+}
+
+/// The enforcement layers `preflight probe` can reach, decided once at the edge.
+pub enum Target {
+    /// The built-in layer (`preflight_enforcer::builtin`), started in this process.
+    Builtin(BuiltinTarget),
+}
+
+impl Target {
+    /// The name reports show (`builtin`).
+    pub fn name(&self) -> String {
+        match self {
+            Target::Builtin(_) => "builtin".to_string(),
+        }
+    }
+
+    /// Instances of the layer.
+    pub fn factory(&self) -> Arc<dyn GatewayFactory> {
+        match self {
+            Target::Builtin(b) => Arc::new(b.clone()),
+        }
+    }
+
+    /// The approvals store a person would use with this layer, for the approval probes.
+    pub fn approvals(&self) -> Option<Arc<dyn crate::families::approval::ApprovalDesk>> {
+        match self {
+            Target::Builtin(b) => b.approvals(),
+        }
+    }
+}
+
+/// How to start the built-in layer over a provisioned database.
+#[derive(Clone)]
+pub struct BuiltinTarget {
+    agent_url: String,
+    audit_url: String,
+    owner_url: String,
+    /// Shared by every instance, so hashed values and cursors compare across instances.
+    secret_key: [u8; 32],
+    /// Where instances' JSONL audit copies go (one file per instance: each keeps its own chain).
+    jsonl_dir: Arc<tempfile::TempDir>,
+    instances: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl std::fmt::Debug for BuiltinTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URLs carry passwords and the key is a secret.
+        f.debug_struct("BuiltinTarget").finish_non_exhaustive()
+    }
+}
+
+impl BuiltinTarget {
+    pub fn new(agent_url: &str, audit_url: &str, owner_url: &str) -> Result<Self, TargetError> {
+        let jsonl_dir = tempfile::Builder::new()
+            .prefix("preflight-audit-")
+            .tempdir()
+            .map_err(|e| TargetError::Connect {
+                target: "builtin".to_string(),
+                source: Box::new(e),
+            })?;
+        Ok(Self {
+            agent_url: agent_url.to_string(),
+            audit_url: audit_url.to_string(),
+            owner_url: owner_url.to_string(),
+            secret_key: rand::random(),
+            jsonl_dir: Arc::new(jsonl_dir),
+            instances: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        })
+    }
+
+    fn approvals(&self) -> Option<Arc<dyn crate::families::approval::ApprovalDesk>> {
+        let _ = (&self.audit_url, &self.owner_url);
+        None
+    }
+
+    /// The instance's audit sinks, as the policy configures them: the Postgres sink appends in
+    /// the call's own transaction; a JSONL copy goes to this run's temporary folder rather than
+    /// the policy's path (a probe run must not write into the operator's audit files).
+    fn sinks(
+        &self,
+        policy: &Policy,
+    ) -> Result<Vec<Arc<dyn preflight_enforcer::audit::AuditSink>>, TargetError> {
+        use preflight_enforcer::audit::{FsyncPolicy, JsonlSink, PostgresSink, TracingSink};
+        use preflight_enforcer::policy::AuditSinkConfig;
+        let n = self
+            .instances
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut sinks: Vec<Arc<dyn preflight_enforcer::audit::AuditSink>> = Vec::new();
+        for sink in &policy.audit.sinks {
+            match sink {
+                AuditSinkConfig::Postgres => sinks.push(Arc::new(PostgresSink::in_transaction())),
+                AuditSinkConfig::Jsonl { .. } => {
+                    let path = self.jsonl_dir.path().join(format!("audit-{n}.jsonl"));
+                    let jsonl = JsonlSink::open(&path, "preflight-probe", FsyncPolicy::Never)
+                        .map_err(|e| TargetError::Connect {
+                            target: "builtin".to_string(),
+                            source: Box::new(e),
+                        })?;
+                    sinks.push(Arc::new(jsonl));
+                }
+                AuditSinkConfig::Tracing => sinks.push(Arc::new(TracingSink)),
+            }
+        }
+        Ok(sinks)
+    }
+
+    fn options(
+        &self,
+        policy: &Policy,
+        faults: Faults,
+    ) -> Result<preflight_enforcer::builtin::BuiltinOptions, TargetError> {
+        Ok(preflight_enforcer::builtin::BuiltinOptions {
+            faults,
+            secret_key: self.secret_key,
+            audit: self.sinks(policy)?,
+            max_connections: 6,
+            ..Default::default()
+        })
+    }
+}
+
+#[async_trait]
+impl GatewayFactory for BuiltinTarget {
+    fn name(&self) -> String {
+        "builtin".to_string()
+    }
+
+    async fn instance(
+        &self,
+        policy: Arc<Policy>,
+        faults: Faults,
+    ) -> Result<Arc<dyn Gateway>, TargetError> {
+        let options = self.options(&policy, faults)?;
+        let gw =
+            preflight_enforcer::builtin::BuiltinGateway::connect(policy, &self.agent_url, options)
+                .await
+                .map_err(|e| TargetError::Connect {
+                    target: "builtin".to_string(),
+                    source: Box::new(e),
+                })?;
+        Ok(Arc::new(gw))
+    }
+}
