@@ -9,14 +9,16 @@
 //! is needed, redaction and the audit record (when a sink is configured).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use preflight_enforcer::audit::{AuditSink, PostgresSink};
 use preflight_enforcer::builtin::{BuiltinGateway, BuiltinOptions};
 use preflight_enforcer::policy::{
-    AuditPolicy, BudgetStoreConfig, Budgets, ColumnPolicy, FieldAction, ModelPolicy, Policy,
-    Preset, Quotas, RuleSource, Span, WritePolicy,
+    self, AuditPolicy, BudgetStoreConfig, Budgets, Catalog, ColumnPolicy, FieldAction, ModelPolicy,
+    Policy, Preset, Quotas, RuleSource, Span, WritePolicy,
 };
 use preflight_enforcer::{CallContext, Gateway, Principal};
 use preflight_probes::db::provision;
@@ -40,6 +42,16 @@ pub struct GatewayBenchArgs {
     /// Untimed calls per workload and path first (prepared statements, caches, buffers).
     #[arg(long, default_value_t = 200, value_name = "N")]
     pub warmup: u32,
+
+    /// A policy file to run the gateway under; its `orders` model must allow db_get and
+    /// db_query [default: a built-in policy for orders alone, shipping address masked].
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+
+    /// Audit sink on the gateway's path: `none`, or `postgres` (one INSERT into
+    /// preflight_audit.audit_log inside every call's transaction, then COMMIT).
+    #[arg(long, default_value = "none", value_name = "none|postgres")]
+    pub audit: String,
 }
 
 const TENANT: &str = "acme";
@@ -64,8 +76,39 @@ pub async fn run(args: GatewayBenchArgs) -> CmdResult {
             .await
             .map_err(|e| CliError::infra(format!("vacuum of orders failed: {e}")))?;
     }
-    let policy = Arc::new(bench_policy(&owner).await?);
-    let gw = BuiltinGateway::connect(policy, database.agent_url(), BuiltinOptions::default())
+    let policy = match &args.policy {
+        None => bench_policy(&owner).await?,
+        Some(path) => {
+            let catalog = Catalog::read(&owner)
+                .await
+                .map_err(|e| CliError::infra(error_chain(&e)))?;
+            let p = policy::load(path, Some(&catalog)).map_err(CliError::config)?;
+            let usable = p
+                .model("orders")
+                .is_some_and(|m| m.tools.contains("db_get") && m.tools.contains("db_query"));
+            if !usable {
+                return Err(CliError::config(format!(
+                    "{}: the benchmark needs a model `orders` that allows db_get and db_query",
+                    path.display()
+                )));
+            }
+            p
+        }
+    };
+    let audit: Vec<Arc<dyn AuditSink>> = match args.audit.as_str() {
+        "none" => Vec::new(),
+        "postgres" => vec![Arc::new(PostgresSink::in_transaction())],
+        other => {
+            return Err(CliError::config(format!(
+                "--audit: expected none or postgres, got {other:?}"
+            )))
+        }
+    };
+    let options = BuiltinOptions {
+        audit,
+        ..BuiltinOptions::default()
+    };
+    let gw = BuiltinGateway::connect(Arc::new(policy), database.agent_url(), options)
         .await
         .map_err(|e| CliError::infra(error_chain(&e)))?;
     let pool = gw.pool().clone();
@@ -149,6 +192,14 @@ pub async fn run(args: GatewayBenchArgs) -> CmdResult {
         database.info().server_version,
         args.iterations,
         args.warmup
+    );
+    println!(
+        "policy {}, audit sink on the gateway's path: {}",
+        args.policy
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "built-in (orders)".to_string()),
+        args.audit
     );
     println!(
         "raw = the same SQL on the same pool; raw in tx = the same SQL inside the gateway's \
