@@ -1,5 +1,7 @@
 //! Shared helpers for the write, approval, audit and budget-store tests.
 
+#![allow(dead_code)] // helpers for the write-tool tests, which land with builtin/write.rs
+
 use preflight_enforcer::audit::AuditRecord;
 use preflight_enforcer::audit::Decision;
 use preflight_probes::db::{provision, testing, Database};
@@ -52,16 +54,16 @@ pub fn record(i: usize) -> AuditRecord {
         tool: "db_query".into(),
         arguments_sha256: preflight_enforcer::audit::arguments_sha256(&args),
         arguments: args,
-        decision: if i % 5 == 0 {
+        decision: if i.is_multiple_of(5) {
             Decision::Deny
         } else {
             Decision::Allow
         },
-        error_code: (i % 5 == 0).then(|| "field_denied".to_string()),
+        error_code: i.is_multiple_of(5).then(|| "field_denied".to_string()),
         rows_returned: Some(i as i64),
         rows_affected: None,
         duration_ms: 0.1 * i as f64 + 1.0 / 3.0,
-        reason: (i % 2 == 0).then(|| format!("reason {i}")),
+        reason: i.is_multiple_of(2).then(|| format!("reason {i}")),
         approval_id: None,
         approver: None,
         policy_hash: "policyhash".into(),
