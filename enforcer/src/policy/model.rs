@@ -35,8 +35,9 @@ pub enum FieldAction {
     Allow,
     /// Never returned, never usable in any argument; absent from `db_describe_schema`.
     Deny,
-    /// Returned format-aware masked (emails keep their domain, phones their last digits); only
-    /// equality filters (`eq`, `in`, `is_null`) are allowed on it, never order/range/prefix/min/max.
+    /// Returned format-aware masked (emails keep their domain, phones their last digits); the
+    /// only filter allowed on it is `is_null` (equality would be a one-guess-per-call oracle), and
+    /// `count` the only aggregate; never order/group/range/prefix/min/max.
     Mask,
     /// Returned as a keyed HMAC, comparable but not reversible; same input restrictions as `Mask`.
     Hash,

@@ -188,6 +188,9 @@ pub async fn run(args: GatewayBenchArgs) -> CmdResult {
             g.mean / t.mean
         );
     }
+    // Close the agent connections before the database is torn down under them.
+    gw.pool().close().await;
+    owner.close().await;
     let ratio = stats(&get[0]).p50 / stats(&get[1]).p50;
     println!();
     println!(
