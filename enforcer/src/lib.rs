@@ -1,5 +1,6 @@
 //! The built-in enforcement layer and the [`Gateway`] contract every layer is reached through.
 
+pub mod approvals;
 pub mod audit;
 pub mod budget_store;
 pub mod builtin;

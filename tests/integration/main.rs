@@ -1,4 +1,5 @@
 //! Integration tests of the `preflight` binary: one binary, one module per subcommand.
 
 mod db;
+mod policy;
 mod probe_cli;

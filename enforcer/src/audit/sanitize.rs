@@ -119,8 +119,32 @@ fn field_action(policy: &Policy, model: &ModelPolicy, field: &str) -> Option<Fie
     }
 }
 
+/// Tool parameters: at the level of a call (the root, or a dry run's inner `arguments`) these
+/// keys are never field names, so a model with a field called `reason` does not swallow the
+/// write's own `reason`.
+const PARAMETERS: [&str; 17] = [
+    "model",
+    "select",
+    "where",
+    "order_by",
+    "limit",
+    "cursor",
+    "include",
+    "id",
+    "data",
+    "reason",
+    "approval_id",
+    "aggregates",
+    "group_by",
+    "tool",
+    "arguments",
+    "field",
+    "op",
+];
+
 fn walk(policy: &Policy, model: Option<&ModelPolicy>, v: &Value) -> Value {
     match v {
+        Value::Object(map) if map.contains_key("model") => walk_call(policy, model, map),
         Value::Object(map) => walk_object(policy, model, map),
         Value::Array(items) => Value::Array(items.iter().map(|i| walk(policy, model, i)).collect()),
         Value::String(s) => Value::String(sanitize_text(s)),
@@ -136,13 +160,48 @@ fn walk(policy: &Policy, model: Option<&ModelPolicy>, v: &Value) -> Value {
     }
 }
 
-fn walk_object(policy: &Policy, model: Option<&ModelPolicy>, map: &Map<String, Value>) -> Value {
-    // An object naming a model (the call itself, or a dry run's inner write) or a relation
-    // (an include) switches the field context for everything inside it.
-    let mut ctx = model;
-    if let Some(Value::String(name)) = map.get("model") {
-        ctx = policy.model(name);
+/// One call's arguments: parameters by name, field maps (`data`, object-form `where`) by the
+/// model's field policy.
+fn walk_call(policy: &Policy, model: Option<&ModelPolicy>, map: &Map<String, Value>) -> Value {
+    let ctx = match map.get("model") {
+        Some(Value::String(name)) => policy.model(name),
+        _ => model,
+    };
+    let mut out = Map::with_capacity(map.len());
+    for (k, v) in map {
+        let value = match (k.as_str(), v) {
+            ("data", Value::Object(fields)) | ("where", Value::Object(fields)) => {
+                field_map(policy, ctx, fields)
+            }
+            ("arguments", Value::Object(inner)) => walk_call(policy, ctx, inner),
+            (p, _) if PARAMETERS.contains(&p) => walk(policy, ctx, v),
+            (other, _) => match ctx.and_then(|m| m.action(other)) {
+                Some(FieldAction::Allow) | None => walk(policy, ctx, v),
+                action => field_token(action),
+            },
+        };
+        out.insert(sanitize_text(k), value);
     }
+    Value::Object(out)
+}
+
+/// `{field: value}`: every value judged by its field's action; unknown fields are redacted.
+fn field_map(policy: &Policy, model: Option<&ModelPolicy>, map: &Map<String, Value>) -> Value {
+    let mut out = Map::with_capacity(map.len());
+    for (k, v) in map {
+        let action = model.and_then(|m| field_action(policy, m, k));
+        let value = match action {
+            Some(FieldAction::Allow) => walk(policy, model, v),
+            other => field_token(other),
+        };
+        out.insert(sanitize_text(k), value);
+    }
+    Value::Object(out)
+}
+
+fn walk_object(policy: &Policy, model: Option<&ModelPolicy>, map: &Map<String, Value>) -> Value {
+    // An include naming a relation switches the field context for everything inside it.
+    let mut ctx = model;
     if let (Some(m), Some(Value::String(rel))) = (model, map.get("relation")) {
         ctx = m
             .relations
@@ -152,10 +211,7 @@ fn walk_object(policy: &Policy, model: Option<&ModelPolicy>, map: &Map<String, V
     }
     // A filter `{field, op, value}`: its value is judged by the field's action.
     let filter_action = match map.get("field") {
-        Some(Value::String(field)) => Some(match ctx {
-            Some(m) => field_action(policy, m, field),
-            None => None,
-        }),
+        Some(Value::String(field)) => Some(ctx.and_then(|m| field_action(policy, m, field))),
         _ => None,
     };
     let mut out = Map::with_capacity(map.len());
@@ -337,6 +393,21 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    struct ColumnPolicyForTest;
+    impl ColumnPolicyForTest {
+        fn hashed(name: &str) -> crate::policy::ColumnPolicy {
+            crate::policy::ColumnPolicy {
+                name: name.into(),
+                pg_type: "text".into(),
+                nullable: true,
+                action: FieldAction::Hash,
+                source: crate::policy::RuleSource::Default,
+                reason: None,
+                indexed: false,
+            }
+        }
+    }
+
     #[test]
     fn patterns_compile_and_catch_each_shape() {
         let cases = [
@@ -391,6 +462,25 @@ mod tests {
     }
 
     #[test]
+    fn the_write_reason_parameter_is_not_a_field() {
+        let mut p = crate::audit::testutil::tiny_policy();
+        let orders = p.models.get_mut("orders").unwrap();
+        orders.columns.push(ColumnPolicyForTest::hashed("reason"));
+        let args = json!({"model": "orders", "data": {"reason": "customer said so"},
+                          "reason": "refund requested by the customer"});
+        let out = sanitize_arguments(&p, "db_create", &args);
+        assert_eq!(out["reason"], "refund requested by the customer");
+        assert_eq!(out["data"]["reason"], "[redacted:hashed_field]");
+        let out = sanitize_arguments(
+            &p,
+            "db_query",
+            &json!({"model": "orders", "where": {"shipping_address": "1 Main St", "status": "paid"}}),
+        );
+        assert_eq!(out["where"]["shipping_address"], "[redacted:denied_field]");
+        assert_eq!(out["where"]["status"], "paid");
+    }
+
+    #[test]
     fn field_policy_applies_in_data_filters_and_nested_models() {
         let p = crate::audit::testutil::tiny_policy();
         let args = json!({
@@ -399,7 +489,7 @@ mod tests {
             "where": [{"field": "ssn", "op": "eq", "value": "123"},
                       {"field": "status", "op": "eq", "value": "ok"},
                       {"field": "nonexistent", "op": "eq", "value": "x"}],
-            "nested": {"model": "orders", "arguments": {"shipping_address": "1 Main St"}},
+            "arguments": {"model": "orders", "data": {"shipping_address": "1 Main St"}},
         });
         let out = sanitize_arguments(&p, "db_update", &args);
         assert_eq!(out["data"]["name"], "[redacted:masked_field]");
@@ -409,7 +499,7 @@ mod tests {
         assert_eq!(out["where"][1]["value"], "ok");
         assert_eq!(out["where"][2]["value"], "[redacted:unknown_field]");
         assert_eq!(
-            out["nested"]["arguments"]["shipping_address"],
+            out["arguments"]["data"]["shipping_address"],
             "[redacted:denied_field]"
         );
     }

@@ -100,8 +100,6 @@ pub(crate) struct Resolved<'p> {
     conditions: Vec<ResolvedCond<'p>>,
     /// Order keys, the primary key last (unless it is already a key).
     pub order: Vec<(&'p ColumnPolicy, Dir)>,
-    /// SHA-256 of the query's shape (everything but limit and cursor); cursors are bound to it.
-    pub shape: String,
     /// `Some(n)` when the root rows are pinned by primary-key equality to at most `n` rows.
     pub pk_lookup: Option<u64>,
 }
@@ -458,24 +456,29 @@ pub(crate) fn resolve_query<'p>(
             _ => None,
         })
         .min();
-    let mut include_paths: Vec<&str> = args.include.iter().map(|n| n.name.as_str()).collect();
-    include_paths.sort_unstable();
-    let shape = shape_hash(&json!({
-        "model": model.name,
-        "select": columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
-        "where": args.conditions.iter().map(|c| json!([c.field, c.op.as_str(), c.value])).collect::<Vec<_>>(),
-        "order": order.iter().map(|(c, d)| json!([c.name, d.as_str()])).collect::<Vec<_>>(),
-        "include": include_paths,
-    }));
     Ok(Resolved {
         model,
         columns,
         includes,
         conditions,
         order,
-        shape,
         pk_lookup,
     })
+}
+
+/// SHA-256 of a query's shape: everything that decides which rows it returns in which order
+/// (model, select, where with its values, order, includes), not its limit or cursor. Cursors are
+/// bound to it; only computed when a cursor is read or minted.
+pub(crate) fn query_shape(resolved: &Resolved<'_>, args: &QueryArgs) -> String {
+    let mut include_paths: Vec<&str> = args.include.iter().map(|n| n.name.as_str()).collect();
+    include_paths.sort_unstable();
+    shape_hash(&json!({
+        "model": resolved.model.name,
+        "select": resolved.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+        "where": args.conditions.iter().map(|c| json!([c.field, c.op.as_str(), c.value])).collect::<Vec<_>>(),
+        "order": resolved.order.iter().map(|(c, d)| json!([c.name, d.as_str()])).collect::<Vec<_>>(),
+        "include": include_paths,
+    }))
 }
 
 /// Resolves a `db_get`: the primary key as the one condition.

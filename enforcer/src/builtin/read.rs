@@ -13,8 +13,8 @@ use crate::policy::{ModelPolicy, Policy};
 use super::args::{aggregate_args, get_args, query_args, Limit};
 use super::catalog::Catalog;
 use super::compile::{
-    compile_aggregate, emit_read, resolve_get, resolve_query, Compiled, Page, Resolved, Scope,
-    INTERNAL_PREFIX,
+    compile_aggregate, emit_read, query_shape, resolve_get, resolve_query, Compiled, Page,
+    Resolved, Scope, INTERNAL_PREFIX,
 };
 use super::cursor;
 use super::errors::{self, ErrorContext};
@@ -101,7 +101,8 @@ impl<'a> ReadCx<'a> {
         compiled: &Compiled,
         bounded: Option<u64>,
     ) -> Result<Vec<Map<String, Value>>, ToolError> {
-        let fields = self.catalog.filter_fields(model, self.faults);
+        // Only needed for messages (scan budget, timeouts): computed when one is written.
+        let fields = || self.catalog.filter_fields(model, self.faults);
         let budget = model
             .budgets
             .max_scan_rows
@@ -109,10 +110,11 @@ impl<'a> ReadCx<'a> {
         let conn = match tx.conn().await {
             Ok(c) => c,
             Err(e) => {
+                let fields = fields();
                 return Err(errors::map(
                     &e,
                     &self.error_context(tx, &model.name, &fields),
-                ))
+                ));
             }
         };
         let mut failure: Option<sqlx::Error> = None;
@@ -130,7 +132,7 @@ impl<'a> ReadCx<'a> {
                 if failure.is_none() {
                     let catalog = self.catalog;
                     let tuples = |rel: &str| catalog.reltuples(rel);
-                    match scan::check(conn, &compiled.sql, budget, &model.name, &fields, &tuples)
+                    match scan::check(conn, &compiled.sql, budget, &model.name, &fields(), &tuples)
                         .await
                     {
                         Ok(_) => {}
@@ -153,6 +155,7 @@ impl<'a> ReadCx<'a> {
             Ok(r) => r,
             Err(e) => {
                 tx.poison();
+                let fields = fields();
                 return Err(errors::map(
                     &e,
                     &self.error_context(tx, &model.name, &fields),
@@ -217,6 +220,7 @@ pub(crate) async fn query(
     let resolved = resolve_query(scope, model, &args)?;
     let limit = cx.limit(model, QUERY, args.limit)?;
     let tenant = &cx.ctx.principal.tenant;
+    let mut shape: Option<String> = None;
     let page = match &args.cursor {
         None => Page::First,
         Some(c) if cx.faults.has(Fault::CursorUnsigned) => cursor::parse_unsigned(c)?,
@@ -224,7 +228,7 @@ pub(crate) async fn query(
             cx.key,
             tenant,
             &model.name,
-            &resolved.shape,
+            shape.get_or_insert_with(|| query_shape(&resolved, &args)),
             c,
             resolved.order.len(),
         )?,
@@ -246,11 +250,12 @@ pub(crate) async fn query(
             };
             cursor::unsigned(start + rows.len() as u64)
         } else {
+            let shape = shape.get_or_insert_with(|| query_shape(&resolved, &args));
             cursor::sign(
                 cx.key,
                 tenant,
                 &model.name,
-                &resolved.shape,
+                shape,
                 &order_key_values(last, &resolved),
             )
         }),

@@ -663,7 +663,8 @@ pub fn coverage(policy: &Policy, cases: &Cases) -> Coverage {
         let mp = format!("models.{model_name}");
         let tool = case_tool(case);
         hit.insert(mp.clone());
-        hit.insert(format!("{mp}.tools.{tool}"));
+        // A dry run exercises `db_dry_run` on the model, not the write it plans.
+        hit.insert(format!("{mp}.tools.{}", case.tool));
         let fields = case_fields(case);
         let reads_all = matches!(case.tool.as_str(), "db_query" | "db_get")
             && case.arguments.get("select").is_none();

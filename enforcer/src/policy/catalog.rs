@@ -131,6 +131,8 @@ impl TableInfo {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
+    #[error("cannot connect to the database to read its catalog")]
+    Connect(#[source] sqlx::Error),
     #[error("cannot read the database catalog")]
     Query(#[source] sqlx::Error),
 }
@@ -166,6 +168,19 @@ impl Catalog {
     pub async fn read(pool: &PgPool) -> Result<Catalog, CatalogError> {
         let mut conn = pool.acquire().await.map_err(CatalogError::Query)?;
         Self::read_conn(&mut conn).await
+    }
+
+    /// Connects to `url` (one connection, read-only use) and reads the catalog. The error never
+    /// carries the URL.
+    pub async fn read_url(url: &str) -> Result<Catalog, CatalogError> {
+        use sqlx::Connection as _;
+        let mut conn = PgConnection::connect(url)
+            .await
+            .map_err(CatalogError::Connect)?;
+        let catalog = Self::read_conn(&mut conn).await;
+        // Closing politely is best effort: the catalog is already read.
+        let _ = conn.close().await;
+        catalog
     }
 
     /// As [`read`](Catalog::read), on one connection (e.g. inside a transaction).

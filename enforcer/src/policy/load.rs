@@ -890,6 +890,22 @@ fn check_relations(
                     RelationKind::HasMany => (target_t, this_t),
                 };
                 match holder.column(fk) {
+                    // The key is on the other side: most likely the kind is the wrong way round.
+                    None if referenced.column(fk).is_some() => {
+                        let (kind_word, flipped) = match kind {
+                            RelationKind::BelongsTo => ("belongs_to", "has_many"),
+                            RelationKind::HasMany => ("has_many", "belongs_to"),
+                        };
+                        d.error(
+                            *fk_span,
+                            &format!("{rp}.foreign_key"),
+                            format!(
+                                "a `{kind_word}` relation's key is a column of `{}`, which has no `{fk}`; `{}` has it: is the kind `{flipped}`?",
+                                holder.qualified_name(),
+                                referenced.qualified_name()
+                            ),
+                        );
+                    }
                     None => unknown_column(
                         d,
                         holder,
@@ -1084,5 +1100,157 @@ mod tests {
         assert!(p.models.values().all(|m| m.columns.is_empty()));
         assert_eq!(p.models["orders"].budgets.max_scan_rows, Some(10_000));
         assert_eq!(p.hash.len(), 64);
+    }
+
+    fn catalog() -> Catalog {
+        use super::super::catalog::{ColumnInfo, TableKind};
+        let cols = [
+            "id",
+            "tenant_id",
+            "email",
+            "user_email",
+            "secret_email",
+            "api_token",
+            "note_hash_me",
+            "status",
+        ];
+        Catalog::from_tables([TableInfo {
+            schema: "public".into(),
+            name: "things".into(),
+            kind: TableKind::Table,
+            columns: cols
+                .iter()
+                .map(|c| ColumnInfo {
+                    name: (*c).into(),
+                    pg_type: "text".into(),
+                    nullable: true,
+                })
+                .collect(),
+            primary_key: vec!["id".into()],
+            foreign_keys: Vec::new(),
+            indexed_columns: ["tenant_id".to_string()].into_iter().collect(),
+            unique_columns: ["id".to_string()].into_iter().collect(),
+            estimated_rows: 10.0,
+            rls_enabled: false,
+            rls_forced: false,
+        }])
+    }
+
+    fn things(extra_model: &str, extra_top: &str) -> Policy {
+        let text = format!(
+            "version: 1\nname: t\nextends: prod\n{extra_top}models:\n  things:\n    tenant_column: tenant_id\n{extra_model}"
+        );
+        match load_str(&text, "t.yaml", Some(&catalog())) {
+            Ok(p) => p,
+            Err(e) => panic!("{e}\n{text}"),
+        }
+    }
+
+    fn action(p: &Policy, column: &str) -> (FieldAction, RuleSource) {
+        let c = p.models["things"].column(column).unwrap();
+        (c.action, c.source.clone())
+    }
+
+    #[test]
+    fn resolution_order_explicit_then_model_then_global_then_default() {
+        let p = things(
+            "    fields: {email: allow}\n    hash: [\"*email*\"]\n",
+            "defaults:\n  fields:\n    mask: [\"*hash_me\"]\n",
+        );
+        // Explicit beats every pattern.
+        assert!(matches!(
+            action(&p, "email"),
+            (FieldAction::Allow, RuleSource::Explicit { .. })
+        ));
+        // A model-level pattern beats the global one (the preset masks *email*).
+        assert!(
+            matches!(action(&p, "user_email"), (FieldAction::Hash, RuleSource::Pattern { ref pattern, .. }) if pattern == "*email*")
+        );
+        // A global pattern from the file, then the preset's.
+        assert!(
+            matches!(action(&p, "note_hash_me"), (FieldAction::Mask, RuleSource::Pattern { ref pattern, .. }) if pattern == "*hash_me")
+        );
+        assert!(
+            matches!(action(&p, "api_token"), (FieldAction::Deny, RuleSource::Pattern { ref pattern, .. }) if pattern == "*token*")
+        );
+        // Nothing matches: the preset's default (deny in prod).
+        assert_eq!(
+            action(&p, "status"),
+            (FieldAction::Deny, RuleSource::Default)
+        );
+        assert!(p.models["things"].column("tenant_id").unwrap().indexed);
+    }
+
+    #[test]
+    fn deny_beats_mask_beats_hash_at_one_level() {
+        // secret_email matches the preset's *secret* (deny) and *email* (mask).
+        let p = things("    fields: {id: allow}\n", "");
+        assert!(
+            matches!(action(&p, "secret_email"), (FieldAction::Deny, RuleSource::Pattern { ref pattern, .. }) if pattern == "*secret*")
+        );
+        let p = things("    mask: [\"user_*\"]\n    hash: [\"*_email\"]\n", "");
+        assert!(
+            matches!(action(&p, "user_email"), (FieldAction::Mask, RuleSource::Pattern { ref pattern, .. }) if pattern == "user_*")
+        );
+    }
+
+    #[test]
+    fn budgets_merge_preset_then_defaults_then_model_and_null_removes() {
+        let p = things(
+            "    budgets: {max_rows: {db_aggregate: 7}, statement_timeout_ms: null}\n",
+            "defaults:\n  budgets: {max_rows: {db_query: 50}, max_scan_rows: 500}\n",
+        );
+        let b = &p.models["things"].budgets;
+        assert_eq!(b.max_rows_for("db_query"), Some(50));
+        assert_eq!(b.max_rows_for("db_aggregate"), Some(7));
+        assert_eq!(b.max_rows_for("db_get"), Some(100));
+        assert_eq!(b.max_scan_rows, Some(500));
+        assert_eq!(b.statement_timeout_ms, None);
+        assert_eq!(b.max_join_depth, 2);
+        assert_eq!(b.max_writes_per_minute, Some(10));
+        assert_eq!(p.quotas.calls_per_hour, Some(1000));
+        assert_eq!(p.writes.dry_run_required_above, 10);
+        assert!(p.models["things"].require_reason);
+    }
+
+    #[test]
+    fn write_tools_bring_their_dry_run_and_reads_are_the_default() {
+        let p = things(
+            "    tools: [db_update]\n    fields: {status: allow}\n    writable_fields: [status]\n",
+            "",
+        );
+        let tools: Vec<&str> = p.models["things"]
+            .tools
+            .iter()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(tools, ["db_dry_run", "db_update"]);
+        let p = things("", "");
+        let tools: Vec<&str> = p.models["things"]
+            .tools
+            .iter()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(tools, ["db_aggregate", "db_get", "db_query"]);
+    }
+
+    #[test]
+    fn resolve_field_needs_no_catalog() {
+        let text = "version: 1\nname: t\nextends: dev\nmodels:\n  things:\n    tenant_column: tenant_id\n    fields: {email: hash}\n";
+        let p = load_str(text, "t.yaml", None).unwrap();
+        assert!(p.models["things"].columns.is_empty());
+        assert!(matches!(
+            resolve_field(&p, "things", "email"),
+            Some((FieldAction::Hash, RuleSource::Explicit { .. }))
+        ));
+        assert!(matches!(
+            resolve_field(&p, "things", "password"),
+            Some((FieldAction::Deny, RuleSource::Pattern { .. }))
+        ));
+        assert_eq!(
+            resolve_field(&p, "things", "status"),
+            Some((FieldAction::Allow, RuleSource::Default))
+        );
+        assert_eq!(resolve_field(&p, "nothing", "status"), None);
     }
 }

@@ -261,6 +261,18 @@ pub struct FieldRules {
     pub models: BTreeMap<String, ModelFieldRules>,
 }
 
+impl Default for FieldRules {
+    /// No declared rules and a deny default: what a policy built in code (tests) gets when it
+    /// resolves its columns itself.
+    fn default() -> Self {
+        Self {
+            default_action: FieldAction::Deny,
+            global: PatternSet::default(),
+            models: BTreeMap::new(),
+        }
+    }
+}
+
 /// The validated policy.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Policy {
@@ -276,7 +288,9 @@ pub struct Policy {
     pub quotas: Quotas,
     pub budget_store: BudgetStoreConfig,
     pub audit: AuditPolicy,
+    #[serde(default)]
     pub deployment: Deployment,
+    #[serde(default)]
     pub field_rules: FieldRules,
     /// Where each top-level and model key sits in the file (`models.customers.fields.email`), so
     /// lint findings and SARIF results can cite the governing line.

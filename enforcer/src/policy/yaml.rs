@@ -194,9 +194,19 @@ fn load_error(file: &str, e: &marked_yaml::LoadError) -> PolicyErrors {
     }
 }
 
-/// The position where a node starts.
+/// The position where a node starts. For a block mapping the parser marks the first `:`, so the
+/// first key is used instead: that is where the mapping visibly begins.
 pub(crate) fn span(node: &Node) -> Span {
-    node.span().start().map(to_span).unwrap_or_default()
+    let own = node.span().start().map(to_span).unwrap_or_default();
+    if let Node::Mapping(m) = node {
+        if let Some(first) = m.keys().next() {
+            let key = key_span(first);
+            if (key.line, key.column) < (own.line, own.column) {
+                return key;
+            }
+        }
+    }
+    own
 }
 
 pub(crate) fn key_span(key: &MarkedScalarNode) -> Span {
@@ -497,18 +507,38 @@ pub(crate) fn words<'a>(items: impl Iterator<Item = &'a str>) -> String {
     }
 }
 
-/// The closest candidate within a small edit distance, for "did you mean" hints.
+/// The closest candidate, for "did you mean" hints: a small edit distance, or the same words in
+/// another order (`birth_date` for `date_of_birth`).
 pub(crate) fn did_you_mean<'a>(
     word: &str,
     candidates: impl Iterator<Item = &'a str>,
 ) -> Option<&'a str> {
     let limit = (word.chars().count() / 3).max(1);
     let lower = word.to_lowercase();
-    candidates
-        .map(|c| (levenshtein(&lower, &c.to_lowercase()), c))
+    let candidates: Vec<&'a str> = candidates.collect();
+    let by_edits = candidates
+        .iter()
+        .map(|c| (levenshtein(&lower, &c.to_lowercase()), *c))
         .filter(|(dist, _)| *dist <= limit)
         .min_by_key(|(dist, c)| (*dist, c.len()))
-        .map(|(_, c)| c)
+        .map(|(_, c)| c);
+    by_edits.or_else(|| {
+        let words = |s: &str| -> std::collections::BTreeSet<String> {
+            s.to_lowercase()
+                .split(['_', '-', '.'])
+                .filter(|w| w.len() > 2)
+                .map(str::to_string)
+                .collect()
+        };
+        let mine = words(word);
+        if mine.len() < 2 {
+            return None;
+        }
+        candidates.into_iter().find(|c| {
+            let theirs = words(c);
+            theirs.len() >= 2 && (mine.is_subset(&theirs) || theirs.is_subset(&mine))
+        })
+    })
 }
 
 fn levenshtein(a: &str, b: &str) -> usize {
@@ -594,6 +624,11 @@ mod tests {
         );
         assert_eq!(did_you_mean("feilds", keys.iter().copied()), Some("fields"));
         assert_eq!(did_you_mean("zzzzzz", keys.iter().copied()), None);
+        let cols = ["date_of_birth", "email"];
+        assert_eq!(
+            did_you_mean("birth_date", cols.iter().copied()),
+            Some("date_of_birth")
+        );
     }
 
     #[test]

@@ -302,13 +302,9 @@ pub async fn shop_policy(owner: &PgPool) -> Policy {
             retention: None,
             span: Span::default(),
         },
-        spans: BTreeMap::new(),
         deployment: Default::default(),
-        field_rules: preflight_enforcer::policy::FieldRules {
-            default_action: preflight_enforcer::policy::FieldAction::Deny,
-            global: Default::default(),
-            models: Default::default(),
-        },
+        field_rules: Default::default(),
+        spans: BTreeMap::new(),
         hash: "test-policy-hash-0001".to_string(),
     }
 }

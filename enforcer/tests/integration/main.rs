@@ -1,6 +1,7 @@
 //! Integration tests for the enforcer crate: one binary, one module per area.
 
 mod adversarial;
+mod approvals;
 mod audit;
 mod budget_store;
 mod gateway_support;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::ConnectOptions;
 use tokio::sync::OnceCell;
 
 use super::container::ContainerServer;
@@ -69,6 +70,12 @@ impl Endpoint {
     pub(crate) fn redacted(&self) -> String {
         redact_url(&self.url)
     }
+}
+
+/// Our connections' statement logging: slow statements at debug level, since sqlx's default
+/// warns with the full SQL text (a fixture file, a probe's deliberately expensive scan).
+pub(crate) fn quiet(options: PgConnectOptions) -> PgConnectOptions {
+    options.log_slow_statements(log::LevelFilter::Debug, Duration::from_secs(1))
 }
 
 /// The server under a database.

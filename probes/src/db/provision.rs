@@ -7,7 +7,7 @@ use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use sqlx::{ConnectOptions, Connection};
 
 use super::container::{self, ContainerServer, ImageRef};
-use super::database::{Database, Endpoint, Role, Server, Timings};
+use super::database::{quiet, Database, Endpoint, Role, Server, Timings};
 use super::error::DbError;
 use super::fixtures::{self, FixtureSet, RolePasswords};
 use super::local::{LocalCluster, DATABASE, SUPERUSER};
@@ -194,8 +194,11 @@ async fn finish(
     rows: u64,
     started: Instant,
 ) -> Result<Database, DbError> {
+    // The loader's statements are whole fixture files: not worth logging.
     let mut conn = t
         .superuser
+        .clone()
+        .disable_statement_logging()
         .connect()
         .await
         .map_err(|source| DbError::Connect {
@@ -222,13 +225,15 @@ async fn finish(
             "postgres://{user}:{password}@{}:{}/{DATABASE}",
             t.host, t.port
         ),
-        options: PgConnectOptions::new_without_pgpass()
-            .host(&t.host)
-            .port(t.port)
-            .username(user)
-            .password(password)
-            .database(DATABASE)
-            .ssl_mode(PgSslMode::Disable),
+        options: quiet(
+            PgConnectOptions::new_without_pgpass()
+                .host(&t.host)
+                .port(t.port)
+                .username(user)
+                .password(password)
+                .database(DATABASE)
+                .ssl_mode(PgSslMode::Disable),
+        ),
     };
     let owner = endpoint(Role::Owner.name(), &passwords.owner);
     let agent = endpoint(Role::Agent.name(), &passwords.agent);

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{ConnectOptions, Connection};
 
-use super::database::{Database, Endpoint, Role, Server, Timings};
+use super::database::{quiet, Database, Endpoint, Role, Server, Timings};
 use super::error::DbError;
 use super::fixtures::{self, FixtureSet, RolePasswords};
 use super::redact::{redact, redact_url};
@@ -26,10 +26,12 @@ pub(crate) fn parse(url: &str) -> Result<PgConnectOptions, DbError> {
             reason: "expected a postgres:// or postgresql:// URL".to_string(),
         });
     }
-    PgConnectOptions::from_str(url).map_err(|e| DbError::BadUrl {
-        url: redact_url(url),
-        reason: redact(&e.to_string()),
-    })
+    PgConnectOptions::from_str(url)
+        .map(quiet)
+        .map_err(|e| DbError::BadUrl {
+            url: redact_url(url),
+            reason: redact(&e.to_string()),
+        })
 }
 
 /// Connects once, with a timeout (an unroutable host would otherwise hang for minutes).
@@ -70,7 +72,8 @@ pub(crate) async fn provision(
         None
     };
     let shown = redact_url(url);
-    let mut conn = connect(&given, &shown).await?;
+    // This connection may run the loader, whose statements are whole fixture files.
+    let mut conn = connect(&given.clone().disable_statement_logging(), &shown).await?;
     let server_time = started.elapsed();
     let present: bool =
         sqlx::query_scalar("SELECT to_regclass('preflight_meta.fixture') IS NOT NULL")
