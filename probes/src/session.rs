@@ -110,12 +110,8 @@ impl Session {
         }
         let target = match options.target {
             TargetKind::Builtin => Target::Builtin(
-                BuiltinTarget::new(
-                    database.agent_url(),
-                    database.audit_url(),
-                    database.owner_url(),
-                )
-                .map_err(SessionError::Target)?,
+                BuiltinTarget::new(database.agent_url(), database.owner_url())
+                    .map_err(SessionError::Target)?,
             ),
         };
         Ok(Session {

@@ -82,7 +82,6 @@ impl Target {
 #[derive(Clone)]
 pub struct BuiltinTarget {
     agent_url: String,
-    audit_url: String,
     owner_url: String,
     /// Shared by every instance, so hashed values and cursors compare across instances.
     secret_key: [u8; 32],
@@ -99,7 +98,9 @@ impl std::fmt::Debug for BuiltinTarget {
 }
 
 impl BuiltinTarget {
-    pub fn new(agent_url: &str, audit_url: &str, owner_url: &str) -> Result<Self, TargetError> {
+    /// `agent_url` is the layer's own login; `owner_url` reaches the approvals store as an
+    /// operator would.
+    pub fn new(agent_url: &str, owner_url: &str) -> Result<Self, TargetError> {
         let jsonl_dir = tempfile::Builder::new()
             .prefix("preflight-audit-")
             .tempdir()
@@ -109,7 +110,6 @@ impl BuiltinTarget {
             })?;
         Ok(Self {
             agent_url: agent_url.to_string(),
-            audit_url: audit_url.to_string(),
             owner_url: owner_url.to_string(),
             secret_key: rand::random(),
             jsonl_dir: Arc::new(jsonl_dir),
@@ -117,9 +117,11 @@ impl BuiltinTarget {
         })
     }
 
+    /// The approvals store over the owner connection, as `preflight approvals` uses it.
     fn approvals(&self) -> Option<Arc<dyn crate::families::approval::ApprovalDesk>> {
-        let _ = (&self.audit_url, &self.owner_url);
-        None
+        Some(Arc::new(OwnerDesk {
+            owner_url: self.owner_url.clone(),
+        }))
     }
 
     /// The instance's audit sinks, as the policy configures them: the Postgres sink appends in
@@ -188,5 +190,52 @@ impl GatewayFactory for BuiltinTarget {
                     source: Box::new(e),
                 })?;
         Ok(Arc::new(gw))
+    }
+}
+
+/// Approves through the built-in approvals store on the owner connection, registering the
+/// approver for the decision and removing the registration afterwards (a probe run leaves no
+/// approver behind).
+struct OwnerDesk {
+    owner_url: String,
+}
+
+#[async_trait]
+impl crate::families::approval::ApprovalDesk for OwnerDesk {
+    async fn approve(
+        &self,
+        approval_id: &str,
+        approver: &preflight_enforcer::Principal,
+    ) -> Result<(), String> {
+        use preflight_enforcer::approvals::{self, Verdict};
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&self.owner_url)
+            .await
+            .map_err(|e| format!("cannot reach the approvals store: {e}"))?;
+        let id = approvals::parse_id(approval_id).map_err(|e| e.to_string())?;
+        let was_registered = approvals::list_approvers(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?
+            .iter()
+            .any(|a| a.name == approver.user);
+        approvals::add_approver(&mut conn, &approver.user, &approver.roles)
+            .await
+            .map_err(|e| e.to_string())?;
+        let decided = approvals::decide(
+            &mut conn,
+            id,
+            &approver.user,
+            Verdict::Approve,
+            Some("approved by a preflight probe"),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| crate::runner::error_chain(&e));
+        if !was_registered {
+            approvals::remove_approver(&mut conn, &approver.user)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        decided
     }
 }

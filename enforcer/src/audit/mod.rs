@@ -16,7 +16,7 @@ mod record;
 pub mod sanitize;
 pub mod subject;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 pub mod tracing;
 pub mod verify;
 

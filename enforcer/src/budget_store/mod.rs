@@ -5,6 +5,7 @@
 //! by an atomic Lua script). Keys are built by the gateway, e.g. `writes:<tenant>:<user>` for
 //! `max_writes_per_minute` and `quota:calls:<tenant>` for per-tenant quotas.
 
+mod hook;
 mod memory;
 mod redis;
 
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use self::hook::BudgetHook;
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
 

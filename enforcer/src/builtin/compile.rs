@@ -900,3 +900,27 @@ mod tests {
         assert_eq!(like_escape("50%_off\\"), "50\\%\\_off\\\\");
     }
 }
+
+/// The predicates that select the rows of `model` a write targets, for table alias `alias`:
+/// tenant scope and soft delete (exactly as reads get them), then `conditions` under the same
+/// field policy as a read's filters. Binds go into `sql`. Used by `write.rs`.
+pub(crate) fn write_predicates(
+    scope: Scope<'_>,
+    model: &ModelPolicy,
+    conditions: &[Condition],
+    alias: &str,
+    sql: Sql,
+) -> Result<(Vec<String>, Sql), ToolError> {
+    let resolved = resolve_conditions(scope, model, conditions)?;
+    let mut e = Emitter {
+        scope,
+        sql,
+        aliases: 0,
+    };
+    let mut preds = e.scope_predicates(model, alias);
+    for c in &resolved {
+        let p = e.condition(alias, c);
+        preds.push(p);
+    }
+    Ok((preds, e.sql))
+}

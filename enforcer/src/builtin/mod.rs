@@ -94,6 +94,10 @@ pub struct BuiltinOptions {
     pub audit: Vec<Arc<dyn AuditSink>>,
     /// Budget hooks (rate limits, quotas); run in order, the first denial wins.
     pub hooks: Vec<Arc<dyn CallHook>>,
+    /// Where write rates and quotas are counted. `None`: built from the policy's
+    /// `budget_store` (in-memory, or Redis from its URL variable). The gateway always runs a
+    /// [`BudgetHook`](crate::budget_store::BudgetHook) on it, before `hooks`.
+    pub budget_store: Option<Arc<dyn crate::budget_store::BudgetStore>>,
     /// Size of the agent connection pool.
     pub max_connections: u32,
     /// How long a call waits for a free connection before failing with `internal`.
@@ -107,6 +111,7 @@ impl Default for BuiltinOptions {
             secret_key: rand::random(),
             audit: Vec::new(),
             hooks: Vec::new(),
+            budget_store: None,
             max_connections: 8,
             acquire_timeout: Duration::from_secs(10),
         }
@@ -150,6 +155,11 @@ pub enum ConnectError {
     },
     #[error("policy model {model}: {problem}")]
     Policy { model: String, problem: String },
+    #[error("cannot set up the budget store for rate limits and quotas")]
+    BudgetStore {
+        #[source]
+        source: crate::budget_store::BudgetError,
+    },
 }
 
 /// What a tool produced, for the pipeline to audit and return.
@@ -257,6 +267,22 @@ impl BuiltinGateway {
                 });
             }
         }
+        let mut options = options;
+        let store = match options.budget_store.clone() {
+            Some(store) => store,
+            None => crate::budget_store::from_config(&policy.budget_store)
+                .await
+                .map_err(|source| ConnectError::BudgetStore { source })?,
+        };
+        options.budget_store = Some(store.clone());
+        options.hooks.insert(
+            0,
+            Arc::new(crate::budget_store::BudgetHook::new(
+                policy.clone(),
+                store,
+                options.faults.clone(),
+            )),
+        );
         let connect_options = PgConnectOptions::from_str(agent_url)
             .map_err(|source| ConnectError::BadUrl { source })?
             .application_name("preflight-builtin-gateway")
@@ -479,14 +505,18 @@ impl BuiltinGateway {
                     .and_then(Value::as_str)
                     .map(|r| r.chars().take(1000).collect())
             })
-            .map(|r: String| r.replace('\0', ""));
+            .map(|r: String| crate::audit::sanitize_text(&r.replace('\0', "")));
         AuditRecord {
             trace_id: ctx.trace_id.clone(),
             tenant_id: ctx.principal.tenant.clone(),
             user_id: ctx.principal.user.clone(),
             roles: ctx.principal.roles.clone(),
             tool: tool_name,
-            arguments: sanitize_arguments(policy, tool, args),
+            arguments: if self.inner.options.faults.has(Fault::AuditSanitizeByKeyOnly) {
+                crate::audit::sanitize_arguments_by_key_only(args)
+            } else {
+                sanitize_arguments(policy, tool, args)
+            },
             arguments_sha256: arguments_sha256(args),
             decision,
             error_code: error.map(|e| e.code.as_str().to_string()),

@@ -381,7 +381,7 @@ async fn jsonl_sink_chain_tamper_prune_and_subject() {
     let b = verify_jsonl(&path, None).unwrap().first_break.unwrap();
     assert_eq!(b.kind, BreakKind::Inserted, "{}", b.detail);
 
-    write(&base[..35].to_vec());
+    write(&base[..35]);
     assert!(verify_jsonl(&path, None).unwrap().intact());
     let b = verify_jsonl(&path, Some(cp.clone()))
         .unwrap()

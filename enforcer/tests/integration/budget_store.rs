@@ -84,7 +84,7 @@ async fn redis_window_slides_and_costs_add_up() {
 async fn separate_memory_stores_do_not_share_which_is_why_redis_exists() {
     let a: Arc<dyn BudgetStore> = Arc::new(MemoryStore::new());
     let b: Arc<dyn BudgetStore> = Arc::new(MemoryStore::new());
-    assert_eq!(concurrent_hits(&[a.clone()], 30, 20).await, 20);
+    assert_eq!(concurrent_hits(std::slice::from_ref(&a), 30, 20).await, 20);
     // A second in-process store counts from zero: two instances would allow 2x the limit.
     assert_eq!(concurrent_hits(&[b], 30, 20).await, 20);
 }

@@ -8,4 +8,5 @@ mod gateway_support;
 mod policy;
 mod reads;
 mod redaction;
+mod writes;
 mod writes_support;

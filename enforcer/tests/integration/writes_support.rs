@@ -1,5 +1,7 @@
 //! Shared helpers for the write, approval, audit and budget-store tests.
 
+#![allow(dead_code)] // helpers for the write-tool tests, which land with builtin/write.rs
+
 use preflight_enforcer::audit::AuditRecord;
 use preflight_enforcer::audit::Decision;
 use preflight_probes::db::{provision, testing, Database};
@@ -52,16 +54,16 @@ pub fn record(i: usize) -> AuditRecord {
         tool: "db_query".into(),
         arguments_sha256: preflight_enforcer::audit::arguments_sha256(&args),
         arguments: args,
-        decision: if i % 5 == 0 {
+        decision: if i.is_multiple_of(5) {
             Decision::Deny
         } else {
             Decision::Allow
         },
-        error_code: (i % 5 == 0).then(|| "field_denied".to_string()),
+        error_code: i.is_multiple_of(5).then(|| "field_denied".to_string()),
         rows_returned: Some(i as i64),
         rows_affected: None,
         duration_ms: 0.1 * i as f64 + 1.0 / 3.0,
-        reason: (i % 2 == 0).then(|| format!("reason {i}")),
+        reason: i.is_multiple_of(2).then(|| format!("reason {i}")),
         approval_id: None,
         approver: None,
         policy_hash: "policyhash".into(),
@@ -172,4 +174,94 @@ impl Drop for RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A shop database, its owner pool, and the shipped policy loaded against its live catalog.
+pub struct WriteEnv {
+    pub db: Database,
+    pub owner: sqlx::PgPool,
+    pub policy: std::sync::Arc<preflight_enforcer::policy::Policy>,
+}
+
+pub async fn write_env() -> WriteEnv {
+    let db = small_db().await;
+    let owner = db.owner_pool().await.expect("owner pool");
+    let catalog = preflight_enforcer::policy::Catalog::read_url(db.owner_url())
+        .await
+        .expect("catalog");
+    let path = testing::workspace_root().join("fixtures/shop/policy.yaml");
+    let policy = preflight_enforcer::policy::load(&path, Some(&catalog))
+        .unwrap_or_else(|e| panic!("the shipped policy loads:\n{e}"));
+    WriteEnv {
+        db,
+        owner,
+        policy: std::sync::Arc::new(policy),
+    }
+}
+
+impl WriteEnv {
+    /// The shipped policy with rates and quotas lifted (tests of other rules make many calls).
+    pub fn unlimited(&self) -> std::sync::Arc<preflight_enforcer::policy::Policy> {
+        let mut p = (*self.policy).clone();
+        p.quotas.calls_per_hour = None;
+        p.quotas.rows_per_hour = None;
+        for m in p.models.values_mut() {
+            m.budgets.max_writes_per_minute = None;
+        }
+        std::sync::Arc::new(p)
+    }
+
+    /// A gateway auditing to Postgres inside each call's transaction.
+    pub async fn gateway(
+        &self,
+        policy: std::sync::Arc<preflight_enforcer::policy::Policy>,
+        faults: preflight_enforcer::Faults,
+        store: Option<std::sync::Arc<dyn preflight_enforcer::budget_store::BudgetStore>>,
+    ) -> preflight_enforcer::builtin::BuiltinGateway {
+        preflight_enforcer::builtin::BuiltinGateway::connect(
+            policy,
+            self.db.agent_url(),
+            preflight_enforcer::builtin::BuiltinOptions {
+                faults,
+                secret_key: [7u8; 32],
+                audit: vec![std::sync::Arc::new(
+                    preflight_enforcer::audit::PostgresSink::in_transaction(),
+                )],
+                budget_store: store,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("gateway connects")
+    }
+
+    pub async fn conn(&self) -> sqlx::pool::PoolConnection<sqlx::Postgres> {
+        self.owner.acquire().await.expect("owner connection")
+    }
+
+    /// Audit records so far.
+    pub async fn audit_count(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM preflight_audit.audit_log")
+            .fetch_one(&self.owner)
+            .await
+            .expect("count audit")
+    }
+
+    /// The newest audit record as JSON.
+    pub async fn last_audit(&self) -> Value {
+        sqlx::query_scalar(
+            "SELECT to_jsonb(a) FROM preflight_audit.audit_log a ORDER BY id DESC LIMIT 1",
+        )
+        .fetch_one(&self.owner)
+        .await
+        .expect("last audit record")
+    }
+}
+
+pub fn principal(tenant: &str, user: &str) -> preflight_enforcer::CallContext {
+    preflight_enforcer::CallContext::new(preflight_enforcer::Principal {
+        tenant: tenant.to_string(),
+        user: user.to_string(),
+        roles: vec!["support".to_string()],
+    })
 }

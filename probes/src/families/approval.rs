@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use preflight_enforcer::policy::ApprovalRule;
-use preflight_enforcer::{ErrorCode, Principal};
+use preflight_enforcer::{ErrorCode, Gateway, Principal};
 use serde_json::{json, Map, Value};
 
 use super::common::internal_is_inconclusive;
@@ -25,12 +25,10 @@ use crate::scratch::{self, Scratch};
 /// The approvals store as a person uses it (`preflight approvals approve`), for the probes.
 ///
 /// Contract: `approve` records `approver` as the decision maker of a pending request and fails
-/// when the request is not pending or the approver lacks a role the rule names; `expire` moves
-/// the request's deadline into the past, as if its SLA had run out, without deciding it.
+/// when the request is not pending or the approver lacks a role the rule names.
 #[async_trait]
 pub trait ApprovalDesk: Send + Sync {
     async fn approve(&self, approval_id: &str, approver: &Principal) -> Result<(), String>;
-    async fn expire(&self, approval_id: &str) -> Result<(), String>;
 }
 
 /// Every approval probe the policy's rules call for.
@@ -57,6 +55,10 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
             (ProbeCode::ApprovalExpiry, "expiry", "expires after its SLA"),
         ];
         for (code, stage, what) in stages {
+            // The SLA mechanism is the queue's, not the rule's: one expiry probe covers it.
+            if stage == "expiry" && i > 0 {
+                continue;
+            }
             let r = rule.name.clone();
             out.push(
                 Probe::new(
@@ -170,13 +172,14 @@ async fn gated_write(
 /// Submits `gated` and requires `approval_required` with an id and an unchanged database.
 async fn submit_pending(
     ctx: &ProbeCtx,
+    gw: &dyn Gateway,
     scratch: &mut Scratch<'_>,
     gated: &Gated,
 ) -> Result<(String, CallOutcome), ProbeOutcome> {
     let m = ctx.model(&ctx_rule_model(gated))?.clone();
     let a = &ctx.principals.a;
     let before = ctx.truth.snapshot(&m, &gated.watched).await?;
-    let call = ctx.call(a, gated.tool, gated.args.clone()).await;
+    let call = ctx.call_on(gw, a, gated.tool, gated.args.clone()).await;
     let after = ctx.truth.snapshot(&m, &gated.watched).await?;
     for k in scratch::created_since(&ctx.truth, &m, before.max_key.as_deref()).await? {
         scratch.adopt(&m, k);
@@ -271,8 +274,28 @@ async fn stage_body(
 ) -> ProbeResult {
     let a = &ctx.principals.a;
     let m = ctx.model(&rule.model)?.clone();
+    // The expiry stage runs on an instance whose rule has a one-second SLA, so the request
+    // expires by time passing, without anyone acting.
+    let gw: Arc<dyn Gateway> = if stage == "expiry" {
+        let Some(factory) = ctx.factory.clone() else {
+            return Err(ProbeOutcome::not_verified(
+                "this target cannot start an instance with a short approval SLA",
+            ));
+        };
+        let mut policy = (*ctx.policy).clone();
+        for r in policy.approvals.iter_mut().filter(|r| r.name == rule.name) {
+            r.sla_seconds = 1;
+        }
+        let policy = crate::families::instance_policy(&policy);
+        factory
+            .instance(Arc::new(policy), ctx.faults.clone())
+            .await
+            .map_err(|e| ProbeOutcome::error(format!("cannot start an instance: {e}")))?
+    } else {
+        Arc::clone(&ctx.gateway)
+    };
     let gated = gated_write(ctx, scratch, rule, 0).await?;
-    let (id, pending_call) = submit_pending(ctx, scratch, &gated).await?;
+    let (id, pending_call) = submit_pending(ctx, gw.as_ref(), scratch, &gated).await?;
     if stage == "pending" {
         let mut out = ProbeOutcome::pass(format!(
             "the gated {} on {} returned approval_required ({}) and changed nothing",
@@ -295,19 +318,13 @@ async fn stage_body(
         }
         return Ok(out);
     }
-    let Some(desk) = ctx.approvals.clone() else {
-        return Err(ProbeOutcome::not_verified(
-            "the target has no approvals store the probe can act on as an approver",
-        ));
-    };
     if stage == "expiry" {
-        desk.expire(&id).await.map_err(|e| {
-            ProbeOutcome::error(format!("cannot move the request past its SLA: {e}"))
-        })?;
-        let mut facts = Vec::new();
+        tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+        let mut facts =
+            vec!["the rule's SLA is 1 s on this instance; the probe waited 1.3 s".to_string()];
         if ctx.has_tool(APPROVAL_STATUS) {
             let status = ctx
-                .call(a, APPROVAL_STATUS, calls::approval_status(&id))
+                .call_on(gw.as_ref(), a, APPROVAL_STATUS, calls::approval_status(&id))
                 .await;
             facts.push(format!(
                 "db_approval_status after the SLA: {}",
@@ -323,7 +340,12 @@ async fn stage_body(
         }
         let snap = ctx.truth.snapshot(&m, &gated.watched).await?;
         let call = ctx
-            .call(a, gated.tool, calls::with_approval(gated.args.clone(), &id))
+            .call_on(
+                gw.as_ref(),
+                a,
+                gated.tool,
+                calls::with_approval(gated.args.clone(), &id),
+            )
             .await;
         if applied(ctx, scratch, &gated, snap.max_key.as_deref()).await? {
             return Ok(ProbeOutcome::fail(
@@ -347,6 +369,11 @@ async fn stage_body(
             }
         });
     }
+    let Some(desk) = ctx.approvals.clone() else {
+        return Err(ProbeOutcome::not_verified(
+            "the target has no approvals store the probe can act on as an approver",
+        ));
+    };
     desk.approve(&id, &ctx.principals.approver)
         .await
         .map_err(|e| ProbeOutcome::error(format!("the approver could not approve {id}: {e}")))?;
@@ -419,7 +446,7 @@ async fn stage_body(
     facts.push(format!("replay: {}", replay.describe()));
     // Swap: a fresh approval, then a different payload under its id.
     let gated2 = gated_write(ctx, scratch, rule, 7).await?;
-    let (id2, _) = submit_pending(ctx, scratch, &gated2).await?;
+    let (id2, _) = submit_pending(ctx, gw.as_ref(), scratch, &gated2).await?;
     desk.approve(&id2, &ctx.principals.approver)
         .await
         .map_err(|e| ProbeOutcome::error(format!("the approver could not approve {id2}: {e}")))?;

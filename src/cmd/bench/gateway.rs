@@ -524,7 +524,7 @@ mod tests {
         assert_eq!(chrono_day(0), "2020-01-01");
         assert_eq!(chrono_day(59), "2020-02-29");
         assert_eq!(chrono_day(366), "2021-01-01");
-        assert_eq!(chrono_day(1826), "2025-01-01");
+        assert_eq!(chrono_day(1827), "2025-01-01");
     }
 
     #[test]
