@@ -283,10 +283,10 @@ fn resolve_data<'p>(
         }
         if is_tenant {
             tenant_written = true;
-        } else if field == &model.primary_key {
-            not_writable.push(field.clone());
-            continue;
-        } else if !model.writable_fields.contains(field) && !faults.has(Fault::WritableFieldsOff) {
+        } else if field == &model.primary_key
+            || (!model.writable_fields.contains(field) && !faults.has(Fault::WritableFieldsOff))
+        {
+            // The primary key is never writable, whatever the policy or fault says.
             not_writable.push(field.clone());
             continue;
         }

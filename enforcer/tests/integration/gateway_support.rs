@@ -522,9 +522,11 @@ pub async fn table_reads(owner: &PgPool, table: &str) -> (i64, i64, i64) {
 /// the gateway's application name).
 pub async fn drain(gw: &BuiltinGateway, owner: &PgPool) {
     gw.pool().close().await;
-    for _ in 0..100 {
+    // Generous: on a loaded two-core CI machine an exiting backend can take seconds to go.
+    for _ in 0..600 {
         let n: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'preflight-builtin-gateway'",
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE application_name = 'preflight-builtin-gateway' AND datname = current_database()",
         )
         .fetch_one(owner)
         .await
