@@ -172,7 +172,8 @@ pub struct Report {
     pub findings: Vec<Finding>,
     #[serde(with = "duration_ms")]
     pub duration: Duration,
-    /// Tool calls made during the run.
+    /// Tool calls that reached the enforcement layer during the run (the agent harness does not
+    /// count calls it refused itself, such as unparsable arguments: the layer never saw them).
     pub tool_calls: u64,
 }
 

@@ -9,15 +9,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Args, Subcommand, ValueEnum};
-use preflight_enforcer::builtin::{BuiltinGateway, BuiltinOptions};
 use preflight_enforcer::policy::Catalog;
-use preflight_enforcer::Gateway;
-use preflight_harness::agent::{AgentSettings, DEFAULT_SYSTEM_PROMPT};
+use preflight_enforcer::{Fault, Faults, Gateway};
+use preflight_harness::agent::{AgentSettings, ResultOrigin, DEFAULT_SYSTEM_PROMPT};
 use preflight_harness::cassette::{Cassette, Recorder};
 use preflight_harness::client::{Endpoint, RetryPolicy};
 use preflight_harness::evidence::GroundTruth;
 use preflight_harness::runner::{self, AgentEvent, Provider, Require, RunPlan};
 use preflight_harness::scenario;
+use preflight_probes::target::{BuiltinTarget, GatewayFactory};
 use preflight_reports::{Report, ReportKind, RunEnvironment, Verdict, REPORT_SCHEMA_VERSION};
 
 use crate::cmd::db_args::{db_error, DbArgs};
@@ -113,8 +113,27 @@ pub struct AgentRunArgs {
     #[arg(long, default_value = "preflight-agent-report", value_name = "DIR")]
     pub out: PathBuf,
 
+    /// Positive control: switch one enforcement of the built-in layer off (repeatable, e.g.
+    /// `--fault no_tenant_predicate`), to see the scenarios catch it. The report's target names
+    /// the faults; never use it for a real verdict.
+    #[arg(long = "fault", value_name = "FAULT", value_parser = parse_fault)]
+    pub faults: Vec<Fault>,
+
     #[command(flatten)]
     pub db: DbArgs,
+}
+
+fn parse_fault(name: &str) -> Result<Fault, String> {
+    Fault::ALL
+        .into_iter()
+        .find(|f| f.as_str() == name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = Fault::ALL.iter().map(|f| f.as_str()).collect();
+            format!(
+                "unknown fault {name:?}; expected one of: {}",
+                names.join(", ")
+            )
+        })
 }
 
 pub async fn run(command: AgentCommand) -> CmdResult {
@@ -146,7 +165,8 @@ async fn run_scenarios(args: AgentRunArgs) -> CmdResult {
         .policy
         .clone()
         .unwrap_or_else(|| fixtures.dir.join("policy.yaml"));
-    let gateway = build_gateway(&policy_file, &database).await?;
+    let faults: Faults = args.faults.iter().copied().collect();
+    let gateway = build_gateway(&policy_file, &database, faults.clone()).await?;
 
     let on_event = |e: AgentEvent| match e {
         AgentEvent::Started { runs, scenarios } => {
@@ -195,10 +215,26 @@ async fn run_scenarios(args: AgentRunArgs) -> CmdResult {
             database_backend: format!("{} ({})", info.kind, info.detail),
             backend_reason: info.reason,
             server_version: info.server_version,
-            target: format!("{} with the {} model", gateway.name(), plan.provider.name()),
+            target: if faults.is_empty() {
+                format!("{} with the {} model", gateway.name(), plan.provider.name())
+            } else {
+                let names: Vec<&str> = faults.iter().map(|f| f.as_str()).collect();
+                format!(
+                    "{} with the {} model, faults switched on: {}",
+                    gateway.name(),
+                    plan.provider.name(),
+                    names.join(", ")
+                )
+            },
             started_at,
         },
-        tool_calls: results.iter().map(|r| r.run.tool_calls.len() as u64).sum(),
+        // Calls that reached the layer (each has its audit record); calls the harness refused
+        // itself (unparsable JSON, unknown tool) never left the process.
+        tool_calls: results
+            .iter()
+            .flat_map(|r| &r.run.tool_calls)
+            .filter(|c| c.origin == ResultOrigin::Gateway)
+            .count() as u64,
         findings,
         duration: started.elapsed(),
     };
@@ -268,10 +304,13 @@ fn plan(args: &AgentRunArgs) -> Result<RunPlan, CliError> {
     Ok(plan)
 }
 
-/// The built-in enforcement layer for the policy, checked against the live catalog.
+/// The built-in enforcement layer for the policy, checked against the live catalog, started the
+/// way `preflight probe` starts it: the policy's audit sinks (the Postgres log in the call's own
+/// transaction), its budget store, and the approvals queue in the database.
 async fn build_gateway(
     policy_file: &Path,
     database: &preflight_probes::db::Database,
+    faults: Faults,
 ) -> Result<Arc<dyn Gateway>, CliError> {
     let owner = database.owner_pool().await.map_err(db_error)?;
     let catalog = Catalog::read(&owner)
@@ -279,14 +318,12 @@ async fn build_gateway(
         .map_err(|e| CliError::infra(format!("cannot read the catalog: {e}")))?;
     let policy =
         preflight_enforcer::policy::load(policy_file, Some(&catalog)).map_err(CliError::config)?;
-    let gateway = BuiltinGateway::connect(
-        Arc::new(policy),
-        database.agent_url(),
-        BuiltinOptions::default(),
-    )
-    .await
-    .map_err(|e| CliError::infra(format!("cannot start the built-in layer: {e}")))?;
-    Ok(Arc::new(gateway))
+    let target = BuiltinTarget::new(database.agent_url(), database.owner_url())
+        .map_err(|e| CliError::infra(format!("cannot start the built-in layer: {e}")))?;
+    target
+        .instance(Arc::new(policy), faults)
+        .await
+        .map_err(|e| CliError::infra(format!("cannot start the built-in layer: {e}")))
 }
 
 fn chrono_now() -> String {
