@@ -87,8 +87,16 @@ fn report_error(e: &CliError) {
 }
 
 fn init_tracing(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // sqlx warns about every statement over a second (CREATE DATABASE, the fixture load, the
+    // probes' own slow-statement checks): expected here, and noise in a user's terminal. An
+    // explicit `sqlx` directive in the level still wins.
+    let directives = if level.contains("sqlx") {
+        level.to_string()
+    } else {
+        format!("{level},sqlx::query=error")
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sqlx::query=error"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
