@@ -1,5 +1,6 @@
 //! Integration tests of the `preflight` binary: one binary, one module per subcommand.
 
+mod audit_cli;
 mod db;
 mod policy;
 mod probe_cli;

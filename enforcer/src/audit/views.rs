@@ -258,9 +258,10 @@ pub async fn query_postgres(
 fn normalize_time(column: &str, v: Value) -> Value {
     let is_time = column == "at" || column.ends_with("_at");
     match v {
-        Value::String(s) if is_time && s.ends_with("+00:00") => {
-            Value::String(format!("{}Z", &s[..s.len() - 6]))
-        }
+        Value::String(s) if is_time => match s.strip_suffix("+00:00") {
+            Some(utc) => Value::String(format!("{utc}Z")),
+            None => Value::String(s),
+        },
         other => other,
     }
 }
