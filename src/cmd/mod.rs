@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod approvals;
 pub mod audit;
+pub mod audit_args;
 pub mod bench;
 pub mod db;
 pub mod db_args;

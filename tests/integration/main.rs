@@ -1,6 +1,7 @@
 //! Integration tests of the `preflight` binary: one binary, one module per subcommand.
 
 mod agent_cli;
+mod audit_cli;
 mod db;
 mod policy;
 mod probe_cli;

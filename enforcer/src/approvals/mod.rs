@@ -15,6 +15,7 @@
 //! anyone acting.
 
 mod receipts;
+pub mod render;
 mod store;
 
 pub use receipts::{has_recent_dry_run, record_dry_run, DRY_RUN_TTL};

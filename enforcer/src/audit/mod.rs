@@ -7,18 +7,22 @@
 //! - [`verify`]: recompute a chain, name the first broken link, checkpoints.
 //! - [`subject`]: every operation involving a data subject (CMP-3).
 //! - [`prune`]: retention that keeps the chain verifiable (AUD-6).
+//! - [`views`]: the saved questions of the security team (AUD-5), from Postgres or JSONL.
+//! - [`render`]: terminal tables and text for the `preflight audit` commands.
 
 pub mod canonical;
 pub mod jsonl;
 pub mod postgres;
 pub mod prune;
 mod record;
+pub mod render;
 pub mod sanitize;
 pub mod subject;
 #[cfg(test)]
 pub(crate) mod testutil;
 pub mod tracing;
 pub mod verify;
+pub mod views;
 
 pub use canonical::{arguments_sha256, canonical_json, ChainedRecord};
 pub use jsonl::{FsyncPolicy, JsonlSink};

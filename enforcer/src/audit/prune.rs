@@ -401,6 +401,117 @@ pub fn prune_jsonl(path: &Path, plan: &PrunePlan) -> Result<PruneOutcome, PruneE
     })
 }
 
+/// What a prune with a plan would remove now (`preflight audit prune --dry-run`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrunePreview {
+    /// The cutoff: records older than this may go.
+    pub older_than: String,
+    /// Records that would leave the live log.
+    pub removed: i64,
+    /// The first and the last of them (id, time).
+    pub first: Option<(i64, String)>,
+    pub last: Option<(i64, String)>,
+    /// Records that would stay (before the prune's own `audit_prune` record, for Postgres).
+    pub kept: i64,
+    /// Where they would be archived first.
+    pub archive: Option<String>,
+}
+
+/// Previews [`prune_postgres`] without changing anything: the same refusal of a log that does
+/// not verify, the same cut (the longest run of records older than the cutoff from the start).
+pub async fn preview_postgres(
+    conn: &mut PgConnection,
+    plan: &PrunePlan,
+) -> Result<PrunePreview, PruneError> {
+    let db = |source| PruneError::Database { source };
+    let (cutoff, older_than) = cutoff_text(plan.keep_days);
+    let report = super::verify::verify_postgres(conn, None).await?;
+    if let Some(b) = &report.first_break {
+        return Err(PruneError::Broken {
+            detail: b.detail.clone(),
+        });
+    }
+    let (removed, first_id, first_at, last_id, last_at, total): (
+        i64,
+        Option<i64>,
+        Option<String>,
+        Option<i64>,
+        Option<String>,
+        i64,
+    ) = sqlx::query_as(
+        "WITH bound AS ( \
+           SELECT coalesce((SELECT min(id) - 1 FROM preflight_audit.audit_log WHERE at >= $1), \
+                           (SELECT max(id) FROM preflight_audit.audit_log)) AS cut), \
+         gone AS (SELECT a.id, a.at FROM preflight_audit.audit_log a, bound WHERE a.id <= bound.cut) \
+         SELECT (SELECT count(*) FROM gone), \
+                (SELECT min(id) FROM gone), \
+                (SELECT to_char(min(at) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM gone), \
+                (SELECT max(id) FROM gone), \
+                (SELECT to_char(max(at) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM gone), \
+                (SELECT count(*) FROM preflight_audit.audit_log)",
+    )
+    .bind(cutoff)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db)?;
+    Ok(PrunePreview {
+        older_than,
+        removed,
+        first: first_id.zip(first_at),
+        last: last_id.zip(last_at),
+        kept: total - removed,
+        archive: plan.archive.as_ref().map(|p| p.display().to_string()),
+    })
+}
+
+/// Previews [`prune_jsonl`] without changing anything.
+pub fn preview_jsonl(path: &Path, plan: &PrunePlan) -> Result<PrunePreview, PruneError> {
+    let (_, older_than) = cutoff_text(plan.keep_days);
+    let report = verify_jsonl(path, None)?;
+    if let Some(b) = &report.first_break {
+        return Err(PruneError::Broken {
+            detail: b.detail.clone(),
+        });
+    }
+    let reader = BufReader::new(File::open(path).map_err(io(path))?);
+    let (mut removed, mut kept) = (0i64, 0i64);
+    let (mut first, mut last) = (None, None);
+    let mut cutting = true;
+    for (n, line) in reader.lines().enumerate() {
+        let line = line.map_err(io(path))?;
+        if line.is_empty() {
+            continue;
+        }
+        let parsed = parse_line(&line).map_err(|source| PruneError::Parse {
+            path: path.display().to_string(),
+            line: n as u64 + 1,
+            source,
+        })?;
+        let JsonlLine::Record(r) = parsed else {
+            continue;
+        };
+        // `at` only grows along the chain; the cut is the longest prefix older than the cutoff.
+        if cutting && r.at < older_than {
+            removed += 1;
+            if first.is_none() {
+                first = Some((r.id, r.at.clone()));
+            }
+            last = Some((r.id, r.at));
+        } else {
+            cutting = false;
+            kept += 1;
+        }
+    }
+    Ok(PrunePreview {
+        older_than,
+        removed,
+        first,
+        last,
+        kept,
+        archive: plan.archive.as_ref().map(|p| p.display().to_string()),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
