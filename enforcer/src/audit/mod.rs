@@ -4,7 +4,8 @@
 //! - [`canonical`]: the chain's canonical form, computed exactly as the database trigger does.
 //! - sinks: [`PostgresSink`], [`JsonlSink`], [`TracingSink`].
 //! - [`sanitize`]: arguments sanitized by field policy and value patterns (AUD-7).
-//! - [`verify`]: recompute a chain, name the first broken link, checkpoints.
+//! - [`verify`]: recompute a chain, name the first broken link, checkpoints (the per-record
+//!   work on a few threads, `workers`).
 //! - [`subject`]: every operation involving a data subject (CMP-3).
 //! - [`prune`]: retention that keeps the chain verifiable (AUD-6).
 
@@ -19,6 +20,7 @@ pub mod subject;
 pub(crate) mod testutil;
 pub mod tracing;
 pub mod verify;
+mod workers;
 
 pub use canonical::{arguments_sha256, canonical_json, ChainedRecord};
 pub use jsonl::{FsyncPolicy, JsonlSink};
