@@ -1232,6 +1232,78 @@ mod tests {
     }
 
     #[test]
+    fn jsonl_over_many_batches_finds_the_break_at_its_line() {
+        use crate::audit::jsonl::{FsyncPolicy, JsonlSink};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let sink = JsonlSink::open(&path, "tester", FsyncPolicy::Never).unwrap();
+        for r in records(3000) {
+            let rec = AuditRecord {
+                trace_id: r.trace_id.clone(),
+                tenant_id: "acme".into(),
+                user_id: "u".into(),
+                roles: vec![],
+                tool: "db_get".into(),
+                // Long enough that the file spans several read batches.
+                arguments: json!({"id": r.id, "pad": "x".repeat(300)}),
+                arguments_sha256: "x".into(),
+                decision: Decision::Allow,
+                error_code: None,
+                rows_returned: Some(1),
+                rows_affected: None,
+                duration_ms: 1.0,
+                reason: None,
+                approval_id: None,
+                approver: None,
+                policy_hash: "p".into(),
+                subjects: vec![],
+            };
+            sink.append_blocking(&rec).unwrap();
+        }
+        drop(sink);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.len() > 3 * JSONL_BATCH_BYTES, "{} bytes", text.len());
+        let rep = verify_jsonl(&path, None).unwrap();
+        assert!(rep.intact(), "{:?}", rep.first_break);
+        assert_eq!(rep.records, 3000);
+
+        let lines: Vec<&str> = text.lines().collect();
+        let write = |lines: &[String]| std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        let mut edited: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+        edited[2499] = edited[2499].replace("\"db_get\"", "\"db_delete\"");
+        write(&edited);
+        let rep = verify_jsonl(&path, None).unwrap();
+        let b = rep.first_break.expect("a break");
+        assert_eq!((b.kind, b.id, b.position), (BreakKind::Edited, 2500, 2500));
+        assert_eq!(rep.records, 2499);
+
+        // A line that is not UTF-8 is a malformed record at its line, not an I/O error.
+        let mut bytes = lines[..1800].join("\n").into_bytes();
+        bytes.extend_from_slice(b"\n{\"id\": \xff}\n");
+        std::fs::write(&path, &bytes).unwrap();
+        let b = verify_jsonl(&path, None)
+            .unwrap()
+            .first_break
+            .expect("a break");
+        assert_eq!((b.kind, b.position), (BreakKind::Malformed, 1801));
+        assert!(
+            b.detail.contains("line 1801: not a valid audit record"),
+            "{}",
+            b.detail
+        );
+
+        // A torn last line, cut mid-record.
+        let torn = format!("{}\n{}", lines[..2000].join("\n"), &lines[2000][..40]);
+        std::fs::write(&path, torn).unwrap();
+        let b = verify_jsonl(&path, None)
+            .unwrap()
+            .first_break
+            .expect("a break");
+        assert_eq!((b.kind, b.position), (BreakKind::Malformed, 2001));
+        assert!(b.detail.contains("torn last line"), "{}", b.detail);
+    }
+
+    #[test]
     fn copy_unescape() {
         let mut out = Vec::new();
         unescape_copy(br"a\tb\\c\nd\101\x41", &mut out);
