@@ -2,6 +2,7 @@
 
 mod agent_cli;
 mod audit_cli;
+mod bench_audit;
 mod db;
 mod policy;
 mod probe_cli;

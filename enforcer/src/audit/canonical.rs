@@ -17,6 +17,7 @@
 //! The main type is [`ChainedRecord`], a record as stored: the gateway's [`AuditRecord`] plus the
 //! fields the sink assigns (`id`, `at`, `actor`) and the chain (`prev_hash`, `hash`).
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
@@ -106,45 +107,56 @@ impl ChainedRecord {
 
     /// The canonical payload of this record (see the module docs).
     pub fn payload(&self) -> String {
-        let roles = self
-            .roles
-            .as_deref()
-            .map(|r| r.join(","))
-            .unwrap_or_default();
-        let fields: [&str; 20] = [
-            &self.id.to_string(),
-            &self.at,
-            &self.trace_id,
-            self.tenant_id.as_deref().unwrap_or(""),
-            self.user_id.as_deref().unwrap_or(""),
-            &roles,
-            &self.tool,
-            &jsonb_text(&self.arguments),
-            &self.arguments_sha256,
-            &self.decision,
-            self.error_code.as_deref().unwrap_or(""),
-            &self
-                .rows_returned
-                .map(|v| v.to_string())
-                .unwrap_or_default(),
-            &self
-                .rows_affected
-                .map(|v| v.to_string())
-                .unwrap_or_default(),
-            &self.duration_ms.map(pg_float8_text).unwrap_or_default(),
-            self.reason.as_deref().unwrap_or(""),
-            self.approval_id.as_deref().unwrap_or(""),
-            self.approver.as_deref().unwrap_or(""),
-            &self.policy_hash,
-            &self.subjects.join(","),
-            &self.actor,
-        ];
-        join_payload(&fields)
+        let mut out = String::with_capacity(512);
+        self.write_payload(&mut out);
+        out
+    }
+
+    /// Appends the canonical payload to `out`. The verifier's hot path: one buffer, no
+    /// intermediate strings.
+    pub fn write_payload(&self, out: &mut String) {
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{}", self.id);
+        let sep = |out: &mut String, field: &str| {
+            out.push(FIELD_SEPARATOR);
+            out.push_str(field);
+        };
+        sep(out, &self.at);
+        sep(out, &self.trace_id);
+        sep(out, self.tenant_id.as_deref().unwrap_or(""));
+        sep(out, self.user_id.as_deref().unwrap_or(""));
+        out.push(FIELD_SEPARATOR);
+        push_joined(out, self.roles.as_deref().unwrap_or(&[]));
+        sep(out, &self.tool);
+        out.push(FIELD_SEPARATOR);
+        write_jsonb(&self.arguments, out);
+        sep(out, &self.arguments_sha256);
+        sep(out, &self.decision);
+        sep(out, self.error_code.as_deref().unwrap_or(""));
+        out.push(FIELD_SEPARATOR);
+        if let Some(v) = self.rows_returned {
+            let _ = write!(out, "{v}");
+        }
+        out.push(FIELD_SEPARATOR);
+        if let Some(v) = self.rows_affected {
+            let _ = write!(out, "{v}");
+        }
+        out.push(FIELD_SEPARATOR);
+        if let Some(v) = self.duration_ms {
+            out.push_str(&pg_float8_text(v));
+        }
+        sep(out, self.reason.as_deref().unwrap_or(""));
+        sep(out, self.approval_id.as_deref().unwrap_or(""));
+        sep(out, self.approver.as_deref().unwrap_or(""));
+        sep(out, &self.policy_hash);
+        out.push(FIELD_SEPARATOR);
+        push_joined(out, &self.subjects);
+        sep(out, &self.actor);
     }
 
     /// Whether the stored hash matches the recomputed one.
     pub fn self_consistent(&self) -> bool {
-        chain_hash(&self.prev_hash, &self.payload()) == self.hash
+        hash_matches(&self.prev_hash, &self.payload(), &self.hash)
     }
 
     /// The decision as the enum, when it is one of the known values.
@@ -173,11 +185,25 @@ pub fn join_payload(fields: &[&str]) -> String {
 
 /// `lower-hex(sha256(prev_hash || '|' || payload))`.
 pub fn chain_hash(prev_hash: &str, payload: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(prev_hash.as_bytes());
-    h.update(b"|");
-    h.update(payload.as_bytes());
-    hex::encode(h.finalize())
+    hex::encode(chain_hash_bytes(prev_hash.as_bytes(), payload.as_bytes()))
+}
+
+/// Whether `hash` is exactly `chain_hash(prev_hash, payload)` (lower-case hex), without
+/// allocating: the verifier calls it once per record.
+pub fn hash_matches(prev_hash: &str, payload: &str, hash: &str) -> bool {
+    let digest = chain_hash_bytes(prev_hash.as_bytes(), payload.as_bytes());
+    let mut hex_text = [0u8; 64];
+    // 32 bytes always fit 64 hex digits.
+    hex::encode_to_slice(digest, &mut hex_text).is_ok() && hex_text[..] == *hash.as_bytes()
+}
+
+fn push_joined(out: &mut String, items: &[String]) {
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(item);
+    }
 }
 
 /// The chain hash as raw bytes (the verifier's hot path compares bytes, not hex).
@@ -235,6 +261,48 @@ fn write_sorted_json(v: &Value, out: &mut String) {
     }
 }
 
+/// [`normalize_record`] without the copy when there is nothing to change (the usual case: a
+/// record with no NUL anywhere and a finite, non-negative duration).
+pub fn normalized(record: &AuditRecord) -> Cow<'_, AuditRecord> {
+    fn nul(s: &str) -> bool {
+        s.contains('\0')
+    }
+    fn nul_opt(s: &Option<String>) -> bool {
+        s.as_deref().is_some_and(nul)
+    }
+    fn nul_json(v: &Value) -> bool {
+        match v {
+            Value::String(s) => nul(s),
+            Value::Array(items) => items.iter().any(nul_json),
+            Value::Object(map) => map.iter().any(|(k, v)| nul(k) || nul_json(v)),
+            Value::Null | Value::Bool(_) | Value::Number(_) => false,
+        }
+    }
+    let r = record;
+    let clean = r.duration_ms.is_finite()
+        && r.duration_ms >= 0.0
+        && ![
+            &r.trace_id,
+            &r.tenant_id,
+            &r.user_id,
+            &r.tool,
+            &r.arguments_sha256,
+            &r.policy_hash,
+        ]
+        .into_iter()
+        .any(|s| nul(s))
+        && ![&r.error_code, &r.reason, &r.approval_id, &r.approver]
+            .into_iter()
+            .any(nul_opt)
+        && !r.roles.iter().chain(&r.subjects).any(|s| nul(s))
+        && !nul_json(&r.arguments);
+    if clean {
+        Cow::Borrowed(record)
+    } else {
+        Cow::Owned(normalize_record(record))
+    }
+}
+
 /// Makes a record storable in both sinks alike: Postgres text cannot hold NUL, so every NUL in a
 /// text field or a JSON string becomes U+FFFD (the sinks must agree byte for byte, and a NUL must
 /// not turn an audit append into a failed call).
@@ -288,7 +356,22 @@ pub fn normalize_record(record: &AuditRecord) -> AuditRecord {
 
 /// The canonical UTC time text, `YYYY-MM-DDTHH:MM:SS.ffffffZ` (what the trigger's `to_char` gives).
 pub fn format_time(at: chrono::DateTime<chrono::Utc>) -> String {
-    at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+    use chrono::{Datelike, Timelike};
+    let nanos = at.nanosecond();
+    if nanos >= 1_000_000_000 || !(0..=9999).contains(&at.year()) {
+        // A leap second, or a year outside four digits: leave the edge cases to chrono.
+        return at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+    }
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        at.year(),
+        at.month(),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second(),
+        nanos / 1000
+    )
 }
 
 /// The current time truncated to microseconds (Postgres' resolution), in canonical text.
@@ -565,6 +648,136 @@ mod tests {
         let line = serde_json::to_string(&sealed).unwrap();
         let back: ChainedRecord = serde_json::from_str(&line).unwrap();
         assert!(back.self_consistent());
+    }
+
+    #[test]
+    fn payload_is_the_twenty_fields_joined() {
+        let rec = AuditRecord {
+            trace_id: "t".into(),
+            tenant_id: "acme".into(),
+            user_id: "u".into(),
+            roles: vec!["support".into(), "admin".into()],
+            tool: "db_update".into(),
+            arguments: json!({"model": "orders", "id": 7, "set": {"status": "x"}}),
+            arguments_sha256: "h".into(),
+            decision: Decision::Deny,
+            error_code: Some("reason_required".into()),
+            rows_returned: None,
+            rows_affected: Some(-3),
+            duration_ms: 0.00001,
+            reason: Some("because".into()),
+            approval_id: Some("ap-1".into()),
+            approver: None,
+            policy_hash: "p".into(),
+            subjects: vec!["orders:7".into(), "customers:2".into()],
+        };
+        let sealed = ChainedRecord::seal(
+            &rec,
+            12,
+            "2024-02-29T23:59:59.000001Z".into(),
+            "me".into(),
+            GENESIS_HASH.into(),
+        );
+        let want = join_payload(&[
+            "12",
+            "2024-02-29T23:59:59.000001Z",
+            "t",
+            "acme",
+            "u",
+            "support,admin",
+            "db_update",
+            r#"{"id": 7, "set": {"status": "x"}, "model": "orders"}"#,
+            "h",
+            "deny",
+            "reason_required",
+            "",
+            "-3",
+            "1e-05",
+            "because",
+            "ap-1",
+            "",
+            "p",
+            "orders:7,customers:2",
+            "me",
+        ]);
+        assert_eq!(sealed.payload(), want);
+        let mut bare = sealed.clone();
+        bare.tenant_id = None;
+        bare.roles = None;
+        bare.duration_ms = None;
+        bare.subjects.clear();
+        let fields: Vec<String> = want.split(FIELD_SEPARATOR).map(str::to_string).collect();
+        let mut expected: Vec<&str> = fields.iter().map(String::as_str).collect();
+        expected[3] = "";
+        expected[5] = "";
+        expected[13] = "";
+        expected[18] = "";
+        assert_eq!(bare.payload(), join_payload(&expected));
+    }
+
+    #[test]
+    fn hash_matches_only_the_exact_lower_case_hash() {
+        let h = chain_hash(GENESIS_HASH, "payload");
+        assert!(hash_matches(GENESIS_HASH, "payload", &h));
+        assert!(!hash_matches(GENESIS_HASH, "payload!", &h));
+        assert!(!hash_matches(GENESIS_HASH, "payload", &h.to_uppercase()));
+        assert!(!hash_matches(GENESIS_HASH, "payload", &h[..63]));
+        assert!(!hash_matches(GENESIS_HASH, "payload", ""));
+    }
+
+    #[test]
+    fn time_text_matches_strftime() {
+        use chrono::TimeZone;
+        for (secs, nanos) in [
+            (0, 0),
+            (1_709_251_199, 999_999_999),
+            (1_709_251_199, 1_000),
+            (4_102_444_800, 123_456_789),
+        ] {
+            let at = chrono::Utc.timestamp_opt(secs, nanos).unwrap();
+            assert_eq!(
+                format_time(at),
+                at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+            );
+        }
+        assert_eq!(now_text().len(), "2024-01-01T00:00:00.000000Z".len());
+    }
+
+    #[test]
+    fn normalized_borrows_a_clean_record_and_cleans_the_rest() {
+        let clean = AuditRecord {
+            trace_id: "t".into(),
+            tenant_id: "acme".into(),
+            user_id: "u".into(),
+            roles: vec![],
+            tool: "db_get".into(),
+            arguments: json!({"a": ["x", {"b": "y"}]}),
+            arguments_sha256: "h".into(),
+            decision: Decision::Allow,
+            error_code: None,
+            rows_returned: Some(1),
+            rows_affected: None,
+            duration_ms: 1.0,
+            reason: None,
+            approval_id: None,
+            approver: None,
+            policy_hash: "p".into(),
+            subjects: vec![],
+        };
+        assert!(matches!(normalized(&clean), Cow::Borrowed(_)));
+        let mut dirty = clean.clone();
+        dirty.arguments = json!({"a": ["x", {"b\0": "y"}]});
+        let mut nul_reason = clean.clone();
+        nul_reason.reason = Some("r\0".into());
+        let mut nan = clean.clone();
+        nan.duration_ms = f64::NAN;
+        let mut nul_subject = clean.clone();
+        nul_subject.subjects = vec!["c:\0".into()];
+        for r in [dirty, nul_reason, nan, nul_subject] {
+            let n = normalized(&r);
+            assert!(matches!(n, Cow::Owned(_)), "{r:?}");
+            assert_eq!(*n, normalize_record(&r));
+        }
     }
 
     #[test]

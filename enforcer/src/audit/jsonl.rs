@@ -31,7 +31,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 
-use super::canonical::{normalize_record, now_text, ChainedRecord, GENESIS_HASH};
+use super::canonical::{normalized, now_text, ChainedRecord, GENESIS_HASH};
 use super::record::{AuditError, AuditRecord, AuditSink};
 
 /// When the sink calls `fdatasync` (see the module docs).
@@ -203,59 +203,66 @@ impl JsonlSink {
         (st.count, st.head.clone())
     }
 
-    /// Appends one record synchronously (blocking I/O); `append` runs this off the async
-    /// executor when it may sync.
+    /// Appends one record synchronously (blocking I/O, including the sync its policy asks for).
     pub fn append_blocking(&self, record: &AuditRecord) -> Result<ChainedRecord, JsonlError> {
-        let inner = &self.inner;
-        let record = normalize_record(record);
-        let (sealed, seq) = {
-            let mut st = lock(&inner.state);
-            if st.poisoned {
-                return Err(JsonlError::Poisoned {
-                    path: inner.path.display().to_string(),
-                });
-            }
-            let sealed = ChainedRecord::seal(
-                &record,
-                st.count + 1,
-                now_text(),
-                inner.actor.clone(),
-                st.head.clone(),
-            );
-            let mut line = serde_json::to_vec(&sealed).map_err(|e| JsonlError::Write {
-                path: inner.path.display().to_string(),
-                source: std::io::Error::other(e),
-            })?;
-            line.push(b'\n');
-            if let Err(source) = st.file.write_all(&line) {
-                // A partial line would corrupt every later record: cut it off, or refuse all
-                // further appends if even that fails.
-                let len = st.len;
-                if st.file.set_len(len).is_err() {
-                    st.poisoned = true;
-                }
-                return Err(JsonlError::Write {
-                    path: inner.path.display().to_string(),
-                    source,
-                });
-            }
-            st.len += line.len() as u64;
-            st.count = sealed.id;
-            st.head = sealed.hash.clone();
-            st.written += 1;
-            (sealed, st.written)
-        };
-        match inner.fsync {
-            FsyncPolicy::Never => {}
-            FsyncPolicy::Always => self.sync_through(seq)?,
-            FsyncPolicy::Interval(every) => {
-                let due = lock(&inner.sync).last_sync.elapsed() >= every;
-                if due {
-                    self.sync_through(seq)?;
-                }
-            }
+        let (sealed, seq) = self.write_record(record)?;
+        if self.sync_due() {
+            self.sync_through(seq)?;
         }
         Ok(sealed)
+    }
+
+    /// Seals `record` as the next link and writes its line (to the page cache: fast, and enough
+    /// to survive a crash of this process). Returns the record and its write sequence number
+    /// for [`sync_through`](Self::sync_through).
+    fn write_record(&self, record: &AuditRecord) -> Result<(ChainedRecord, u64), JsonlError> {
+        let inner = &self.inner;
+        let record = normalized(record);
+        let mut st = lock(&inner.state);
+        if st.poisoned {
+            return Err(JsonlError::Poisoned {
+                path: inner.path.display().to_string(),
+            });
+        }
+        let sealed = ChainedRecord::seal(
+            &record,
+            st.count + 1,
+            now_text(),
+            inner.actor.clone(),
+            st.head.clone(),
+        );
+        let mut line = serde_json::to_vec(&sealed).map_err(|e| JsonlError::Write {
+            path: inner.path.display().to_string(),
+            source: std::io::Error::other(e),
+        })?;
+        line.push(b'\n');
+        if let Err(source) = st.file.write_all(&line) {
+            // A partial line would corrupt every later record: cut it off, or refuse all
+            // further appends if even that fails.
+            let len = st.len;
+            if st.file.set_len(len).is_err() {
+                st.poisoned = true;
+            }
+            return Err(JsonlError::Write {
+                path: inner.path.display().to_string(),
+                source,
+            });
+        }
+        st.len += line.len() as u64;
+        st.count = sealed.id;
+        st.head = sealed.hash.clone();
+        st.written += 1;
+        let seq = st.written;
+        Ok((sealed, seq))
+    }
+
+    /// Whether the record just written must be synced before it is acknowledged.
+    fn sync_due(&self) -> bool {
+        match self.inner.fsync {
+            FsyncPolicy::Never => false,
+            FsyncPolicy::Always => true,
+            FsyncPolicy::Interval(every) => lock(&self.inner.sync).last_sync.elapsed() >= every,
+        }
     }
 
     /// Group commit: whoever holds the sync lock syncs everything written so far; writers queued
@@ -403,19 +410,19 @@ impl AuditSink for JsonlSink {
             sink: "jsonl",
             source: Box::new(e),
         };
-        if self.inner.fsync == FsyncPolicy::Never {
-            // Page-cache writes are fast; no need to leave the executor thread.
-            return self.append_blocking(record).map(|_| ()).map_err(to_err);
+        // The write goes to the page cache and takes microseconds, so it runs here; only a
+        // sync, which can take milliseconds, leaves the executor thread.
+        let (_, seq) = self.write_record(record).map_err(to_err)?;
+        if !self.sync_due() {
+            return Ok(());
         }
         let sink = self.clone();
-        let record = record.clone();
-        tokio::task::spawn_blocking(move || sink.append_blocking(&record))
+        tokio::task::spawn_blocking(move || sink.sync_through(seq))
             .await
             .map_err(|e| AuditError::Sink {
                 sink: "jsonl",
                 source: Box::new(e),
             })?
-            .map(|_| ())
             .map_err(to_err)
     }
 

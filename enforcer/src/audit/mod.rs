@@ -4,7 +4,8 @@
 //! - [`canonical`]: the chain's canonical form, computed exactly as the database trigger does.
 //! - sinks: [`PostgresSink`], [`JsonlSink`], [`TracingSink`].
 //! - [`sanitize`]: arguments sanitized by field policy and value patterns (AUD-7).
-//! - [`verify`]: recompute a chain, name the first broken link, checkpoints.
+//! - [`verify`]: recompute a chain, name the first broken link, checkpoints (the per-record
+//!   work on a few threads, `workers`).
 //! - [`subject`]: every operation involving a data subject (CMP-3).
 //! - [`prune`]: retention that keeps the chain verifiable (AUD-6).
 //! - [`views`]: the saved questions of the security team (AUD-5), from Postgres or JSONL.
@@ -23,6 +24,7 @@ pub(crate) mod testutil;
 pub mod tracing;
 pub mod verify;
 pub mod views;
+mod workers;
 
 pub use canonical::{arguments_sha256, canonical_json, ChainedRecord};
 pub use jsonl::{FsyncPolicy, JsonlSink};

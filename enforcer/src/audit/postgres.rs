@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool};
 
-use super::canonical::normalize_record;
+use super::canonical::normalized;
 use super::record::{AuditError, AuditRecord, AuditSink};
 
 const INSERT: &str = "INSERT INTO preflight_audit.audit_log \
@@ -63,7 +63,7 @@ fn sink_err(source: Box<dyn StdError + Send + Sync>) -> AuditError {
 }
 
 async fn insert(conn: &mut PgConnection, record: &AuditRecord) -> Result<(), sqlx::Error> {
-    let r = normalize_record(record);
+    let r = normalized(record);
     sqlx::query(INSERT)
         .bind(&r.trace_id)
         .bind(&r.tenant_id)

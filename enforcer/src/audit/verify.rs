@@ -21,7 +21,7 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -29,8 +29,9 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sqlx::{Connection, PgConnection};
 
-use super::canonical::{chain_hash, FIELD_SEPARATOR, GENESIS_HASH};
-use super::jsonl::{parse_line, JsonlLine};
+use super::canonical::{hash_matches, FIELD_SEPARATOR, GENESIS_HASH};
+use super::jsonl::{parse_line, JsonlCut, JsonlLine};
+use super::workers::{verify_threads, Workers};
 
 /// How many records after an anomaly the classifier looks at.
 const LOOKAHEAD: usize = 64;
@@ -43,11 +44,25 @@ pub struct ChainRow {
     pub payload: String,
     pub prev_hash: String,
     pub hash: String,
+    /// Whether `hash` is the hash of `prev_hash` and `payload`, computed once on construction
+    /// (on a worker thread, see `audit::workers`).
+    consistent: bool,
 }
 
 impl ChainRow {
+    pub fn new(id: i64, payload: String, prev_hash: String, hash: String) -> Self {
+        let consistent = hash_matches(&prev_hash, &payload, &hash);
+        Self {
+            id,
+            payload,
+            prev_hash,
+            hash,
+            consistent,
+        }
+    }
+
     fn self_consistent(&self) -> bool {
-        chain_hash(&self.prev_hash, &self.payload) == self.hash
+        self.consistent
     }
 
     /// Whether the record's hash matches its payload with `id` in place of its stored id.
@@ -56,7 +71,7 @@ impl ChainRow {
             Some(i) => &self.payload[i..],
             None => "",
         };
-        chain_hash(&self.prev_hash, &format!("{id}{rest}")) == self.hash
+        hash_matches(&self.prev_hash, &format!("{id}{rest}"), &self.hash)
     }
 
     /// The id this record was sealed with, if its stored id was changed (searched near `around`).
@@ -367,10 +382,15 @@ impl Engine {
         }
         self.records += 1;
         self.expected = row.id + 1;
-        if self.recent.len() == LOOKAHEAD {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(row.hash.clone());
+        // Reuse the evicted hash's buffer: one allocation less per record.
+        let mut kept = if self.recent.len() == LOOKAHEAD {
+            self.recent.pop_front().unwrap_or_default()
+        } else {
+            String::with_capacity(row.hash.len())
+        };
+        kept.clear();
+        kept.push_str(&row.hash);
+        self.recent.push_back(kept);
         self.before_last_hash = Some(std::mem::replace(&mut self.last_hash, row.hash));
     }
 
@@ -634,7 +654,62 @@ fn check_source(checkpoint: &Option<Checkpoint>, expected: &str) -> Result<(), V
     Ok(())
 }
 
+/// Bytes of a JSONL log read per batch handed to a worker thread.
+const JSONL_BATCH_BYTES: usize = 512 * 1024;
+
+/// One line of a JSONL log, read back and hashed (on a worker thread).
+enum PreparedLine {
+    Record(ChainRow),
+    Checkpoint(JsonlCut),
+    Malformed { torn: bool, error: String },
+}
+
+/// A run of complete lines (each ending in `\n`), or the torn last line of the file.
+struct LineBatch {
+    bytes: Vec<u8>,
+    torn: bool,
+}
+
+fn prepare_lines(batch: LineBatch) -> Vec<PreparedLine> {
+    let text = if batch.torn {
+        &batch.bytes[..]
+    } else {
+        // Every line of a complete batch ends in '\n': drop the last one so split yields no
+        // empty tail.
+        &batch.bytes[..batch.bytes.len().saturating_sub(1)]
+    };
+    text.split(|b| *b == b'\n')
+        .map(|line| prepare_line(line, batch.torn))
+        .collect()
+}
+
+fn prepare_line(line: &[u8], torn: bool) -> PreparedLine {
+    let text = match std::str::from_utf8(line) {
+        Ok(text) => text,
+        Err(e) => {
+            return PreparedLine::Malformed {
+                torn,
+                error: format!("not UTF-8: {e}"),
+            }
+        }
+    };
+    match parse_line(text) {
+        Ok(JsonlLine::Record(r)) => {
+            let payload = r.payload();
+            PreparedLine::Record(ChainRow::new(r.id, payload, r.prev_hash, r.hash))
+        }
+        Ok(JsonlLine::Checkpoint(cut)) => PreparedLine::Checkpoint(cut),
+        Err(e) => PreparedLine::Malformed {
+            torn,
+            error: e.to_string(),
+        },
+    }
+}
+
 /// Verifies a JSONL log. A checkpoint line (written by a prune) may only come first.
+///
+/// Lines are read in batches and parsed and hashed on worker threads (`audit::workers`);
+/// the chain itself is checked here, line by line in file order.
 pub fn verify_jsonl(
     path: &Path,
     checkpoint: Option<Checkpoint>,
@@ -645,65 +720,93 @@ pub fn verify_jsonl(
         path: path.display().to_string(),
         source,
     };
-    let file = File::open(path).map_err(io)?;
-    let mut reader = BufReader::with_capacity(1 << 20, file);
-    let mut line = String::new();
+    let mut file = File::open(path).map_err(io)?;
+    let mut workers = Workers::new(verify_threads(), prepare_lines);
     let mut line_no: u64 = 0;
     let mut engine: Option<Engine> = None;
     let mut checkpoint = checkpoint;
-    loop {
-        line.clear();
-        let n = reader.read_line(&mut line).map_err(io)?;
-        if n == 0 {
-            break;
-        }
-        line_no += 1;
-        let torn = !line.ends_with('\n');
-        let text = line.trim_end_matches('\n');
-        let parsed = parse_line(text);
-        let e = engine.get_or_insert_with(|| Engine::new(ChainStart::genesis(), checkpoint.take()));
-        match parsed {
-            Ok(JsonlLine::Checkpoint(cut)) if line_no == 1 => {
-                let start = ChainStart {
-                    after_id: cut.cut_id,
-                    hash: cut.cut_hash,
-                    origin: format!(
-                        "prune checkpoint: {} records older than {} removed at {}",
-                        cut.removed, cut.older_than, cut.pruned_at
-                    ),
-                };
-                let cp = e.checkpoint.take();
-                *e = Engine::new(start, cp);
-                e.position = 1;
+    let mut pending: Vec<u8> = Vec::new();
+    let mut eof = false;
+    'outer: loop {
+        // Keep every worker busy: read ahead until the pipeline is full or the file ends.
+        while !eof && workers.in_flight() < workers.depth() {
+            let filled = pending.len();
+            pending.resize(filled + JSONL_BATCH_BYTES, 0);
+            let n = read_some(&mut file, &mut pending[filled..]).map_err(io)?;
+            pending.truncate(filled + n);
+            if n == 0 {
+                eof = true;
+                if !pending.is_empty() {
+                    let torn = !pending.ends_with(b"\n");
+                    workers.submit(LineBatch {
+                        bytes: std::mem::take(&mut pending),
+                        torn,
+                    });
+                }
+                break;
             }
-            Ok(JsonlLine::Checkpoint(_)) => e.push_malformed(
-                line_no,
-                format!("line {line_no}: a prune checkpoint may only be the first line"),
-            ),
-            Ok(JsonlLine::Record(r)) => {
-                let row = ChainRow {
-                    id: r.id,
-                    payload: r.payload(),
-                    prev_hash: r.prev_hash,
-                    hash: r.hash,
-                };
-                e.push(row);
-            }
-            Err(err) => {
-                let what = if torn {
-                    "a torn last line (left by a crash mid-write, or a cut)"
-                } else {
-                    "not a valid audit record"
-                };
-                e.push_malformed(line_no, format!("line {line_no}: {what}: {err}"));
+            if let Some(last_nl) = pending.iter().rposition(|b| *b == b'\n') {
+                let rest = pending.split_off(last_nl + 1);
+                workers.submit(LineBatch {
+                    bytes: std::mem::replace(&mut pending, rest),
+                    torn: false,
+                });
             }
         }
-        if e.done() {
+        let Some(lines) = workers.next() else {
             break;
+        };
+        for prepared in lines {
+            line_no += 1;
+            let e =
+                engine.get_or_insert_with(|| Engine::new(ChainStart::genesis(), checkpoint.take()));
+            match prepared {
+                PreparedLine::Checkpoint(cut) if line_no == 1 => {
+                    let start = ChainStart {
+                        after_id: cut.cut_id,
+                        hash: cut.cut_hash,
+                        origin: format!(
+                            "prune checkpoint: {} records older than {} removed at {}",
+                            cut.removed, cut.older_than, cut.pruned_at
+                        ),
+                    };
+                    let cp = e.checkpoint.take();
+                    *e = Engine::new(start, cp);
+                    e.position = 1;
+                }
+                PreparedLine::Checkpoint(_) => e.push_malformed(
+                    line_no,
+                    format!("line {line_no}: a prune checkpoint may only be the first line"),
+                ),
+                PreparedLine::Record(row) => {
+                    e.push(row);
+                }
+                PreparedLine::Malformed { torn, error } => {
+                    let what = if torn {
+                        "a torn last line (left by a crash mid-write, or a cut)"
+                    } else {
+                        "not a valid audit record"
+                    };
+                    e.push_malformed(line_no, format!("line {line_no}: {what}: {error}"));
+                }
+            }
+            if e.done() {
+                break 'outer;
+            }
         }
     }
     let engine = engine.unwrap_or_else(|| Engine::new(ChainStart::genesis(), checkpoint));
     Ok(engine.finish(format!("jsonl:{}", path.display()), None, t0))
+}
+
+/// `read`, retried on interruption; 0 only at the end of the file.
+fn read_some(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match file.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
 }
 
 /// The rendered columns of one row, in canonical order, then prev_hash and hash.
@@ -742,24 +845,48 @@ pub async fn verify_postgres(
     let query = COPY_QUERY.replace("$START", &start.after_id.to_string());
     {
         let mut stream = tx.copy_out_raw(&query).await.map_err(db)?;
-        let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
+        // Rows are parsed and hashed on worker threads, batch by batch; the chain is checked
+        // here in id order. Waiting for a batch blocks this task the way checking it inline
+        // would.
+        let mut workers = Workers::new(verify_threads(), prepare_copy_rows);
+        let mut buf: Vec<u8> = Vec::with_capacity(COPY_BATCH_BYTES + (64 << 10));
         let mut position: u64 = 0;
-        'outer: while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(db)?;
-            buf.extend_from_slice(&chunk);
-            let mut consumed = 0;
-            while let Some(nl) = memchr(b'\n', &buf[consumed..]) {
-                let line = &buf[consumed..consumed + nl];
-                consumed += nl + 1;
-                position += 1;
-                let row = parse_copy_row(line)
-                    .map_err(|detail| VerifyError::CopyFormat { position, detail })?;
-                engine.push(row);
-                if engine.done() {
-                    break 'outer;
+        let mut ended = false;
+        while !engine.done() {
+            while !ended && workers.in_flight() < workers.depth() {
+                match stream.next().await {
+                    Some(chunk) => {
+                        buf.extend_from_slice(&chunk.map_err(db)?);
+                        if buf.len() >= COPY_BATCH_BYTES {
+                            if let Some(last_nl) = buf.iter().rposition(|b| *b == b'\n') {
+                                let rest = buf[last_nl + 1..].to_vec();
+                                buf.truncate(last_nl + 1);
+                                workers.submit(std::mem::replace(&mut buf, rest));
+                            }
+                        }
+                    }
+                    None => {
+                        ended = true;
+                        // COPY ends every row with a newline; anything after the last one
+                        // is not a row.
+                        if let Some(last_nl) = buf.iter().rposition(|b| *b == b'\n') {
+                            buf.truncate(last_nl + 1);
+                            workers.submit(std::mem::take(&mut buf));
+                        }
+                    }
                 }
             }
-            buf.drain(..consumed);
+            let Some(rows) = workers.next() else {
+                break;
+            };
+            for row in rows {
+                position += 1;
+                let row = row.map_err(|detail| VerifyError::CopyFormat { position, detail })?;
+                engine.push(row);
+                if engine.done() {
+                    break;
+                }
+            }
         }
     }
     let done_early = engine.done();
@@ -804,8 +931,14 @@ async fn read_start(conn: &mut PgConnection) -> Result<ChainStart, VerifyError> 
     })
 }
 
-fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|b| *b == needle)
+/// Bytes of COPY output handed to a worker thread at a time.
+const COPY_BATCH_BYTES: usize = 512 * 1024;
+
+/// Parses and hashes a run of complete COPY rows (on a worker thread).
+fn prepare_copy_rows(batch: Vec<u8>) -> Vec<Result<ChainRow, String>> {
+    // Every batch is non-empty and ends with its last row's newline.
+    let rows = batch.strip_suffix(b"\n").unwrap_or(&batch);
+    rows.split(|b| *b == b'\n').map(parse_copy_row).collect()
 }
 
 /// Parses one COPY text-format row into a [`ChainRow`] (22 columns, see [`COPY_QUERY`]).
@@ -837,12 +970,12 @@ fn parse_copy_row(line: &[u8]) -> Result<ChainRow, String> {
         unescape_copy(f, &mut out);
         String::from_utf8(out).map_err(|_| "hash is not UTF-8".to_string())
     };
-    Ok(ChainRow {
+    Ok(ChainRow::new(
         id,
         payload,
-        prev_hash: text(fields[20])?,
-        hash: text(fields[21])?,
-    })
+        text(fields[20])?,
+        text(fields[21])?,
+    ))
 }
 
 /// COPY text format: `\N` is NULL (rendered as ''), backslash escapes otherwise.
@@ -932,7 +1065,7 @@ pub fn jsonl_head(path: &Path) -> Result<(Checkpoint, VerifyReport), VerifyError
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::canonical::{now_text, ChainedRecord};
+    use crate::audit::canonical::{chain_hash, now_text, ChainedRecord};
     use crate::audit::record::{AuditRecord, Decision};
     use serde_json::json;
 
@@ -969,12 +1102,7 @@ mod tests {
     fn run(rows: &[ChainedRecord], cp: Option<Checkpoint>) -> VerifyReport {
         let mut e = Engine::new(ChainStart::genesis(), cp);
         for r in rows {
-            let row = ChainRow {
-                id: r.id,
-                payload: r.payload(),
-                prev_hash: r.prev_hash.clone(),
-                hash: r.hash.clone(),
-            };
+            let row = ChainRow::new(r.id, r.payload(), r.prev_hash.clone(), r.hash.clone());
             if !e.push(row) {
                 break;
             }
@@ -1101,6 +1229,78 @@ mod tests {
             kind(&run(&rewritten, Some(cp))),
             Some((BreakKind::Edited, 50))
         );
+    }
+
+    #[test]
+    fn jsonl_over_many_batches_finds_the_break_at_its_line() {
+        use crate::audit::jsonl::{FsyncPolicy, JsonlSink};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let sink = JsonlSink::open(&path, "tester", FsyncPolicy::Never).unwrap();
+        for r in records(3000) {
+            let rec = AuditRecord {
+                trace_id: r.trace_id.clone(),
+                tenant_id: "acme".into(),
+                user_id: "u".into(),
+                roles: vec![],
+                tool: "db_get".into(),
+                // Long enough that the file spans several read batches.
+                arguments: json!({"id": r.id, "pad": "x".repeat(300)}),
+                arguments_sha256: "x".into(),
+                decision: Decision::Allow,
+                error_code: None,
+                rows_returned: Some(1),
+                rows_affected: None,
+                duration_ms: 1.0,
+                reason: None,
+                approval_id: None,
+                approver: None,
+                policy_hash: "p".into(),
+                subjects: vec![],
+            };
+            sink.append_blocking(&rec).unwrap();
+        }
+        drop(sink);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.len() > 3 * JSONL_BATCH_BYTES, "{} bytes", text.len());
+        let rep = verify_jsonl(&path, None).unwrap();
+        assert!(rep.intact(), "{:?}", rep.first_break);
+        assert_eq!(rep.records, 3000);
+
+        let lines: Vec<&str> = text.lines().collect();
+        let write = |lines: &[String]| std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        let mut edited: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+        edited[2499] = edited[2499].replace("\"db_get\"", "\"db_delete\"");
+        write(&edited);
+        let rep = verify_jsonl(&path, None).unwrap();
+        let b = rep.first_break.expect("a break");
+        assert_eq!((b.kind, b.id, b.position), (BreakKind::Edited, 2500, 2500));
+        assert_eq!(rep.records, 2499);
+
+        // A line that is not UTF-8 is a malformed record at its line, not an I/O error.
+        let mut bytes = lines[..1800].join("\n").into_bytes();
+        bytes.extend_from_slice(b"\n{\"id\": \xff}\n");
+        std::fs::write(&path, &bytes).unwrap();
+        let b = verify_jsonl(&path, None)
+            .unwrap()
+            .first_break
+            .expect("a break");
+        assert_eq!((b.kind, b.position), (BreakKind::Malformed, 1801));
+        assert!(
+            b.detail.contains("line 1801: not a valid audit record"),
+            "{}",
+            b.detail
+        );
+
+        // A torn last line, cut mid-record.
+        let torn = format!("{}\n{}", lines[..2000].join("\n"), &lines[2000][..40]);
+        std::fs::write(&path, torn).unwrap();
+        let b = verify_jsonl(&path, None)
+            .unwrap()
+            .first_break
+            .expect("a break");
+        assert_eq!((b.kind, b.position), (BreakKind::Malformed, 2001));
+        assert!(b.detail.contains("torn last line"), "{}", b.detail);
     }
 
     #[test]

@@ -25,6 +25,7 @@ use preflight_probes::db::provision;
 use serde_json::{json, Value};
 use sqlx::{PgPool, Row};
 
+use super::{error_chain, thousands};
 use crate::cmd::db_args::{db_error, DbArgs};
 use crate::error::{CliError, CmdResult, Outcome};
 
@@ -399,28 +400,6 @@ impl Lcg {
             .wrapping_add(1_442_695_040_888_963_407);
         self.0 >> 33
     }
-}
-
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        out.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    out
 }
 
 /// The benchmark's policy: the `orders` model as a careful policy would have it (the shipping
