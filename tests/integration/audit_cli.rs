@@ -913,12 +913,12 @@ fn record(i: usize) -> AuditRecord {
         tool: if i % 10 == 9 { "db_update" } else { "db_get" }.into(),
         arguments_sha256: preflight_enforcer::audit::arguments_sha256(&args),
         arguments: args,
-        decision: if i % 4 == 0 {
+        decision: if i.is_multiple_of(4) {
             Decision::Deny
         } else {
             Decision::Allow
         },
-        error_code: (i % 4 == 0).then(|| "not_found".to_string()),
+        error_code: i.is_multiple_of(4).then(|| "not_found".to_string()),
         rows_returned: Some(1),
         rows_affected: None,
         duration_ms: 1.0 + i as f64 / 7.0,
