@@ -891,16 +891,6 @@ pub(crate) fn compile_aggregate<'p>(
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn like_patterns_are_escaped() {
-        assert_eq!(like_escape("50%_off\\"), "50\\%\\_off\\\\");
-    }
-}
-
 /// The predicates that select the rows of `model` a write targets, for table alias `alias`:
 /// tenant scope and soft delete (exactly as reads get them), then `conditions` under the same
 /// field policy as a read's filters. Binds go into `sql`. Used by `write.rs`.
@@ -923,4 +913,14 @@ pub(crate) fn write_predicates(
         preds.push(p);
     }
     Ok((preds, e.sql))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_patterns_are_escaped() {
+        assert_eq!(like_escape("50%_off\\"), "50\\%\\_off\\\\");
+    }
 }
