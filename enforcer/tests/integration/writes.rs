@@ -479,6 +479,23 @@ async fn write_side_faults_flip_the_assertions() {
         moved, "globex",
         "the broken layer moved the row into another tenant"
     );
+    // On a table with row-level security the database still stops the forged tenant, and the
+    // agent gets a structured refusal, not `internal`.
+    let no_tenant_check = env
+        .gateway(
+            env.unlimited(),
+            Faults::one(Fault::TenantColumnWritable),
+            None,
+        )
+        .await;
+    refused(
+        &env,
+        &no_tenant_check,
+        "db_update",
+        json!({"model": "customers", "id": 1, "data": {"tenant_id": "globex"}, "reason": REASON}),
+        ErrorCode::TenantMismatch,
+    )
+    .await;
     succeeds(&env, Fault::ForeignKeyUnchecked, "db_create", json!({"model": "refunds", "data": {"order_id": 31, "amount": 5, "reason": "x"}, "reason": REASON})).await;
     let cross: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM public.refunds r JOIN public.orders o ON o.id = r.order_id WHERE r.tenant_id <> o.tenant_id",
