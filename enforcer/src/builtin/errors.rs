@@ -42,7 +42,11 @@ pub(crate) fn map(e: &sqlx::Error, cx: &ErrorContext<'_>) -> ToolError {
                 message = %db.message(),
                 "database error in a gateway call"
             );
-            let mut err = by_sqlstate(&code, db.constraint(), cx);
+            let mut err = if is_rls_violation(&code, db.message()) {
+                rls_refusal()
+            } else {
+                by_sqlstate(&code, db.constraint(), cx)
+            };
             if cx.faults.has(Fault::ErrorDetailLeak) {
                 // The failure this switch simulates: the server's text passed straight through.
                 let (detail, hint) = db
@@ -77,6 +81,23 @@ pub(crate) fn map(e: &sqlx::Error, cx: &ErrorContext<'_>) -> ToolError {
         }
     };
     mapped
+}
+
+/// Whether the server refused a written row under a row-level security policy (`WITH CHECK`).
+/// SQLSTATE 42501 alone also means a missing privilege, which stays `internal`.
+fn is_rls_violation(code: &str, message: &str) -> bool {
+    code == "42501" && message.starts_with("new row violates row-level security policy")
+}
+
+/// The refusal for a row that row-level security kept out of the session's tenant: the layer let
+/// something through that puts the row in another tenant, and the database stopped it.
+fn rls_refusal() -> ToolError {
+    ToolError::new(
+        ErrorCode::TenantMismatch,
+        "the change would place a row outside your tenant; the database refused it",
+        "leave the tenant column out of data; every write stays in your own tenant",
+    )
+    .with_details(json!({"refused_by": "row_level_security"}))
 }
 
 fn by_sqlstate(code: &str, constraint: Option<&str>, cx: &ErrorContext<'_>) -> ToolError {
@@ -165,6 +186,29 @@ mod tests {
         let e = by_sqlstate("XX000", None, &cx(&f));
         assert_eq!(e.code, ErrorCode::Internal);
         assert!(e.message.contains("trace-1"));
+    }
+
+    #[test]
+    fn row_level_security_refusals_are_tenant_mismatches() {
+        assert!(is_rls_violation(
+            "42501",
+            "new row violates row-level security policy for table \"refunds\""
+        ));
+        assert!(is_rls_violation(
+            "42501",
+            "new row violates row-level security policy (USING expression) for table \"customers\""
+        ));
+        assert!(!is_rls_violation(
+            "42501",
+            "permission denied for table refunds"
+        ));
+        assert!(!is_rls_violation(
+            "23514",
+            "new row violates row-level security policy"
+        ));
+        let e = rls_refusal();
+        assert_eq!(e.code, ErrorCode::TenantMismatch);
+        assert!(!e.suggestion.is_empty());
     }
 
     #[test]

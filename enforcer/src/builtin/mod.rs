@@ -686,6 +686,11 @@ impl Gateway for BuiltinGateway {
                 } else {
                     tx
                 };
+                if let Err(e) = audit_tx.lift_timeout().await {
+                    tracing::error!(trace_id = %ctx.trace_id, error = %e, "cannot lift the call's statement timeout for its audit record");
+                    audit_tx.discard();
+                    return Err(audit_failed(ctx));
+                }
                 let record =
                     self.record(ctx, tool, &arguments, started, decision, Some(&error), None);
                 if let Err(e) = self.append(ctx, &mut audit_tx, &record).await {

@@ -51,6 +51,24 @@ impl<'a> CallTx<'a> {
         )
     }
 
+    /// Takes the call's statement timeout off this transaction before it records a failed or
+    /// denied call. That timeout is the agent's budget for its own statement (a few
+    /// milliseconds under a tight policy), while the audit insert waits for the chain head,
+    /// which concurrent calls hold until they commit: bound by the agent's budget, the record
+    /// could time out on a busy server and the agent would get `internal` instead of the
+    /// refusal. The role's own statement_timeout still applies.
+    pub(crate) async fn lift_timeout(&mut self) -> Result<(), sqlx::Error> {
+        let applied = self.timeout_ms.is_some() && !self.faults.has(Fault::TimeoutOff);
+        self.timeout_ms = None;
+        match &mut self.tx {
+            Some(tx) if applied => sqlx::query("SET LOCAL statement_timeout TO DEFAULT")
+                .execute(&mut **tx)
+                .await
+                .map(|_| ()),
+            Some(_) | None => Ok(()),
+        }
+    }
+
     /// Sets the statement timeout for this call; only effective before the transaction opens.
     pub(crate) fn set_timeout(&mut self, timeout_ms: Option<u64>) {
         if self.tx.is_none() {

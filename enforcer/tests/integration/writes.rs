@@ -479,6 +479,23 @@ async fn write_side_faults_flip_the_assertions() {
         moved, "globex",
         "the broken layer moved the row into another tenant"
     );
+    // On a table with row-level security the database still stops the forged tenant, and the
+    // agent gets a structured refusal, not `internal`.
+    let no_tenant_check = env
+        .gateway(
+            env.unlimited(),
+            Faults::one(Fault::TenantColumnWritable),
+            None,
+        )
+        .await;
+    refused(
+        &env,
+        &no_tenant_check,
+        "db_update",
+        json!({"model": "customers", "id": 1, "data": {"tenant_id": "globex"}, "reason": REASON}),
+        ErrorCode::TenantMismatch,
+    )
+    .await;
     succeeds(&env, Fault::ForeignKeyUnchecked, "db_create", json!({"model": "refunds", "data": {"order_id": 31, "amount": 5, "reason": "x"}, "reason": REASON})).await;
     let cross: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM public.refunds r JOIN public.orders o ON o.id = r.order_id WHERE r.tenant_id <> o.tenant_id",
@@ -535,6 +552,44 @@ async fn write_side_faults_flip_the_assertions() {
         let rec = env.last_audit().await;
         assert_eq!(rec.to_string().contains(secret), leaks, "{rec}");
     }
+}
+
+#[tokio::test]
+async fn a_refusal_is_audited_under_a_tight_timeout_while_another_call_holds_the_chain() {
+    let env = write_env().await;
+    let mut p = (*env.unlimited()).clone();
+    for m in p.models.values_mut() {
+        m.budgets.statement_timeout_ms = Some(5);
+    }
+    let gw = env.gateway(Arc::new(p), Faults::none(), None).await;
+    // A concurrent call's transaction holds the chain head until it commits; the refused call's
+    // audit record has to wait for it, longer than the call's own 5 ms budget.
+    let mut holder = env.owner.begin().await.expect("begin");
+    sqlx::query("SELECT count FROM preflight_audit.chain_head WHERE id = 1 FOR UPDATE")
+        .execute(&mut *holder)
+        .await
+        .expect("lock the chain head");
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        holder.rollback().await.expect("release the chain head");
+    });
+    let audits = env.audit_count().await;
+    let result = call(
+        &gw,
+        "agent-1",
+        "db_update",
+        json!({"model": "customers", "id": 1, "data": {"name": "No Reason"}}),
+    )
+    .await;
+    release.await.expect("release task");
+    let e = result.expect_err("a write without a reason is refused");
+    assert_eq!(e.code, ErrorCode::ReasonRequired, "{}", e.to_json());
+    assert_eq!(
+        env.audit_count().await,
+        audits + 1,
+        "the refusal is recorded"
+    );
+    assert_eq!(env.last_audit().await["error_code"], "reason_required");
 }
 
 #[tokio::test]

@@ -161,14 +161,23 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
                 );
             }
         }
-        if m.tools.contains(CREATE) && input.tools.contains(CREATE) {
+        for tool in [CREATE, UPDATE] {
+            if !(m.tools.contains(tool) && input.tools.contains(tool)) {
+                continue;
+            }
             let n = name.clone();
-            out.push(
-                Probe::new(
-                    ProbeCode::WriteForgedTenant,
-                    format!("db_create on {name} with {tc} = {}", input.tenant_b),
-                    move |ctx| write_forged_tenant(ctx, n.clone()),
+            let title = if tool == CREATE {
+                format!("db_create on {name} with {tc} = {}", input.tenant_b)
+            } else {
+                format!(
+                    "db_update on {name} moving {}'s row to {tc} = {}",
+                    input.tenant_a, input.tenant_b
                 )
+            };
+            out.push(
+                Probe::new(ProbeCode::WriteForgedTenant, title, move |ctx| {
+                    write_forged_tenant(ctx, n.clone(), tool)
+                })
                 .phase(Phase::Serial)
                 .at(format!("{path}.writable_fields")),
             );
@@ -852,27 +861,50 @@ pub(crate) async fn judge_refused_write(
     }
 }
 
-async fn write_forged_tenant(ctx: Arc<ProbeCtx>, model: String) -> ProbeResult {
+/// B's tenant id in written data: a create naming B, or an update moving A's own row to B.
+async fn write_forged_tenant(ctx: Arc<ProbeCtx>, model: String, tool: &'static str) -> ProbeResult {
     ctx.require_writes()?;
     let m = ctx.model(&model)?.clone();
     let tc = m.tenant_column.clone().unwrap_or_default();
     let (a, b) = (&ctx.principals.a, &ctx.principals.b);
     let mut scratch = Scratch::new(&ctx.truth, &ctx.scratch);
     let result = async {
-        let mut data = match scratch.create_data(&ctx.policy, &m, &a.tenant).await? {
-            Ok(d) => d,
-            Err(why) => return Err(ProbeOutcome::not_verified(why)),
+        let (args, watched, what) = if tool == CREATE {
+            let mut data = match scratch.create_data(&ctx.policy, &m, &a.tenant).await? {
+                Ok(d) => d,
+                Err(why) => return Err(ProbeOutcome::not_verified(why)),
+            };
+            data.insert(tc.clone(), json!(b.tenant));
+            (
+                calls::create(&model, Value::Object(data), Some(calls::REASON)),
+                Vec::new(),
+                format!("db_create on {model} naming {} in {tc}", b.tenant),
+            )
+        } else {
+            // A's own row (planted), so the only foreign thing in the call is B's tenant id.
+            let key = scratch.plant(&m, &a.tenant, &Map::new()).await?;
+            (
+                calls::update(
+                    &model,
+                    &key,
+                    json!({ tc.clone(): b.tenant.clone() }),
+                    Some(calls::REASON),
+                ),
+                vec![key],
+                format!(
+                    "db_update on {model} moving {}'s row to {tc} = {}",
+                    a.tenant, b.tenant
+                ),
+            )
         };
-        data.insert(tc.clone(), json!(b.tenant));
-        let args = calls::create(&model, Value::Object(data), Some(calls::REASON));
         judge_refused_write(
             &ctx,
             &mut scratch,
             &m,
+            &watched,
+            ctx.call(a, tool, args),
             &[],
-            ctx.call(a, CREATE, args),
-            &[],
-            &format!("db_create on {model} naming {} in {tc}", b.tenant),
+            &what,
         )
         .await
     }

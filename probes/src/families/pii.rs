@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use preflight_enforcer::policy::{FieldAction, ModelPolicy};
+use preflight_enforcer::policy::{ColumnPolicy, FieldAction, ModelPolicy};
 use serde_json::{json, Map, Value};
 
 use super::common::{
@@ -791,19 +791,27 @@ async fn error_leak_write(ctx: Arc<ProbeCtx>, model: String) -> ProbeResult {
         .fetch_all(ctx.truth.pool())
         .await
         .map_err(|e| ProbeOutcome::error(format!("cannot read CHECK constraints: {e}")))?;
-        let pick = m
+        // Only a value the layer cannot refuse by itself reaches the database: a layer checks
+        // NULL against a NOT NULL column from the catalog, but not what a CHECK constraint
+        // says. So a CHECK-constrained text column comes first (an ungated one: a gated write
+        // would stop at the approval gate), NOT NULL only as a fallback for layers that do not
+        // check NULLs themselves.
+        let gated = super::write::gated_columns(&ctx.policy, &m);
+        let writable: Vec<(&String, &ColumnPolicy)> = m
             .writable_fields
             .iter()
             .filter(|c| Some(c.as_str()) != m.tenant_column.as_deref() && **c != m.primary_key)
-            .find_map(|c| {
-                let col = m.column(c)?;
-                if !col.nullable {
-                    Some((c.clone(), Value::Null))
-                } else if checks.contains(c) && col.pg_type == "text" {
-                    Some((c.clone(), json!("preflight-violates-check")))
-                } else {
-                    None
-                }
+            .filter_map(|c| Some((c, m.column(c)?)))
+            .collect();
+        let pick = writable
+            .iter()
+            .find(|(c, col)| !gated.contains(*c) && checks.contains(c) && col.pg_type == "text")
+            .map(|(c, _)| ((*c).clone(), json!("preflight-violates-check")))
+            .or_else(|| {
+                writable
+                    .iter()
+                    .find(|(_, col)| !col.nullable)
+                    .map(|(c, _)| ((*c).clone(), Value::Null))
             });
         let Some((col, bad)) = pick else {
             return Err(ProbeOutcome::not_verified(format!(
@@ -832,15 +840,26 @@ async fn error_leak_write(ctx: Arc<ProbeCtx>, model: String) -> ProbeResult {
             &format!("db_update setting {model}.{col} to an invalid value"),
         )
         .await?;
+        if judged.verdict != preflight_reports::Verdict::Pass {
+            return Ok(judged);
+        }
         let diff = before.diff(&after);
-        if !diff.is_empty() {
-            return Ok(ProbeOutcome::fail(format!(
-                "an invalid write to {model}.{col} changed the row ({})",
+        match (&call.result, diff.is_empty()) {
+            (Err(_), true) => Ok(judged),
+            (Err(e), false) => Ok(ProbeOutcome::fail(format!(
+                "an invalid write to {model}.{col} was refused ({}) but changed the row ({})",
+                e.code,
                 diff.join(", ")
             ))
-            .with_call(&ctx, &call));
+            .with_call(&ctx, &call)),
+            // The database took the value, so the constraint the probe aimed at did not apply
+            // and no error was provoked: nothing was shown either way.
+            (Ok(_), _) => Err(ProbeOutcome::not_verified(format!(
+                "db_update setting {model}.{col} to the probe's invalid value was accepted, so no \
+                 database error was provoked"
+            ))
+            .with_call(&ctx, &call)),
         }
-        Ok(judged)
     }
     .await;
     finish(scratch, result).await

@@ -39,7 +39,6 @@ async fn the_shipped_policy_passes_every_probe_on_the_local_backend() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails since the write tools landed: the remaining gap is tracked in issue 5's closing note"]
 async fn the_shipped_policy_passes_every_probe_in_a_container() {
     let image = match std::env::var("PREFLIGHT_PG_IMAGE") {
         Ok(i) if !i.trim().is_empty() => i,
@@ -97,7 +96,6 @@ async fn cross_tenant_probes_fail_without_a_tenant_predicate() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails since the write tools landed: the remaining gap is tracked in issue 5's closing note"]
 async fn cross_tenant_probes_fail_with_unsigned_cursors_and_unchecked_writes() {
     fails_with(
         Family::CrossTenant,
@@ -140,7 +138,6 @@ async fn pii_probes_fail_when_redaction_is_off() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails since the write tools landed: the remaining gap is tracked in issue 5's closing note"]
 async fn pii_probes_fail_when_database_errors_leak() {
     fails_with(Family::Pii, &[Fault::ErrorDetailLeak], &["pii.error_leak"]).await;
 }

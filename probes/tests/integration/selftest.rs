@@ -16,7 +16,6 @@ use preflight_probes::session::Session;
 use crate::runner::{non_pass, session};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not every fault is caught yet (see issue 5's closing note); run with --run-ignored to see the detection matrix"]
 async fn every_control_is_caught_and_every_probe_catches_one() {
     let s = session().await;
     let setup = s.self_test_setup(RunOptions::default(), Family::ALL.into_iter().collect());
