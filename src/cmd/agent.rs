@@ -201,6 +201,8 @@ async fn run_scenarios(args: AgentRunArgs) -> CmdResult {
         tool_calls: results.iter().map(|r| r.run.tool_calls.len() as u64).sum(),
         findings,
         duration: started.elapsed(),
+        // No probing phase apart from the run: rates are taken over the whole duration.
+        probe_duration: std::time::Duration::ZERO,
     };
     let files = preflight_reports::write_all(&report, &args.out)
         .map_err(|e| CliError::infra(format!("cannot write the report: {e}")))?;
