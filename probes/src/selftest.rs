@@ -311,6 +311,7 @@ impl SelfTestResult {
             findings,
             duration: self.duration,
             tool_calls,
+            probe_duration: self.duration,
         }
     }
 }

@@ -175,6 +175,10 @@ pub struct Report {
     /// Tool calls that reached the enforcement layer during the run (the agent harness does not
     /// count calls it refused itself, such as unparsable arguments: the layer never saw them).
     pub tool_calls: u64,
+    /// How long the probes themselves ran (without starting the database and writing the
+    /// report): what tool calls per second are measured over. Zero when not measured.
+    #[serde(with = "duration_ms", default)]
+    pub probe_duration: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -191,6 +195,18 @@ impl Report {
             .iter()
             .filter(|f| f.verdict == verdict)
             .count()
+    }
+
+    /// Tool calls per second while the probes ran (over the whole run when that was not
+    /// measured); `None` without calls or time to divide by.
+    pub fn tool_calls_per_second(&self) -> Option<f64> {
+        let over = if self.probe_duration.is_zero() {
+            self.duration
+        } else {
+            self.probe_duration
+        };
+        (self.tool_calls > 0 && !over.is_zero())
+            .then(|| self.tool_calls as f64 / over.as_secs_f64())
     }
 
     /// True only when every finding passed (and there is at least one).

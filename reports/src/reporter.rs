@@ -394,8 +394,16 @@ pub fn summary_table_styled(report: &Report, color: bool) -> String {
             color,
         ),
     };
+    // The rate is over the probing itself; a report without that time gets none.
+    let rate = match report.tool_calls_per_second() {
+        Some(r) if !report.probe_duration.is_zero() => format!(
+            " ({r:.0} calls/s over {:.1} s of probing)",
+            report.probe_duration.as_secs_f64()
+        ),
+        Some(_) | None => String::new(),
+    };
     out.push_str(&format!(
-        "\n{word}: {} — {} findings, {} tool calls in {:.1} s. Only pass is a pass.\n",
+        "\n{word}: {} — {} findings, {} tool calls in {:.1} s{rate}. Only pass is a pass.\n",
         outcome.headline(),
         t.total(),
         report.tool_calls,

@@ -249,6 +249,7 @@ pub fn sample_report() -> Report {
         findings,
         duration: Duration::from_millis(4321),
         tool_calls: 42,
+        probe_duration: Duration::from_millis(3000),
     }
 }
 

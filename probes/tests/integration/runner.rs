@@ -472,3 +472,113 @@ async fn a_read_only_staging_database_is_probed_without_a_single_write() {
         }
     }
 }
+
+/// Every `model:key` of the policy's models, as the audit log names written rows.
+async fn row_subjects(s: &Session) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for m in s.policy.models.values() {
+        let sql = format!(
+            "SELECT {}::text FROM {}.{}",
+            preflight_probes::truth::quote_ident(&m.primary_key),
+            preflight_probes::truth::quote_ident(&m.schema),
+            preflight_probes::truth::quote_ident(&m.table)
+        );
+        let keys: Vec<String> = sqlx::query_scalar(&sql)
+            .fetch_all(s.truth.pool())
+            .await
+            .expect("keys");
+        out.extend(keys.into_iter().map(|k| format!("{}:{k}", m.name)));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staging_with_allow_writes_writes_only_its_own_rows_and_removes_them() {
+    use preflight_probes::db::{provision, Db, FixtureOptions, StagingOptions};
+    let base = testing::database().await;
+    let staging = provision(
+        &Db::Url {
+            url: base.owner_url().to_string(),
+            allow_writes: true,
+        },
+        &FixtureOptions {
+            staging: StagingOptions {
+                load_fixtures: false,
+                agent_url: Some(base.agent_url().to_string()),
+                audit_url: Some(base.audit_url().to_string()),
+            },
+            ..FixtureOptions::new(testing::fixtures_dir())
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("staging: {}", e.report()));
+    assert!(!staging.read_only());
+    let s = Session::open(
+        staging,
+        POLICY,
+        "fixtures/shop/policy.yaml",
+        &SessionOptions::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("session: {}", runner::error_chain(&e)));
+    let before = fingerprint(&s).await;
+    let existing = row_subjects(&s).await;
+    let last_audit: i64 =
+        sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM preflight_audit.audit_log")
+            .fetch_one(s.truth.pool())
+            .await
+            .expect("audit position");
+    let families = [
+        Family::CrossTenant,
+        Family::Pii,
+        Family::Write,
+        Family::Approval,
+    ];
+    let result = run_families(&s, Faults::none(), &families).await;
+    // The write probes ran (not skipped as on a read-only database) and passed.
+    let bad = non_pass(&result.findings);
+    assert!(bad.is_empty(), "with --allow-writes:\n{bad}");
+    let writers = result
+        .findings
+        .iter()
+        .filter(|f| f.family == "write" || f.code.starts_with("cross_tenant.write_"))
+        .count();
+    assert!(writers > 10, "only {writers} write probes ran");
+    // Every write the layer applied touched a row the probes created, never a staging row.
+    let applied: Vec<(String, String, Vec<String>)> = sqlx::query_as(
+        "SELECT tool, arguments->>'model', subjects FROM preflight_audit.audit_log \
+         WHERE id > $1 AND decision = 'allow' \
+           AND tool IN ('db_create', 'db_update', 'db_delete', 'db_bulk_update')",
+    )
+    .bind(last_audit)
+    .fetch_all(s.truth.pool())
+    .await
+    .expect("applied writes");
+    assert!(!applied.is_empty(), "no write was applied");
+    for (tool, model, subjects) in &applied {
+        let written: Vec<&String> = subjects
+            .iter()
+            .filter(|x| x.starts_with(&format!("{model}:")))
+            .collect();
+        assert!(!written.is_empty(), "{tool} on {model}: no subject");
+        for w in written {
+            assert!(
+                !existing.contains(w),
+                "{tool} wrote {w}, a row the probes did not create"
+            );
+        }
+    }
+    // ... and every such row is gone again; the staging data is as it was.
+    assert!(
+        result.leftover_rows.is_empty(),
+        "{:?}",
+        result.leftover_rows
+    );
+    assert_eq!(
+        before,
+        fingerprint(&s).await,
+        "the run changed staging data"
+    );
+    let now = row_subjects(&s).await;
+    assert_eq!(existing, now, "rows added or removed by the run");
+}

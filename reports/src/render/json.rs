@@ -2,9 +2,11 @@
 //! stream ([`JsonlWriter`]: one finding per line, flushed as probes finish).
 //!
 //! Shape of `report.json` (schema version [`REPORT_SCHEMA_VERSION`]): `schema_version`, `kind`,
-//! `environment`, `summary` (totals and per-family counts, derived), `duration` (milliseconds),
-//! `tool_calls`, `findings` (each with its evidence; `duration` in milliseconds). Everything but
-//! `summary` deserialises back into [`Report`].
+//! `environment`, `summary` (totals and per-family counts, derived), `duration` (milliseconds,
+//! start to report), `probes` (findings, derived), `tool_calls`, `probe_duration` (milliseconds
+//! the probes ran), `tool_calls_per_second` (over `probe_duration`, one decimal, derived; absent
+//! without calls), `findings` (each with its evidence; `duration` in milliseconds). Everything
+//! but the derived fields deserialises back into [`Report`].
 
 use std::io::{self, Write};
 
@@ -23,7 +25,12 @@ struct JsonReport<'a> {
     summary: Summary,
     /// Milliseconds.
     duration: u64,
+    probes: usize,
     tool_calls: u64,
+    /// Milliseconds.
+    probe_duration: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls_per_second: Option<f64>,
     findings: Vec<&'a Finding>,
 }
 
@@ -39,7 +46,12 @@ pub(crate) fn render_scrubbed(report: &Scrubbed, out: &mut impl Write) -> io::Re
         environment: &report.environment,
         summary: report.summary(),
         duration: report.duration.as_millis() as u64,
+        probes: report.findings.len(),
         tool_calls: report.tool_calls,
+        probe_duration: report.probe_duration.as_millis() as u64,
+        tool_calls_per_second: report
+            .tool_calls_per_second()
+            .map(|r| (r * 10.0).round() / 10.0),
         findings: report.sorted_findings(),
     };
     serde_json::to_writer_pretty(&mut *out, &doc)?;
@@ -131,6 +143,9 @@ mod tests {
         assert_eq!(v["schema_version"], REPORT_SCHEMA_VERSION);
         assert_eq!(v["summary"]["totals"]["fail"], 3);
         assert_eq!(v["duration"], 4321);
+        assert_eq!(v["probes"], sample_report().findings.len());
+        assert_eq!(v["probe_duration"], 3000);
+        assert_eq!(v["tool_calls_per_second"], 14.0);
         assert_eq!(v["environment"]["policy_hash"].as_str().unwrap().len(), 64);
     }
 
