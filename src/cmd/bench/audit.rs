@@ -137,6 +137,10 @@ struct AuditBenchReport {
     server_version: String,
     /// The server's durability settings: figures on `fsync=off` say nothing about a disk.
     server_settings: String,
+    /// Cores on this machine and its 1-minute load average when the run started and ended:
+    /// other work on the machine slows every figure.
+    cores: usize,
+    load_average: [Option<f64>; 2],
     writers: usize,
     append: Vec<AppendFigure>,
     verify: Vec<VerifyFigure>,
@@ -155,6 +159,18 @@ struct AppendFigure {
     goal_met: bool,
     /// Records in the chain after the phase, all verified.
     chain_records: u64,
+    #[serde(flatten)]
+    cpu: Cpu,
+}
+
+/// CPU seconds a phase used, where they can be read (see [`cpu_seconds`]): what the work costs,
+/// apart from how much of the machine it got.
+#[derive(Debug, Default, Serialize)]
+struct Cpu {
+    /// This process (the sink or the verifier and its threads).
+    client_cpu_seconds: Option<f64>,
+    /// The database backends doing the work (local databases only).
+    server_cpu_seconds: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -165,7 +181,7 @@ struct VerifyFigure {
     load_seconds: f64,
     load_records_per_second: f64,
     /// How the chain was loaded.
-    load_method: &'static str,
+    load_method: String,
     records: u64,
     seconds: f64,
     records_per_second: f64,
@@ -173,6 +189,9 @@ struct VerifyFigure {
     goal_met: bool,
     /// Size of the chain as stored (table with indexes, or the file).
     bytes: u64,
+    /// The verify's CPU.
+    #[serde(flatten)]
+    cpu: Cpu,
 }
 
 pub async fn run(args: AuditBenchArgs) -> CmdResult {
@@ -208,6 +227,8 @@ pub async fn run(args: AuditBenchArgs) -> CmdResult {
         backend: String::new(),
         server_version: String::new(),
         server_settings: String::new(),
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        load_average: [load_average(), None],
         writers: args.writers,
         append: Vec::new(),
         verify: Vec::new(),
@@ -234,6 +255,7 @@ pub async fn run(args: AuditBenchArgs) -> CmdResult {
         intact &= bench_jsonl(dir.path(), &args, &records, &mut report).await?;
     }
 
+    report.load_average[1] = load_average();
     match args.format {
         FormatArg::Text => print_text(&report, &args),
         FormatArg::Json => println!(
@@ -264,16 +286,42 @@ async fn bench_postgres(
     report.server_settings = format!("fsync={} synchronous_commit={}", settings.0, settings.1);
     let writer_pool = PgPoolOptions::new()
         .max_connections(args.writers as u32)
-        .min_connections(args.writers as u32)
         .connect(database.audit_url())
         .await
         .map_err(|e| CliError::infra(format!("cannot connect as the audit writer: {e}")))?;
+    // Open every writer connection now, so the backends whose CPU is counted exist.
+    let mut held = Vec::with_capacity(args.writers);
+    for _ in 0..args.writers {
+        held.push(
+            writer_pool
+                .acquire()
+                .await
+                .map_err(|e| CliError::infra(format!("cannot connect as the audit writer: {e}")))?,
+        );
+    }
+    drop(held);
+    // Backend CPU is read from /proc, which shows the server's processes under the pids the
+    // server reports only when it runs on this machine outside a container.
+    let local = database.info().kind == "local";
+    let writer_pids: Vec<i32> = if local {
+        sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity \
+             WHERE usename = 'preflight_audit_writer' AND datname = current_database()",
+        )
+        .fetch_all(&owner)
+        .await
+        .map_err(|e| CliError::infra(format!("cannot list the writer backends: {e}")))?
+    } else {
+        Vec::new()
+    };
     let mut intact = true;
 
     for path in [PgPath::Autocommit, PgPath::Transaction] {
         eprintln!("postgres: {} appends ({}) ...", args.records, path.name());
+        let meter = Meter::start(&writer_pids);
         let elapsed = append_postgres(&writer_pool, path, args.writers, records).await?;
-        let report_v = verify_pg(&owner).await?;
+        let cpu = meter.stop();
+        let report_v = verify_pg(&owner, false).await?.0;
         intact &= check_intact("postgres", &report_v);
         report.append.push(AppendFigure {
             sink: "postgres",
@@ -284,6 +332,7 @@ async fn bench_postgres(
             goal_records_per_second: GOAL_POSTGRES,
             goal_met: per_second(args.records, elapsed) >= GOAL_POSTGRES,
             chain_records: report_v.records,
+            cpu,
         });
     }
 
@@ -305,7 +354,7 @@ async fn bench_postgres(
         .await
         .map_err(|e| CliError::infra(format!("vacuum of the audit log failed: {e}")))?;
     eprintln!("postgres: verifying {} records ...", existing + to_load);
-    let v = verify_pg(&owner).await?;
+    let (v, cpu) = verify_pg(&owner, local).await?;
     intact &= check_intact("postgres", &v);
     let bytes: i64 =
         sqlx::query_scalar("SELECT pg_total_relation_size('preflight_audit.audit_log')")
@@ -317,14 +366,17 @@ async fn bench_postgres(
         loaded: to_load,
         load_seconds: load.as_secs_f64(),
         load_records_per_second: per_second(to_load, load),
-        load_method:
-            "set-based INSERT ... SELECT through the chain trigger, 1,000 rows a transaction",
+        load_method: format!(
+            "set-based INSERT ... SELECT through the chain trigger, {} rows a transaction",
+            thousands(LOAD_CHUNK)
+        ),
         records: v.records,
         seconds: v.elapsed.as_secs_f64(),
         records_per_second: v.records_per_second(),
         goal_records_per_second: GOAL_VERIFY,
         goal_met: v.records_per_second() >= GOAL_VERIFY,
         bytes: bytes.max(0) as u64,
+        cpu,
     });
     Ok(intact)
 }
@@ -427,14 +479,25 @@ async fn load_postgres(pool: &PgPool, after: u64, n: u64) -> Result<(), CliError
     Ok(())
 }
 
-async fn verify_pg(owner: &PgPool) -> Result<VerifyReport, CliError> {
+/// Verifies the Postgres chain; with `measure_backend`, the CPU the backend spent on it too.
+async fn verify_pg(owner: &PgPool, measure_backend: bool) -> Result<(VerifyReport, Cpu), CliError> {
     let mut conn = owner
         .acquire()
         .await
         .map_err(|e| CliError::infra(format!("cannot connect as the owner: {e}")))?;
-    verify_postgres(&mut conn, None)
+    let pids: Vec<i32> = if measure_backend {
+        vec![sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| CliError::infra(format!("cannot read the backend pid: {e}")))?]
+    } else {
+        Vec::new()
+    };
+    let meter = Meter::start(&pids);
+    let report = verify_postgres(&mut conn, None)
         .await
-        .map_err(|e| CliError::infra(error_chain(&e)))
+        .map_err(|e| CliError::infra(error_chain(&e)))?;
+    Ok((report, meter.stop()))
 }
 
 async fn chain_count(owner: &PgPool) -> Result<u64, CliError> {
@@ -467,7 +530,9 @@ async fn bench_jsonl(
         );
         let path = dir.join(format!("append-{}.jsonl", seen.len()));
         let sink = Arc::new(open_jsonl(&path, fsync.policy())?);
+        let meter = Meter::start(&[]);
         let elapsed = append_jsonl(&sink, args.writers, records).await?;
+        let cpu = meter.stop();
         drop(sink);
         let v = verify_file(&path).await?;
         intact &= check_intact("jsonl", &v);
@@ -481,6 +546,7 @@ async fn bench_jsonl(
             goal_records_per_second: GOAL_JSONL,
             goal_met: rate >= GOAL_JSONL,
             chain_records: v.records,
+            cpu,
         });
         let _ = std::fs::remove_file(&path);
     }
@@ -505,7 +571,9 @@ async fn bench_jsonl(
     }
     let load = t0.elapsed();
     eprintln!("jsonl: verifying {n} records ...");
+    let meter = Meter::start(&[]);
     let v = verify_file(&path).await?;
+    let cpu = meter.stop();
     intact &= check_intact("jsonl", &v);
     let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     report.verify.push(VerifyFigure {
@@ -513,13 +581,15 @@ async fn bench_jsonl(
         loaded: n,
         load_seconds: load.as_secs_f64(),
         load_records_per_second: per_second(n, load),
-        load_method: "JsonlSink::append_blocking, one thread, fsync never (one flush at the end)",
+        load_method: "JsonlSink::append_blocking, one thread, fsync never (one flush at the end)"
+            .to_string(),
         records: v.records,
         seconds: v.elapsed.as_secs_f64(),
         records_per_second: v.records_per_second(),
         goal_records_per_second: GOAL_VERIFY,
         goal_met: v.records_per_second() >= GOAL_VERIFY,
         bytes,
+        cpu,
     });
     Ok(intact)
 }
@@ -587,6 +657,64 @@ fn check_intact(sink: &str, v: &VerifyReport) -> bool {
         return false;
     }
     true
+}
+
+/// CPU use over one phase: this process, and the given database backends.
+struct Meter {
+    pids: Vec<i32>,
+    client: Option<f64>,
+    server: Option<f64>,
+}
+
+impl Meter {
+    fn start(pids: &[i32]) -> Self {
+        Self {
+            pids: pids.to_vec(),
+            client: cpu_seconds("self"),
+            server: backends_cpu(pids),
+        }
+    }
+
+    fn stop(self) -> Cpu {
+        let delta = |before: Option<f64>, after: Option<f64>| Some(after? - before?);
+        Cpu {
+            client_cpu_seconds: delta(self.client, cpu_seconds("self")),
+            server_cpu_seconds: delta(self.server, backends_cpu(&self.pids)),
+        }
+    }
+}
+
+fn backends_cpu(pids: &[i32]) -> Option<f64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter()
+        .map(|pid| cpu_seconds(&pid.to_string()))
+        .sum::<Option<f64>>()
+}
+
+/// User plus system CPU seconds process `pid` (or `self`) has used, from `/proc/<pid>/stat`;
+/// `None` where that cannot be read (not Linux, or the process is gone).
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Field 2, the command name, is in parentheses and may hold spaces: count after it.
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15: the 12th and 13th after the name.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    // In clock ticks, which Linux reports at USER_HZ = 100 whatever the kernel's HZ.
+    Some((utime + stime) as f64 / 100.0)
+}
+
+/// The 1-minute load average, from `/proc/loadavg`.
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 const POLICY_HASH: &str = "5f1b0e3c9a7d2468ace013579bdf2468ace013579bdf2468ace013579bdf2468";
@@ -664,33 +792,46 @@ fn print_text(report: &AuditBenchReport, args: &AuditBenchArgs) {
             report.backend, report.server_version, report.server_settings
         );
     }
+    let load = |l: Option<f64>| l.map_or("?".to_string(), |l| format!("{l:.2}"));
+    println!(
+        "machine: {} cores, 1-minute load average {} at the start and {} at the end",
+        report.cores,
+        load(report.load_average[0]),
+        load(report.load_average[1])
+    );
+    println!("cpu: microseconds of CPU per record, this process / the database backends");
     println!();
     println!(
-        "{:<58} {:>10} {:>9} {:>12}  goal",
-        "append: sink, path", "records", "seconds", "records/s"
+        "{:<58} {:>8} {:>8} {:>10}  {:<22} {:>15}",
+        "append: sink, path", "records", "seconds", "records/s", "goal", "cpu"
     );
     for a in &report.append {
         println!(
-            "{:<58} {:>10} {:>9.3} {:>12}  >= {}/s {}",
+            "{:<58} {:>8} {:>8.3} {:>10}  {:<22} {:>15}",
             format!("{}: {}", a.sink, a.path),
             thousands(a.records),
             a.seconds,
             thousands(a.records_per_second.round() as u64),
-            thousands(a.goal_records_per_second as u64),
-            met(a.goal_met)
+            format!(
+                ">= {}/s {}",
+                thousands(a.goal_records_per_second as u64),
+                met(a.goal_met)
+            ),
+            cpu_text(&a.cpu, a.records)
         );
     }
-    println!();
     for v in &report.verify {
+        println!();
         println!(
-            "verify {}: {} records ({:.1} MB) in {:.3} s: {} records/s  goal >= {}/s {}",
+            "verify {}: {} records ({:.1} MB) in {:.3} s: {} records/s, goal >= {}/s {}; cpu {}",
             v.sink,
             thousands(v.records),
             v.bytes as f64 / 1e6,
             v.seconds,
             thousands(v.records_per_second.round() as u64),
             thousands(v.goal_records_per_second as u64),
-            met(v.goal_met)
+            met(v.goal_met),
+            cpu_text(&v.cpu, v.records)
         );
         println!(
             "  load (not in the figure): {} records in {:.2} s, {} records/s, {}",
@@ -702,6 +843,20 @@ fn print_text(report: &AuditBenchReport, args: &AuditBenchArgs) {
     }
 }
 
+/// `client / server` microseconds of CPU per record (`-` where not measured).
+fn cpu_text(cpu: &Cpu, records: u64) -> String {
+    let per = |s: Option<f64>| {
+        s.map_or("-".to_string(), |s| {
+            format!("{:.1}", s * 1e6 / records.max(1) as f64)
+        })
+    };
+    format!(
+        "{} / {}",
+        per(cpu.client_cpu_seconds),
+        per(cpu.server_cpu_seconds)
+    )
+}
+
 fn chain(e: impl std::error::Error) -> String {
     error_chain(&e)
 }
@@ -709,6 +864,21 @@ fn chain(e: impl std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn this_process_has_used_some_cpu() {
+        if std::path::Path::new("/proc/self/stat").exists() {
+            let spin: u64 = (0..5_000_000u64).fold(0, |a, x| a.wrapping_add(x * x));
+            assert!(spin > 0);
+            assert!(cpu_seconds("self").is_some_and(|s| s >= 0.0));
+        }
+        assert_eq!(cpu_seconds("no-such-process"), None);
+        let cpu = Cpu {
+            client_cpu_seconds: Some(0.5),
+            server_cpu_seconds: None,
+        };
+        assert_eq!(cpu_text(&cpu, 1000), "500.0 / -");
+    }
 
     #[test]
     fn bench_records_are_distinct_and_well_formed() {
