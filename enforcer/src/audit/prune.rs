@@ -152,6 +152,16 @@ fn write_line<T: Serialize>(w: &mut impl Write, v: &T, path: &Path) -> Result<()
     w.write_all(&line).map_err(io(path))
 }
 
+/// A log that does not verify is never pruned (nor previewed): the cut would hide the evidence.
+fn refuse_broken(report: &super::verify::VerifyReport) -> Result<(), PruneError> {
+    match &report.first_break {
+        Some(b) => Err(PruneError::Broken {
+            detail: b.detail.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Prunes `preflight_audit.audit_log` through `preflight_audit.prune` (owner connection).
 pub async fn prune_postgres(
     conn: &mut PgConnection,
@@ -163,11 +173,7 @@ pub async fn prune_postgres(
     let (cutoff, older_than) = cutoff_text(plan.keep_days);
     // Refuse to prune a log that does not verify: the cut would hide the evidence.
     let report = super::verify::verify_postgres(conn, None).await?;
-    if let Some(b) = &report.first_break {
-        return Err(PruneError::Broken {
-            detail: b.detail.clone(),
-        });
-    }
+    refuse_broken(&report)?;
     let mut max_cut: Option<i64> = None;
     let mut archived_to = None;
     if let Some(path) = &plan.archive {
@@ -274,11 +280,7 @@ pub async fn prune_postgres(
 pub fn prune_jsonl(path: &Path, plan: &PrunePlan) -> Result<PruneOutcome, PruneError> {
     let (_, older_than) = cutoff_text(plan.keep_days);
     let report = verify_jsonl(path, None)?;
-    if let Some(b) = &report.first_break {
-        return Err(PruneError::Broken {
-            detail: b.detail.clone(),
-        });
-    }
+    refuse_broken(&report)?;
     // Hold the writer lock while rewriting, so no sink appends to the old file meanwhile.
     let _guard = super::jsonl::JsonlSink::open(path, "preflight-prune", super::FsyncPolicy::Always)
         .map_err(|e| PruneError::Io {
@@ -426,11 +428,7 @@ pub async fn preview_postgres(
     let db = |source| PruneError::Database { source };
     let (cutoff, older_than) = cutoff_text(plan.keep_days);
     let report = super::verify::verify_postgres(conn, None).await?;
-    if let Some(b) = &report.first_break {
-        return Err(PruneError::Broken {
-            detail: b.detail.clone(),
-        });
-    }
+    refuse_broken(&report)?;
     let (removed, first_id, first_at, last_id, last_at, total): (
         i64,
         Option<i64>,
@@ -468,11 +466,7 @@ pub async fn preview_postgres(
 pub fn preview_jsonl(path: &Path, plan: &PrunePlan) -> Result<PrunePreview, PruneError> {
     let (_, older_than) = cutoff_text(plan.keep_days);
     let report = verify_jsonl(path, None)?;
-    if let Some(b) = &report.first_break {
-        return Err(PruneError::Broken {
-            detail: b.detail.clone(),
-        });
-    }
+    refuse_broken(&report)?;
     let reader = BufReader::new(File::open(path).map_err(io(path))?);
     let (mut removed, mut kept) = (0i64, 0i64);
     let (mut first, mut last) = (None, None);
