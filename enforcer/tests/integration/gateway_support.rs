@@ -17,7 +17,7 @@ use preflight_enforcer::policy::{
 use preflight_enforcer::{CallContext, ErrorCode, Faults, Gateway, Principal, ToolError};
 use preflight_probes::db::{testing, Database};
 use serde_json::Value;
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{Connection, PgConnection, PgPool, Row};
 
 /// A provisioned shop database, its owner pool (ground truth) and the test policy.
 pub struct Env {
@@ -517,26 +517,67 @@ pub async fn table_reads(owner: &PgPool, table: &str) -> (i64, i64, i64) {
     (r.get("s"), r.get("r"), r.get("f"))
 }
 
-/// Closes the gateway's pool and waits until its server backends are gone, so their statistics
-/// are flushed. Every other gateway of the test must be closed already (backends are counted by
-/// the gateway's application name).
-pub async fn drain(gw: &BuiltinGateway, owner: &PgPool) {
-    gw.pool().close().await;
-    // Generous: on a loaded two-core CI machine an exiting backend can take seconds to go.
-    for _ in 0..600 {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity
-              WHERE application_name = 'preflight-builtin-gateway' AND datname = current_database()",
-        )
-        .fetch_one(owner)
+/// Makes the table statistics of every session of `gw`, and of ground truth's own pool, visible
+/// to ground truth now, without waiting for backends to exit.
+///
+/// A backend publishes its statistics when it goes idle at most once a second, and at exit. The
+/// old way closed the gateway's pool and waited for its backends to disappear from
+/// `pg_stat_activity`, which on a loaded machine took past 30 s and failed in the full suite;
+/// and it left out ground truth's own reads (a `count(*)` of the table before the baseline),
+/// whose late flush then showed up as a scan the gateway never made. Instead every pooled
+/// session asks for an immediate flush (`pg_stat_force_next_flush()`, PostgreSQL 15+): the
+/// server flushes before it reports the session idle, so once the call returns the counters are
+/// in shared memory.
+pub async fn flush_stats(env: &Env, gw: &BuiltinGateway) {
+    let superuser = env
+        .db
+        .superuser_url()
+        .expect("a superuser for the test database");
+    let mut su = PgConnection::connect(superuser).await.expect("superuser");
+    let owner: String = sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(&env.owner)
         .await
-        .expect("pg_stat_activity");
-        if n == 0 {
-            // One more beat for the exiting backend's final stats flush to land.
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        .expect("owner role");
+    for role in ["preflight_agent", owner.as_str()] {
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1)")
+                .bind(role)
+                .fetch_one(&mut su)
+                .await
+                .expect("pg_roles");
+        assert!(exists, "role {role} is not in the catalog");
+        sqlx::query(&format!(
+            "GRANT EXECUTE ON FUNCTION pg_stat_force_next_flush() TO \"{}\"",
+            role.replace('"', "\"\"")
+        ))
+        .execute(&mut su)
+        .await
+        .expect("grant pg_stat_force_next_flush");
     }
-    panic!("gateway backends did not exit");
+    su.close().await.ok();
+    flush_pool(gw.pool()).await;
+    flush_pool(&env.owner).await;
+}
+
+/// Flushes the pending statistics of every session of `pool`.
+async fn flush_pool(pool: &PgPool) {
+    // Connections go back to the pool in a task of their own after each use: wait until every
+    // open session is idle, then take them all, so none is missed or opened anew.
+    let started = std::time::Instant::now();
+    while pool.num_idle() < pool.size() as usize {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "connections did not return to their pool"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let mut held = Vec::new();
+    for _ in 0..pool.size() {
+        let mut conn = pool.acquire().await.expect("a pooled session");
+        sqlx::query("SELECT pg_stat_force_next_flush()")
+            .execute(&mut *conn)
+            .await
+            .expect("flush the session's statistics");
+        held.push(conn);
+    }
 }

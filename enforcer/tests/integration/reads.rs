@@ -830,7 +830,7 @@ async fn budgets_refuse_before_running_and_cut_slow_statements() {
         .await
         .unwrap();
     assert!(total_orders > 10_000);
-    drain(&gw, &env.owner).await;
+    flush_stats(&env, &gw).await;
     let before = table_reads(&env.owner, "orders").await;
     let gw = env.gateway(Faults::none()).await;
     let unbounded = [
@@ -868,7 +868,7 @@ async fn budgets_refuse_before_running_and_cut_slow_statements() {
     )
     .await;
     assert_eq!(e.details["max_scan_rows"], 10_000);
-    drain(&gw, &env.owner).await;
+    flush_stats(&env, &gw).await;
     let after = table_reads(&env.owner, "orders").await;
     assert_eq!(
         before, after,
@@ -879,7 +879,7 @@ async fn budgets_refuse_before_running_and_cut_slow_statements() {
     let off = env.gateway(Faults::one(Fault::ScanBudgetOff)).await;
     let r = ok(&off, "acme", "db_query", json!({"model": "orders", "order_by": [{"field": "total", "direction": "desc"}], "limit": 5})).await;
     assert_eq!(r["row_count"], 5);
-    drain(&off, &env.owner).await;
+    flush_stats(&env, &off).await;
     let moved = table_reads(&env.owner, "orders").await;
     assert!(
         moved.1 > after.1 || moved.2 > after.2,

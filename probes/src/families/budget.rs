@@ -7,18 +7,20 @@
 //! own — what a fresh instance with a tighter policy does.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use preflight_enforcer::policy::{FieldAction, ModelPolicy};
 use preflight_enforcer::ErrorCode;
-use serde_json::{json, Value};
+use serde_json::json;
 
-use super::common::{internal_is_inconclusive, require_ok, structured};
+use super::common::{internal_is_inconclusive, structured};
+use super::hygiene::{role_settings, role_timeout_ms};
 use super::PlanInput;
 use crate::calls::{self, Query, AGGREGATE, GET, QUERY};
 use crate::codes::ProbeCode;
 use crate::evidence::{include_depth, rows_of};
-use crate::runner::{Phase, Probe, ProbeCtx, ProbeOutcome, ProbeResult};
+use crate::runner::{Access, Phase, Probe, ProbeCtx, ProbeOutcome, ProbeResult};
+use crate::truth::table_ref;
 
 /// Every budget probe this policy and tool list call for.
 pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
@@ -107,22 +109,28 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
             }
         }
     }
-    if let Some((m, _)) = largest {
-        if m.tools.contains(AGGREGATE) && input.tools.contains(AGGREGATE) {
-            let n = m.name.clone();
-            out.push(
-                Probe::new(
-                    ProbeCode::StatementTimeout,
-                    format!(
-                        "a heavy db_aggregate on {} under a tight statement_timeout_ms",
-                        m.name
-                    ),
-                    move |ctx| statement_timeout(ctx, n.clone()),
-                )
-                .phase(Phase::Serial)
-                .at(format!("models.{}.budgets", m.name)),
-            );
-        }
+    // The timeout probe reads the largest table the aggregate tool reaches; any table would
+    // do, since the read's slowness comes from a lock, not from the data.
+    let timed = input
+        .policy
+        .models
+        .values()
+        .filter(|m| m.tools.contains(AGGREGATE) && input.tools.contains(AGGREGATE))
+        .max_by_key(|m| input.truth.estimated_rows(m));
+    if let Some(m) = timed {
+        let n = m.name.clone();
+        out.push(
+            Probe::new(
+                ProbeCode::StatementTimeout,
+                format!(
+                    "a db_aggregate on {} waiting on a lock, under a tight statement_timeout_ms",
+                    m.name
+                ),
+                move |ctx| statement_timeout(ctx, n.clone()),
+            )
+            .phase(Phase::Serial)
+            .at(format!("models.{}.budgets", m.name)),
+        );
     }
     if let Some(m) = input
         .policy
@@ -404,114 +412,216 @@ async fn join_depth(ctx: Arc<ProbeCtx>, model: String, path: String) -> ProbeRes
     }
 }
 
-/// The heaviest read the tools allow on `m`: every row of the tenant, grouped by a column with
-/// many values, counted and summed.
-fn heavy_aggregate(m: &ModelPolicy) -> Value {
-    let group = m
-        .columns
-        .iter()
-        .filter(|c| c.action == FieldAction::Allow && !c.indexed && c.name != m.primary_key)
-        .find(|c| c.pg_type.starts_with("numeric") || c.pg_type.starts_with("timestamp"))
-        .or_else(|| {
-            m.columns
-                .iter()
-                .find(|c| c.action == FieldAction::Allow && c.name != m.primary_key)
-        })
-        .map(|c| c.name.clone())
-        .unwrap_or_else(|| m.primary_key.clone());
-    calls::aggregate(&m.name, &[("count", None)], &[group.as_str()], vec![])
-}
+/// How long the timeout probe lets a read wait on its lock at most, whatever the agent role's
+/// own backstop: the probe's cost on a layer that does not apply its timeout.
+const TIMEOUT_CEILING_MS: u64 = 5_000;
+/// How often ground truth looks for the read's lock wait.
+const LOCK_POLL: Duration = Duration::from_millis(10);
+/// How long ground truth waits for the read to reach the table at all before it stops holding
+/// the lock (a layer still connecting, a busy pool).
+const REACH_DEADLINE: Duration = Duration::from_secs(10);
 
+/// The statement timeout, decided by the database's own clock, not by how fast this machine is.
+///
+/// Ground truth takes an `ACCESS EXCLUSIVE` lock on the model's table; a fresh instance of the
+/// layer with a tight `statement_timeout_ms` then reads that table, so its statement waits on
+/// the lock, and a lock wait counts toward `statement_timeout`. A layer that applies the timeout
+/// answers `statement_timeout` while the lock is still held; one that does not stays blocked
+/// until ground truth lets go, many times the limit later, and then answers with rows. The
+/// agent role's own `statement_timeout` (a backstop the fixtures set) would also cut the wait
+/// off, so the window in which a `statement_timeout` counts as the policy's stays well under it.
 async fn statement_timeout(ctx: Arc<ProbeCtx>, model: String) -> ProbeResult {
     let m = ctx.model(&model)?.clone();
     let a = &ctx.principals.a;
+    if ctx.access == Access::ReadOnly {
+        return Err(ProbeOutcome::not_verified(format!(
+            "a read-only staging database (no --allow-writes): the probe makes a read wait on a lock \
+             that ground truth takes on {} (LOCK TABLE … IN ACCESS EXCLUSIVE MODE), which would \
+             stall everyone else using that table; rerun with --allow-writes to test the timeout",
+            m.table
+        )));
+    }
     let Some(factory) = ctx.factory.clone() else {
         return Err(ProbeOutcome::not_verified(
             "this target cannot start an instance with a tighter policy",
         ));
     };
-    // First measure the heavy read on an instance whose budgets let it run, then give a second
-    // instance a timeout well under that duration: the read must be cut off there.
-    let mut loose = (*ctx.policy).clone();
-    if let Some(mm) = loose.models.get_mut(&model) {
+    let backstop = match &ctx.agent_role {
+        Some(role) => role_timeout_ms(&role_settings(&ctx, role).await?),
+        None => None,
+    };
+    let ceiling = backstop.map_or(TIMEOUT_CEILING_MS, |b| b.min(TIMEOUT_CEILING_MS));
+    let tight_ms = (ceiling / 25).clamp(1, 100);
+    // A statement_timeout later than this is not the policy's; the lock goes after `hold`.
+    let judge = Duration::from_millis(ceiling / 2);
+    let hold = Duration::from_millis(ceiling * 4 / 5);
+    let mut facts = vec![
+        format!("statement_timeout_ms = {tight_ms} on a fresh instance"),
+        match backstop {
+            Some(b) => format!("the agent role's own statement_timeout: {b} ms"),
+            None => "the agent role's own statement_timeout: none known".to_string(),
+        },
+    ];
+
+    let mut tight = (*ctx.policy).clone();
+    if let Some(mm) = tight.models.get_mut(&model) {
+        // Only the timeout may stop this read, not its estimated cost.
         mm.budgets.max_scan_rows = Some(u64::MAX / 4);
-        mm.budgets.statement_timeout_ms = Some(30_000);
+        mm.budgets.statement_timeout_ms = Some(tight_ms);
     }
     let gw = factory
-        .instance(Arc::new(loose.clone()), ctx.faults.clone())
+        .instance(Arc::new(tight), ctx.faults.clone())
         .await
         .map_err(|e| ProbeOutcome::error(format!("cannot start an instance: {e}")))?;
-    let args = heavy_aggregate(&m);
-    let mut best = Duration::MAX;
-    for _ in 0..2 {
-        let measured = ctx.call_on(gw.as_ref(), a, AGGREGATE, args.clone()).await;
-        require_ok(
-            &measured,
-            &format!("the heavy db_aggregate on {model} without a tight timeout"),
-        )?;
-        best = best.min(measured.elapsed);
-    }
-    if best < Duration::from_millis(12) {
-        return Err(ProbeOutcome::not_verified(format!(
-            "the heaviest read on {model} takes only {} ms on this data set, too fast to tell a \
-             timeout from a result (load more rows)",
-            best.as_millis()
-        )));
-    }
-    // The measured time is the whole call (connection, audit record, commit), not only the
-    // statement, and on a busy machine most of it can be overhead: a read the first timeout did
-    // not stop is tried once more under 1 ms, which no statement this heavy can finish in.
-    let mut timeout_ms = (best.as_millis() as u64 / 4).clamp(3, 250);
-    let mut facts = vec![format!(
-        "the read takes {} ms with room to run",
-        best.as_millis()
-    )];
-    let call = loop {
-        let mut tight = loose.clone();
-        if let Some(mm) = tight.models.get_mut(&model) {
-            mm.budgets.statement_timeout_ms = Some(timeout_ms);
+    let args = calls::aggregate(&m.name, &[("count", None)], &[], vec![]);
+
+    let pool = ctx.truth.pool();
+    let oid: i64 = sqlx::query_scalar(
+        "SELECT c.oid::bigint FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = $1 AND c.relname = $2",
+    )
+    .bind(&m.schema)
+    .bind(&m.table)
+    .fetch_optional(pool)
+    .await
+    .map_err(lock_error("find the table in the catalog"))?
+    .ok_or_else(|| {
+        ProbeOutcome::error(format!("{}.{} is not in the catalog", m.schema, m.table))
+    })?;
+    let lock_sql = format!("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE", table_ref(&m));
+    let mut lock = pool
+        .begin()
+        .await
+        .map_err(lock_error("open the lock transaction"))?;
+    sqlx::query("SELECT set_config('lock_timeout', '5s', true)")
+        .execute(&mut *lock)
+        .await
+        .map_err(lock_error("bound the lock wait"))?;
+    sqlx::query(&lock_sql)
+        .execute(&mut *lock)
+        .await
+        .map_err(lock_error("lock the table"))?;
+
+    let started = Instant::now();
+    let call = ctx.call_on(gw.as_ref(), a, AGGREGATE, args);
+    tokio::pin!(call);
+    let mut waiting_since: Option<Duration> = None;
+    let early = loop {
+        tokio::select! {
+            done = &mut call => break Some(done),
+            _ = tokio::time::sleep(LOCK_POLL) => {}
         }
-        let gw = factory
-            .instance(Arc::new(tight), ctx.faults.clone())
-            .await
-            .map_err(|e| ProbeOutcome::error(format!("cannot start an instance: {e}")))?;
-        let call = ctx.call_on(gw.as_ref(), a, AGGREGATE, args.clone()).await;
-        facts.push(format!(
-            "statement_timeout_ms set to {timeout_ms} on a fresh instance: {} in {} ms",
-            call.describe(),
-            call.elapsed.as_millis()
-        ));
-        if call.is_ok() && timeout_ms > 1 {
-            timeout_ms = 1;
-            continue;
+        if waiting_since.is_none() && lock_waiters(pool, oid).await? > 0 {
+            waiting_since = Some(started.elapsed());
         }
-        break call;
+        let release = match waiting_since {
+            Some(w) => started.elapsed() >= w + hold,
+            None => started.elapsed() >= REACH_DEADLINE,
+        };
+        if release {
+            break None;
+        }
     };
+    let released = started.elapsed();
+    if let Err(e) = lock.rollback().await {
+        facts.push(format!("releasing the lock failed: {e}"));
+    }
+    facts.push(match waiting_since {
+        Some(w) => format!(
+            "the read was seen waiting on the lock (pg_locks) {} ms after the call",
+            w.as_millis()
+        ),
+        None => "the read was never seen waiting on the lock (pg_locks)".to_string(),
+    });
+    let released_first = early.is_none();
+    let call = match early {
+        Some(call) => call,
+        None => {
+            facts.push(format!(
+                "ground truth released the lock {} ms after the call",
+                released.as_millis()
+            ));
+            call.await
+        }
+    };
+    facts.push(format!(
+        "the call ended after {} ms: {}",
+        call.elapsed.as_millis(),
+        call.describe()
+    ));
     internal_is_inconclusive(&call)?;
-    match &call.result {
-        Ok(_) => Ok(ProbeOutcome::fail(format!(
-            "a {} ms read completed under statement_timeout_ms = {timeout_ms}: the policy's \
-             timeout is not applied to the statement",
-            best.as_millis()
-        ))
-        .with_call(&ctx, &call)
-        .facts(facts)),
-        Err(e) if e.code == ErrorCode::StatementTimeout => {
-            if let Err(why) = structured(e) {
-                return Ok(ProbeOutcome::fail(why).with_call(&ctx, &call).facts(facts));
+    let verdict = match (&call.result, released_first) {
+        (Err(e), false) if e.code == ErrorCode::StatementTimeout && call.elapsed <= judge => {
+            match structured(e) {
+                Err(why) => ProbeOutcome::fail(why),
+                Ok(()) => ProbeOutcome::pass(format!(
+                    "a read waiting on a lock was cut off by the database with statement_timeout \
+                     after {} ms, while the lock was still held (policy timeout {tight_ms} ms)",
+                    call.elapsed.as_millis()
+                )),
             }
-            Ok(ProbeOutcome::pass(format!(
-                "the read was cut off at the policy's timeout ({timeout_ms} ms) with statement_timeout"
+        }
+        (Err(e), false) if e.code == ErrorCode::StatementTimeout => ProbeOutcome::fail(format!(
+            "the read was cut off only after {} ms under a {tight_ms} ms policy timeout: another \
+             limit (such as the role's own statement_timeout) stopped it, not the policy's",
+            call.elapsed.as_millis()
+        )),
+        (Ok(_), false) => {
+            return Err(ProbeOutcome::not_verified(format!(
+                "the read answered while {} was locked: it never read the table, so the \
+                 timeout was not exercised",
+                m.table
             ))
             .with_call(&ctx, &call)
             .facts(facts))
         }
-        Err(e) => Ok(ProbeOutcome::fail(format!(
-            "the read under a {timeout_ms} ms timeout ended in {} instead of statement_timeout",
+        (Err(e), false) if waiting_since.is_none() => {
+            return Err(ProbeOutcome::error(format!(
+                "the read was refused with {} before it reached the table, so the timeout could \
+                 not be tested",
+                e.code
+            ))
+            .with_call(&ctx, &call)
+            .facts(facts))
+        }
+        (Err(e), false) => ProbeOutcome::fail(format!(
+            "the read waited on the lock and ended in {} instead of statement_timeout",
             e.code
+        )),
+        (Ok(_), true) => ProbeOutcome::fail(format!(
+            "the read waited {} ms, {}× the policy's {tight_ms} ms timeout, and ran to completion \
+             once ground truth released the lock: the policy's statement timeout is not applied",
+            released.as_millis(),
+            released.as_millis() / u128::from(tight_ms)
+        )),
+        (Err(e), true) => ProbeOutcome::fail(format!(
+            "the read was still running {} ms into a {tight_ms} ms policy timeout, when ground \
+             truth released the lock; it then ended in {}",
+            released.as_millis(),
+            e.code
+        )),
+    };
+    Ok(verdict.with_call(&ctx, &call).sql(lock_sql).facts(facts))
+}
+
+/// Sessions waiting for a lock on the relation `oid` in this database.
+async fn lock_waiters(pool: &sqlx::PgPool, oid: i64) -> Result<i64, ProbeOutcome> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'relation' AND NOT granted \
+         AND relation::bigint = $1 \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .bind(oid)
+    .fetch_one(pool)
+    .await
+    .map_err(lock_error("look for the read's lock wait"))
+}
+
+fn lock_error(what: &'static str) -> impl FnOnce(sqlx::Error) -> ProbeOutcome {
+    move |e| {
+        ProbeOutcome::error(format!(
+            "ground truth could not {what} for the timeout probe: {e}"
         ))
-        .with_call(&ctx, &call)
-        .facts(facts)),
     }
 }
 

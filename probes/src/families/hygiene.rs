@@ -161,7 +161,7 @@ async fn rls_forced(ctx: Arc<ProbeCtx>) -> ProbeResult {
     .facts(facts))
 }
 
-fn agent(ctx: &ProbeCtx) -> Result<String, ProbeOutcome> {
+pub(super) fn agent(ctx: &ProbeCtx) -> Result<String, ProbeOutcome> {
     ctx.agent_role.clone().ok_or_else(|| {
         ProbeOutcome::not_verified("the agent's database role is not known for this target")
     })
@@ -293,16 +293,31 @@ pub fn parse_pg_duration(v: &str) -> Option<u64> {
     Some(n * factor)
 }
 
-async fn role_statement_timeout(ctx: Arc<ProbeCtx>) -> ProbeResult {
-    let role = agent(&ctx)?;
-    let settings: Vec<String> = sqlx::query_scalar(
+/// The agent role's own settings (`ALTER ROLE … SET`), for every database and this one, as
+/// `name=value` strings.
+pub(super) async fn role_settings(ctx: &ProbeCtx, role: &str) -> Result<Vec<String>, ProbeOutcome> {
+    sqlx::query_scalar(
         "SELECT unnest(s.setconfig) FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole \
          WHERE r.rolname = $1 AND s.setdatabase IN (0, (SELECT oid FROM pg_database WHERE datname = current_database()))",
     )
-    .bind(&role)
+    .bind(role)
     .fetch_all(ctx.truth.pool())
     .await
-    .map_err(q("read role settings"))?;
+    .map_err(q("read role settings"))
+}
+
+/// The role's own `statement_timeout` in milliseconds; `None` when it has none (or `0`, off).
+pub(super) fn role_timeout_ms(settings: &[String]) -> Option<u64> {
+    settings
+        .iter()
+        .find_map(|s| s.strip_prefix("statement_timeout="))
+        .and_then(parse_pg_duration)
+        .filter(|ms| *ms > 0)
+}
+
+async fn role_statement_timeout(ctx: Arc<ProbeCtx>) -> ProbeResult {
+    let role = agent(&ctx)?;
+    let settings = role_settings(&ctx, &role).await?;
     let timeout = settings
         .iter()
         .find_map(|s| s.strip_prefix("statement_timeout="))
@@ -329,8 +344,8 @@ async fn role_statement_timeout(ctx: Arc<ProbeCtx>) -> ProbeResult {
                 .unwrap_or_else(|| "not set".into())
         ),
     ];
-    match timeout.as_deref().and_then(parse_pg_duration) {
-        Some(ms) if ms > 0 => Ok(ProbeOutcome::pass(format!(
+    match role_timeout_ms(&settings) {
+        Some(_) => Ok(ProbeOutcome::pass(format!(
             "{role} has statement_timeout = {} on the role, a backstop under the policy's own timeout",
             timeout.unwrap_or_default()
         ))

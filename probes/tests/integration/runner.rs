@@ -443,13 +443,24 @@ async fn a_read_only_staging_database_is_probed_without_a_single_write() {
     .await
     .unwrap_or_else(|e| panic!("session: {}", runner::error_chain(&e)));
     let before = fingerprint(&s).await;
-    let result = run_families(&s, Faults::none(), &[Family::CrossTenant, Family::Write]).await;
+    let result = run_families(
+        &s,
+        Faults::none(),
+        &[Family::CrossTenant, Family::Write, Family::Budget],
+    )
+    .await;
     let after = fingerprint(&s).await;
     assert_eq!(before, after, "a read-only run changed the database");
+    assert!(result
+        .findings
+        .iter()
+        .any(|f| f.code == "budget.statement_timeout"));
     for f in &result.findings {
+        // The timeout probe locks a table, which a read-only run must not do to staging.
         let writes = f.family == "write"
             || f.code.starts_with("cross_tenant.write_")
-            || f.code == "cross_tenant.include_foreign";
+            || f.code == "cross_tenant.include_foreign"
+            || f.code == "budget.statement_timeout";
         if writes {
             assert_eq!(
                 f.verdict,
