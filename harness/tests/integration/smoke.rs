@@ -39,7 +39,15 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-async fn start_server() -> (Server, String) {
+/// The last lines of the server's log, for a failure message (a crash in llama.cpp shows there
+/// or nowhere).
+fn log_tail(log: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+async fn start_server() -> (Server, String, std::path::PathBuf) {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let port = free_port();
     let log = std::env::temp_dir().join(format!("preflight-llm-smoke-{port}.log"));
@@ -70,7 +78,7 @@ async fn start_server() -> (Server, String) {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    (server, base)
+    (server, base, log)
 }
 
 #[tokio::test]
@@ -79,7 +87,7 @@ async fn real_model_loop() {
         eprintln!("smoke::real_model_loop skipped: set PREFLIGHT_LLM_SMOKE=1 after scripts/setup-llm-smoke.sh");
         return;
     }
-    let (_server, base_url) = start_server().await;
+    let (mut server, base_url, log) = start_server().await;
     let client = ChatClient::new(
         &Endpoint {
             base_url,
@@ -118,12 +126,16 @@ async fn real_model_loop() {
     )
     .await;
 
-    assert_ne!(
-        run.outcome,
-        RunOutcome::Error,
-        "the real server failed: {:?}",
-        run.error
-    );
+    if run.outcome == RunOutcome::Error {
+        let status = server.0.try_wait().ok().flatten();
+        panic!(
+            "the real server failed: {:?}\nserver exit status: {}\nlast lines of {}:\n{}",
+            run.error,
+            status.map_or("still running".to_string(), |s| s.to_string()),
+            log.display(),
+            log_tail(&log)
+        );
+    }
     assert!(run.steps >= 1);
     // Tool calls parsed into calls with names and arguments.
     assert!(
