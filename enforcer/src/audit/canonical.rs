@@ -7,12 +7,20 @@
 //!
 //! ```text
 //! hash    = lower-hex( sha256( utf8( prev_hash || '|' || payload ) ) )
-//! payload = 20 fields rendered as text (NULL renders as ''), joined by U+001F:
-//!           id, at, trace_id, tenant_id, user_id, roles (joined by ','), tool,
-//!           arguments (jsonb's own text), arguments_sha256, decision, error_code,
-//!           rows_returned, rows_affected, duration_ms (float8 shortest text), reason,
-//!           approval_id, approver, policy_hash, subjects (joined by ','), actor
+//! payload = jsonb_build_array(20 fields)::text, i.e. one JSON array in jsonb's text rendering:
+//!           id, at, trace_id, tenant_id, user_id, roles, tool, arguments, arguments_sha256,
+//!           decision, error_code, rows_returned, rows_affected, duration_ms, reason,
+//!           approval_id, approver, policy_hash, subjects, actor
 //! ```
+//!
+//! Every field is a JSON value of its own: text as a JSON string (escaped, so no text can reach
+//! into the next field), ids and row counts as numbers, `duration_ms` as the string of its
+//! float8 text, `arguments` as the JSON value itself, `roles` and `subjects` as arrays of
+//! strings, and NULL as `null`, distinct from `""` and from `[]`. Two records with different
+//! fields therefore never have the same payload: moving text between `reason` and
+//! `approval_id`, splitting one role in two, or turning NULL into `''` all change the hash. (The
+//! earlier form joined text fields with U+001F and lists with `,`, unescaped, and rendered NULL
+//! like `''`, so each of those edits kept every hash valid.)
 //!
 //! The main type is [`ChainedRecord`], a record as stored: the gateway's [`AuditRecord`] plus the
 //! fields the sink assigns (`id`, `at`, `actor`) and the chain (`prev_hash`, `hash`).
@@ -28,9 +36,6 @@ use super::record::{AuditRecord, Decision};
 
 /// The `prev_hash` of the first record of a chain.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-
-/// The field separator of the canonical payload (ASCII unit separator).
-pub const FIELD_SEPARATOR: char = '\u{1f}';
 
 /// One audit record as stored by a chained sink (Postgres row or JSONL line).
 ///
@@ -115,43 +120,31 @@ impl ChainedRecord {
     /// Appends the canonical payload to `out`. The verifier's hot path: one buffer, no
     /// intermediate strings.
     pub fn write_payload(&self, out: &mut String) {
-        // Writing to a String cannot fail.
-        let _ = write!(out, "{}", self.id);
-        let sep = |out: &mut String, field: &str| {
-            out.push(FIELD_SEPARATOR);
-            out.push_str(field);
-        };
-        sep(out, &self.at);
-        sep(out, &self.trace_id);
-        sep(out, self.tenant_id.as_deref().unwrap_or(""));
-        sep(out, self.user_id.as_deref().unwrap_or(""));
-        out.push(FIELD_SEPARATOR);
-        push_joined(out, self.roles.as_deref().unwrap_or(&[]));
-        sep(out, &self.tool);
-        out.push(FIELD_SEPARATOR);
-        write_jsonb(&self.arguments, out);
-        sep(out, &self.arguments_sha256);
-        sep(out, &self.decision);
-        sep(out, self.error_code.as_deref().unwrap_or(""));
-        out.push(FIELD_SEPARATOR);
-        if let Some(v) = self.rows_returned {
-            let _ = write!(out, "{v}");
+        let mut p = PayloadWriter::new(out);
+        p.number(Some(self.id));
+        p.text(Some(&self.at));
+        p.text(Some(&self.trace_id));
+        p.text(self.tenant_id.as_deref());
+        p.text(self.user_id.as_deref());
+        p.list(self.roles.as_deref());
+        p.text(Some(&self.tool));
+        write_jsonb(&self.arguments, p.field());
+        p.text(Some(&self.arguments_sha256));
+        p.text(Some(&self.decision));
+        p.text(self.error_code.as_deref());
+        p.number(self.rows_returned);
+        p.number(self.rows_affected);
+        match self.duration_ms {
+            Some(v) => p.text(Some(&pg_float8_text(v))),
+            None => p.text(None),
         }
-        out.push(FIELD_SEPARATOR);
-        if let Some(v) = self.rows_affected {
-            let _ = write!(out, "{v}");
-        }
-        out.push(FIELD_SEPARATOR);
-        if let Some(v) = self.duration_ms {
-            out.push_str(&pg_float8_text(v));
-        }
-        sep(out, self.reason.as_deref().unwrap_or(""));
-        sep(out, self.approval_id.as_deref().unwrap_or(""));
-        sep(out, self.approver.as_deref().unwrap_or(""));
-        sep(out, &self.policy_hash);
-        out.push(FIELD_SEPARATOR);
-        push_joined(out, &self.subjects);
-        sep(out, &self.actor);
+        p.text(self.reason.as_deref());
+        p.text(self.approval_id.as_deref());
+        p.text(self.approver.as_deref());
+        p.text(Some(&self.policy_hash));
+        p.list(Some(&self.subjects));
+        p.text(Some(&self.actor));
+        p.finish();
     }
 
     /// Whether the stored hash matches the recomputed one.
@@ -170,17 +163,84 @@ impl ChainedRecord {
     }
 }
 
-/// Joins rendered fields with the unit separator.
-pub fn join_payload(fields: &[&str]) -> String {
-    let len = fields.iter().map(|f| f.len() + 1).sum();
-    let mut out = String::with_capacity(len);
-    for (i, f) in fields.iter().enumerate() {
-        if i > 0 {
-            out.push(FIELD_SEPARATOR);
-        }
-        out.push_str(f);
+/// Builds a payload field by field: `[`, the fields separated by `", "` (jsonb's array
+/// separator), `]`. Shared by [`ChainedRecord::write_payload`] and the Postgres verifier, which
+/// renders the fields of a `COPY` row with it.
+pub struct PayloadWriter<'a> {
+    out: &'a mut String,
+    fields: usize,
+}
+
+impl<'a> PayloadWriter<'a> {
+    pub fn new(out: &'a mut String) -> Self {
+        out.push('[');
+        Self { out, fields: 0 }
     }
-    out
+
+    /// Starts the next field and hands out the buffer to write its JSON into.
+    pub fn field(&mut self) -> &mut String {
+        if self.fields > 0 {
+            self.out.push_str(", ");
+        }
+        self.fields += 1;
+        self.out
+    }
+
+    /// A text field: a JSON string, or `null`.
+    pub fn text(&mut self, v: Option<&str>) {
+        let out = self.field();
+        match v {
+            Some(s) => write_jsonb_string(s, out),
+            None => out.push_str("null"),
+        }
+    }
+
+    /// An integer field: a JSON number, or `null`.
+    pub fn number(&mut self, v: Option<i64>) {
+        let out = self.field();
+        match v {
+            Some(n) => {
+                let _ = write!(out, "{n}");
+            }
+            None => out.push_str("null"),
+        }
+    }
+
+    /// A list of text: a JSON array of strings, or `null`.
+    pub fn list(&mut self, items: Option<&[String]>) {
+        let out = self.field();
+        match items {
+            None => out.push_str("null"),
+            Some(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    write_jsonb_string(item, out);
+                }
+                out.push(']');
+            }
+        }
+    }
+
+    /// A field already rendered as jsonb text (a `COPY` of `arguments::text` or
+    /// `to_jsonb(roles)::text`), or `null`.
+    pub fn raw(&mut self, json_text: Option<&str>) {
+        self.field().push_str(json_text.unwrap_or("null"));
+    }
+
+    pub fn finish(self) {
+        self.out.push(']');
+    }
+}
+
+/// The payload with its first field, the id, replaced by `id` (the verifier's test of whether
+/// a record was renumbered); `None` when `payload` does not start with an id.
+pub fn payload_with_id(payload: &str, id: i64) -> Option<String> {
+    let rest = payload.strip_prefix('[')?;
+    let end = rest.find(|c: char| !(c.is_ascii_digit() || c == '-'))?;
+    Some(format!("[{id}{}", &rest[end..]))
 }
 
 /// `lower-hex(sha256(prev_hash || '|' || payload))`.
@@ -195,15 +255,6 @@ pub fn hash_matches(prev_hash: &str, payload: &str, hash: &str) -> bool {
     let mut hex_text = [0u8; 64];
     // 32 bytes always fit 64 hex digits.
     hex::encode_to_slice(digest, &mut hex_text).is_ok() && hex_text[..] == *hash.as_bytes()
-}
-
-fn push_joined(out: &mut String, items: &[String]) {
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(item);
-    }
 }
 
 /// The chain hash as raw bytes (the verifier's hot path compares bytes, not hex).
@@ -429,8 +480,14 @@ fn write_jsonb(v: &Value, out: &mut String) {
     }
 }
 
-fn write_jsonb_string(s: &str, out: &mut String) {
+/// A JSON string as `escape_json` writes it (jsonb's text rendering).
+pub fn write_jsonb_string(s: &str, out: &mut String) {
     out.push('"');
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     for c in s.chars() {
         match c {
             '\u{8}' => out.push_str("\\b"),
@@ -650,9 +707,8 @@ mod tests {
         assert!(back.self_consistent());
     }
 
-    #[test]
-    fn payload_is_the_twenty_fields_joined() {
-        let rec = AuditRecord {
+    fn sample() -> AuditRecord {
+        AuditRecord {
             trace_id: "t".into(),
             tenant_id: "acme".into(),
             user_id: "u".into(),
@@ -670,49 +726,88 @@ mod tests {
             approver: None,
             policy_hash: "p".into(),
             subjects: vec!["orders:7".into(), "customers:2".into()],
-        };
-        let sealed = ChainedRecord::seal(
-            &rec,
+        }
+    }
+
+    fn sealed(rec: &AuditRecord) -> ChainedRecord {
+        ChainedRecord::seal(
+            rec,
             12,
             "2024-02-29T23:59:59.000001Z".into(),
             "me".into(),
             GENESIS_HASH.into(),
+        )
+    }
+
+    #[test]
+    fn payload_is_one_json_array_of_the_twenty_fields() {
+        let sealed = sealed(&sample());
+        let want = concat!(
+            r#"[12, "2024-02-29T23:59:59.000001Z", "t", "acme", "u", ["support", "admin"], "#,
+            r#""db_update", {"id": 7, "set": {"status": "x"}, "model": "orders"}, "h", "deny", "#,
+            r#""reason_required", null, -3, "1e-05", "because", "ap-1", null, "p", "#,
+            r#"["orders:7", "customers:2"], "me"]"#
         );
-        let want = join_payload(&[
-            "12",
-            "2024-02-29T23:59:59.000001Z",
-            "t",
-            "acme",
-            "u",
-            "support,admin",
-            "db_update",
-            r#"{"id": 7, "set": {"status": "x"}, "model": "orders"}"#,
-            "h",
-            "deny",
-            "reason_required",
-            "",
-            "-3",
-            "1e-05",
-            "because",
-            "ap-1",
-            "",
-            "p",
-            "orders:7,customers:2",
-            "me",
-        ]);
         assert_eq!(sealed.payload(), want);
+        // The payload is JSON: 20 fields, NULL as null.
+        let parsed: Vec<Value> = serde_json::from_str(&sealed.payload()).unwrap();
+        assert_eq!(parsed.len(), 20);
         let mut bare = sealed.clone();
         bare.tenant_id = None;
         bare.roles = None;
         bare.duration_ms = None;
         bare.subjects.clear();
-        let fields: Vec<String> = want.split(FIELD_SEPARATOR).map(str::to_string).collect();
-        let mut expected: Vec<&str> = fields.iter().map(String::as_str).collect();
-        expected[3] = "";
-        expected[5] = "";
-        expected[13] = "";
-        expected[18] = "";
-        assert_eq!(bare.payload(), join_payload(&expected));
+        let parsed: Vec<Value> = serde_json::from_str(&bare.payload()).unwrap();
+        assert_eq!(parsed[3], Value::Null);
+        assert_eq!(parsed[5], Value::Null);
+        assert_eq!(parsed[13], Value::Null);
+        assert_eq!(parsed[18], json!([]));
+        assert_eq!(payload_with_id(&sealed.payload(), 7).unwrap()[..4], *"[7, ");
+        assert_eq!(payload_with_id("x", 7), None);
+    }
+
+    /// Edits that kept every hash valid under the old form (fields joined by U+001F, lists by
+    /// `,`, NULL rendered as ''): each must now change the payload.
+    #[test]
+    fn edits_that_collided_before_change_the_payload() {
+        let mut base = sample();
+        base.reason = Some("refund\u{1f}ap-9".into());
+        base.approval_id = None;
+        let mut shifted = base.clone();
+        shifted.reason = Some("refund".into());
+        shifted.approval_id = Some("ap-9".into());
+        let mut roles_split = sample();
+        roles_split.roles = vec!["support".into(), "ad".into(), "min".into()];
+        let mut roles_joined = sample();
+        roles_joined.roles = vec!["support,ad".into(), "min".into()];
+        let mut subjects_joined = sample();
+        subjects_joined.subjects = vec!["orders:7,customers:2".into()];
+        let mut empty_reason = sample();
+        empty_reason.reason = Some(String::new());
+        let mut null_reason = sample();
+        null_reason.reason = None;
+        let mut one_empty_role = sample();
+        one_empty_role.roles = vec![String::new()];
+        let mut no_roles = sample();
+        no_roles.roles = vec![];
+        let pairs = [
+            ("text moved between reason and approval_id", &base, &shifted),
+            ("a role split in two", &roles_split, &roles_joined),
+            ("a subject list joined", &sample(), &subjects_joined),
+            ("NULL and ''", &null_reason, &empty_reason),
+            ("[] and ['']", &no_roles, &one_empty_role),
+        ];
+        for (what, a, b) in pairs {
+            let (a, b) = (sealed(a), sealed(b));
+            assert_ne!(a.payload(), b.payload(), "{what}");
+            assert_ne!(a.hash, b.hash, "{what}");
+        }
+        // A NULL list and an empty one differ too (Postgres rows can hold either).
+        let mut null_roles = sealed(&sample());
+        null_roles.roles = None;
+        let mut empty_roles = null_roles.clone();
+        empty_roles.roles = Some(vec![]);
+        assert_ne!(null_roles.payload(), empty_roles.payload());
     }
 
     #[test]
