@@ -643,7 +643,7 @@ async fn the_shipped_cases_pass_on_the_builtin_gateway() {
         .iter()
         .filter(|o| write_tools.contains(&o.tool.as_str()))
         .count();
-    assert!(write_cases >= 30, "only {write_cases} write cases ran");
+    assert!(write_cases >= 25, "only {write_cases} write cases ran");
     let mut failures = Vec::new();
     for o in &report.outcomes {
         if !o.passed {
