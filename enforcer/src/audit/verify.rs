@@ -979,10 +979,15 @@ fn parse_copy_row(line: &[u8]) -> Result<ChainRow, String> {
             p.raw(None);
             continue;
         }
-        scratch.clear();
-        unescape_copy(f, &mut scratch);
-        let text =
-            std::str::from_utf8(&scratch).map_err(|_| "a column is not UTF-8".to_string())?;
+        // Most columns have no COPY escape: use them in place.
+        let bytes: &[u8] = if f.contains(&b'\\') {
+            scratch.clear();
+            unescape_copy(f, &mut scratch);
+            &scratch
+        } else {
+            f
+        };
+        let text = std::str::from_utf8(bytes).map_err(|_| "a column is not UTF-8".to_string())?;
         match kind {
             CopyKind::Text => p.text(Some(text)),
             CopyKind::Raw => p.raw(Some(text)),
