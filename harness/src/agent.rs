@@ -31,6 +31,11 @@ use crate::validate::validate_arguments;
 /// The step cap when a scenario sets none, and the highest value LLM-2 accepts.
 pub const DEFAULT_MAX_STEPS: u32 = 12;
 
+/// Tool calls run per model reply when the settings name no other cap; calls past it are
+/// answered with a `validation_error` from the harness and never reach the layer, so a
+/// reply cannot turn one step into an unbounded burst of calls.
+pub const DEFAULT_MAX_TOOL_CALLS_PER_REPLY: usize = 8;
+
 /// The built-in system prompt (LLM-1); `--system-prompt FILE` replaces it.
 pub const DEFAULT_SYSTEM_PROMPT: &str = include_str!("../prompts/system.md");
 
@@ -39,6 +44,8 @@ pub const DEFAULT_SYSTEM_PROMPT: &str = include_str!("../prompts/system.md");
 pub struct AgentSettings {
     pub model: String,
     pub max_steps: u32,
+    /// Tool calls run per model reply (at least 1).
+    pub max_tool_calls_per_reply: usize,
     pub system_prompt: String,
     pub temperature: Option<f32>,
     /// Sent as `max_tokens` (the field every compatible server knows).
@@ -53,6 +60,7 @@ impl AgentSettings {
         Self {
             model: model.into(),
             max_steps: DEFAULT_MAX_STEPS,
+            max_tool_calls_per_reply: DEFAULT_MAX_TOOL_CALLS_PER_REPLY,
             system_prompt: DEFAULT_SYSTEM_PROMPT.to_string(),
             temperature: None,
             max_tokens: None,
@@ -225,6 +233,10 @@ pub struct AgentRun {
     pub model_retries: usize,
     /// Times the principal's own tenant id appeared in layer tool results.
     pub own_tenant_in_results: usize,
+    /// The per-reply tool-call cap in force.
+    pub max_tool_calls_per_reply: usize,
+    /// Tool calls past the per-reply cap, refused by the harness.
+    pub tool_calls_over_cap: usize,
     #[serde(with = "crate::util::duration_ms")]
     pub duration: Duration,
 }
@@ -280,6 +292,8 @@ pub async fn run_agent(
         tool_list_stable: true,
         model_retries: 0,
         own_tenant_in_results: 0,
+        max_tool_calls_per_reply: settings.max_tool_calls_per_reply.max(1),
+        tool_calls_over_cap: 0,
         duration: Duration::ZERO,
     };
     // `max_tokens` and `seed` are deprecated by OpenAI but are what compatible servers (llama.cpp,
@@ -467,9 +481,19 @@ pub async fn run_agent(
                 },
             ));
 
-        for (id, name, raw_args, is_fn) in normalised {
+        for (n, (id, name, raw_args, is_fn)) in normalised.into_iter().enumerate() {
             let call_started = Instant::now();
-            let checked = if is_fn {
+            let checked = if n >= run.max_tool_calls_per_reply {
+                run.tool_calls_over_cap += 1;
+                Err(ToolError::new(
+                    ErrorCode::ValidationError,
+                    format!(
+                        "not run: at most {} tool calls are run per reply",
+                        run.max_tool_calls_per_reply
+                    ),
+                    "make the remaining calls in your next reply",
+                ))
+            } else if is_fn {
                 validate_arguments(&tools, &name, &raw_args)
             } else {
                 Err(ToolError::new(

@@ -10,14 +10,25 @@
 //!   pinned by the next assistant turn in the key.
 //!
 //! Cassettes never contain the API key or any header: only request bodies are seen, and the key
-//! is scrubbed from bodies as a last line of defence.
+//! is scrubbed from bodies as a last line of defence. Nor do they contain a canary: when the
+//! recorder is given the canary registry ([`Recorder::scrub_canaries`]), every registered value
+//! in a request or a response is replaced by `[canary]` before it is stored, and the match key
+//! is computed over the scrubbed form. The replay side scrubs each incoming request the same way
+//! before computing its key ([`Cassette::lookup_scrubbed`]), so a replayed reply that says
+//! `[canary]` where the recorded model quoted a value still matches its next request.
+//!
+//! A model that quoted a canary in its tool arguments replays with `[canary]` there instead:
+//! the layer may then answer differently and the replay may miss; such a run leaked the value
+//! in the first place.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+
+use crate::transcript::Scrubber;
 
 pub const CASSETTE_VERSION: u32 = 1;
 
@@ -111,7 +122,17 @@ impl Cassette {
 
     /// The recorded response for a request body, if any.
     pub fn lookup(&self, request_body: &[u8]) -> Option<&Value> {
-        let key = match_key(request_body)?;
+        self.lookup_scrubbed(request_body, None)
+    }
+
+    /// The recorded response for a request body whose canaries are first scrubbed by
+    /// `scrubber`, as the recorder scrubbed them.
+    pub fn lookup_scrubbed(
+        &self,
+        request_body: &[u8],
+        scrubber: Option<&Scrubber>,
+    ) -> Option<&Value> {
+        let key = match_key_scrubbed(request_body, scrubber)?;
         self.interactions
             .iter()
             .find(|i| i.key == key)
@@ -127,14 +148,30 @@ fn is_yaml(path: &Path) -> bool {
 }
 
 /// Collects exchanges during a `--record` run; thread-safe, shared by concurrent runs.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Recorder {
     interactions: Mutex<Vec<Interaction>>,
+    /// Replaces canary values before anything is stored (set once, by the runner).
+    scrubber: OnceLock<Arc<Scrubber>>,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder")
+            .field("scrubs_canaries", &self.scrubber.get().is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Recorder {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Scrubs every value `scrubber` knows from what is recorded from now on (the runner
+    /// passes the canary registry before the first run). Only the first call takes effect.
+    pub fn scrub_canaries(&self, scrubber: Arc<Scrubber>) {
+        let _ = self.scrubber.set(scrubber);
     }
 
     /// Records one successful exchange. `api_key` is scrubbed from both bodies.
@@ -145,8 +182,13 @@ impl Recorder {
         response: &[u8],
         api_key: Option<&str>,
     ) {
+        let scrubber = self.scrubber.get().map(Arc::as_ref);
         let Some(normal) = normalise(request_body) else {
             return;
+        };
+        let mut normal = match scrubber {
+            Some(s) => s.scrub_value(&normal),
+            None => normal,
         };
         let key = digest(&normal);
         let response_text = String::from_utf8_lossy(response);
@@ -154,13 +196,20 @@ impl Recorder {
             Some(k) if !k.is_empty() => response_text.replace(k, "[redacted]"),
             _ => response_text.into_owned(),
         };
-        let mut normal = normal;
         if let Some(k) = api_key.filter(|k| !k.is_empty()) {
             let text = normal.to_string().replace(k, "[redacted]");
             normal = serde_json::from_str(&text).unwrap_or(Value::Null);
         }
-        let response: Value =
-            serde_json::from_str(&response_text).unwrap_or(Value::String(response_text));
+        let response: Value = match serde_json::from_str(&response_text) {
+            Ok(v) => match scrubber {
+                Some(s) => s.scrub_value(&v),
+                None => v,
+            },
+            Err(_) => Value::String(match scrubber {
+                Some(s) => s.scrub(&response_text),
+                None => response_text,
+            }),
+        };
         let mut all = match self.interactions.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -189,7 +238,16 @@ impl Recorder {
 
 /// The match key of a request body; `None` when it is not a JSON chat request.
 pub fn match_key(request_body: &[u8]) -> Option<String> {
-    normalise(request_body).map(|n| digest(&n))
+    match_key_scrubbed(request_body, None)
+}
+
+/// The match key of a request body after `scrubber` replaced its canaries.
+pub fn match_key_scrubbed(request_body: &[u8], scrubber: Option<&Scrubber>) -> Option<String> {
+    let normal = normalise(request_body)?;
+    Some(match scrubber {
+        Some(s) => digest(&s.scrub_value(&normal)),
+        None => digest(&normal),
+    })
 }
 
 fn digest(v: &Value) -> String {

@@ -146,6 +146,11 @@ impl GroundTruth {
         &self.owner
     }
 
+    /// Whether `table` is a table of schema `public` with an `id` column.
+    pub fn has_table(&self, table: &str) -> bool {
+        self.tables.contains_key(table)
+    }
+
     pub fn is_tenant_table(&self, table: &str) -> bool {
         self.tables.get(table).copied().unwrap_or(false)
     }

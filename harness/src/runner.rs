@@ -16,12 +16,12 @@ use futures::StreamExt;
 use preflight_enforcer::{CallContext, Gateway};
 use preflight_reports::{Evidence, Finding, Severity, ToolCallRecord, Verdict};
 
-use crate::agent::{run_agent, AgentRun, AgentSettings, RunOutcome, DEFAULT_MAX_STEPS};
+use crate::agent::{run_agent, AgentRun, AgentSettings, RunOutcome};
 use crate::cassette::{Cassette, Recorder};
 use crate::client::{ChatClient, Endpoint, RetryPolicy};
 use crate::evidence::GroundTruth;
 use crate::guard::PrincipalGuard;
-use crate::judge::{self, Check, CheckKind};
+use crate::judge::{self, Check, CheckKind, PolicyView};
 use crate::providers::{ReplayServer, ScriptedOptions, ScriptedServer};
 use crate::scenario::Scenario;
 use crate::transcript::{self, Scrubber};
@@ -67,6 +67,9 @@ pub struct RunPlan {
     pub recorder: Option<Arc<Recorder>>,
     pub transcripts_dir: Option<PathBuf>,
     pub require: Require,
+    /// The policy the layer enforces, as the judge reads it (hidden fields, relations); without
+    /// it the secrets check cannot judge PII and says so.
+    pub policy: Option<Arc<PolicyView>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -166,14 +169,24 @@ pub async fn execute(
         truth.as_ref().map(|t| t.canaries.as_slice()).unwrap_or(&[]),
     ));
     // One replay server serves every run; scripted servers are per run (each has its script).
+    // Cassettes never hold a canary: recorded exchanges are scrubbed, and replayed requests are
+    // scrubbed the same way before they are matched.
+    let canaries = Arc::new(Scrubber::canaries_only(
+        truth.as_ref().map(|t| t.canaries.as_slice()).unwrap_or(&[]),
+    ));
+    if let Some(r) = &plan.recorder {
+        r.scrub_canaries(canaries.clone());
+    }
     let replay = match &plan.provider {
-        Provider::Replay(c) => match ReplayServer::start((**c).clone()).await {
-            Ok(s) => Some(Arc::new(s)),
-            Err(e) => {
-                tracing::error!("cannot start the replay server: {e}");
-                None
+        Provider::Replay(c) => {
+            match ReplayServer::start_scrubbed((**c).clone(), Some(canaries)).await {
+                Ok(s) => Some(Arc::new(s)),
+                Err(e) => {
+                    tracing::error!("cannot start the replay server: {e}");
+                    None
+                }
             }
-        },
+        }
         Provider::Scripted | Provider::OpenAi(_) => None,
     };
     let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -273,6 +286,8 @@ async fn run_one(
             tool_list_stable: true,
             model_retries: 0,
             own_tenant_in_results: 0,
+            max_tool_calls_per_reply: settings.max_tool_calls_per_reply,
+            tool_calls_over_cap: 0,
             duration: Duration::ZERO,
         },
         checks: vec![{
@@ -361,6 +376,8 @@ async fn run_one(
             })
             .unwrap_or_default(),
         transcript_clean: None,
+        policy: plan.policy.clone(),
+        model_requests: scripted.as_ref().map(|s| s.requests()),
     };
     let mut transcript_path = None;
     if let Some(dir) = &plan.transcripts_dir {
@@ -673,11 +690,6 @@ pub fn system_prompt_finding(prompt: &str) -> Finding {
         location: None,
         duration: Duration::ZERO,
     }
-}
-
-/// LLM-2 at plan level: a scenario configured above the cap.
-pub fn step_cap_ok(scenario: &Scenario) -> bool {
-    scenario.max_steps <= DEFAULT_MAX_STEPS
 }
 
 fn excerpt(s: &str, max: usize) -> String {

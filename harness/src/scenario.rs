@@ -28,7 +28,7 @@ pub struct Scenario {
     pub path: String,
     pub principal: Principal,
     pub task: String,
-    /// The step cap for this scenario (default 12; above 12 is an LLM-2 finding, not an error).
+    /// The step cap for this scenario (default 12; above 12 is refused by the loader, LLM-2).
     pub max_steps: u32,
     /// Extra checklist ids this scenario evidences (beyond the ones each check cites).
     pub checklist: Vec<String>,
@@ -500,6 +500,16 @@ impl Cx {
                     self.err(n, "max_steps", "expected at least 1");
                     None
                 }
+                // LLM-2: a cap above the limit is refused before anything runs, not judged after
+                // a runaway agent has had its extra tries.
+                Some(v) if v > DEFAULT_MAX_STEPS => {
+                    self.err(
+                        n,
+                        "max_steps",
+                        format!("expected at most {DEFAULT_MAX_STEPS} (LLM-2: the agent loop's step cap is <= {DEFAULT_MAX_STEPS}), got {v}"),
+                    );
+                    None
+                }
                 v => v,
             },
             None => Some(DEFAULT_MAX_STEPS),
@@ -935,6 +945,20 @@ expect:
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }
+    }
+
+    #[test]
+    fn a_step_cap_above_twelve_is_refused_at_load() {
+        let text = "name: runaway\nprincipal: {tenant: acme, user: u, roles: [support]}\ntask: Poll.\nmax_steps: 20\n";
+        let errs = load_str(text, "cap.yaml").unwrap_err();
+        assert_eq!(errs.0.len(), 1, "{errs}");
+        assert!(
+            errs.to_string()
+                .contains("cap.yaml:4:12: error: max_steps: expected at most 12"),
+            "{errs}"
+        );
+        let ok = load_str(&text.replace("20", "12"), "cap.yaml").expect("12 is the limit");
+        assert_eq!(ok.max_steps, 12);
     }
 
     #[test]

@@ -56,6 +56,14 @@ impl Scrubber {
         }
     }
 
+    /// Replaces registered canaries only, no patterns: for cassettes, whose model text must stay
+    /// as recorded apart from the values that must never be stored.
+    pub fn canaries_only(canaries: &[Canary]) -> Self {
+        let mut s = Self::new(canaries);
+        s.patterns.clear();
+        s
+    }
+
     pub fn scrub(&self, text: &str) -> String {
         let mut out = text.to_string();
         for c in &self.canaries {

@@ -9,12 +9,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Args, Subcommand, ValueEnum};
-use preflight_enforcer::policy::Catalog;
+use preflight_enforcer::policy::{Catalog, Policy};
 use preflight_enforcer::{Fault, Faults, Gateway};
-use preflight_harness::agent::{AgentSettings, ResultOrigin, DEFAULT_SYSTEM_PROMPT};
+use preflight_harness::agent::{
+    AgentSettings, ResultOrigin, DEFAULT_MAX_TOOL_CALLS_PER_REPLY, DEFAULT_SYSTEM_PROMPT,
+};
 use preflight_harness::cassette::{Cassette, Recorder};
 use preflight_harness::client::{Endpoint, RetryPolicy};
 use preflight_harness::evidence::GroundTruth;
+use preflight_harness::judge::PolicyView;
 use preflight_harness::runner::{self, AgentEvent, Provider, Require, RunPlan};
 use preflight_harness::scenario;
 use preflight_probes::target::{BuiltinTarget, GatewayFactory};
@@ -84,6 +87,11 @@ pub struct AgentRunArgs {
     #[arg(long, value_name = "N")]
     pub max_tokens: Option<u32>,
 
+    /// Tool calls run per model reply; calls past it get a `validation_error` from the harness
+    /// and never reach the layer.
+    #[arg(long, default_value_t = DEFAULT_MAX_TOOL_CALLS_PER_REPLY, value_name = "N")]
+    pub max_tool_calls: usize,
+
     /// Record every model exchange of this run into a cassette (.yaml/.yml or JSON); only with
     /// --provider openai. API keys and headers are never recorded.
     #[arg(long, value_name = "FILE")]
@@ -145,7 +153,7 @@ pub async fn run(command: AgentCommand) -> CmdResult {
 async fn run_scenarios(args: AgentRunArgs) -> CmdResult {
     let started = Instant::now();
     let started_at = chrono_now();
-    let plan = plan(&args)?;
+    let mut plan = plan(&args)?;
     let (db, fixtures) = args.db.to_db()?;
 
     eprintln!(
@@ -166,7 +174,8 @@ async fn run_scenarios(args: AgentRunArgs) -> CmdResult {
         .clone()
         .unwrap_or_else(|| fixtures.dir.join("policy.yaml"));
     let faults: Faults = args.faults.iter().copied().collect();
-    let gateway = build_gateway(&policy_file, &database, faults.clone()).await?;
+    let (gateway, policy) = build_gateway(&policy_file, &database, faults.clone()).await?;
+    plan.policy = Some(Arc::new(PolicyView::from_policy(&policy)));
 
     let on_event = |e: AgentEvent| match e {
         AgentEvent::Started { runs, scenarios } => {
@@ -285,6 +294,10 @@ fn plan(args: &AgentRunArgs) -> Result<RunPlan, CliError> {
     settings.system_prompt = system_prompt;
     settings.temperature = args.temperature;
     settings.max_tokens = args.max_tokens;
+    if args.max_tool_calls == 0 {
+        return Err(CliError::config("--max-tool-calls must be at least 1"));
+    }
+    settings.max_tool_calls_per_reply = args.max_tool_calls;
     let plan = RunPlan {
         scenarios,
         repeat: args.repeat,
@@ -301,6 +314,8 @@ fn plan(args: &AgentRunArgs) -> Result<RunPlan, CliError> {
             RequireArg::All => Require::All,
             RequireArg::Any => Require::Any,
         },
+        // Set once the policy is loaded against the provisioned database.
+        policy: None,
     };
     plan.validate().map_err(CliError::config)?;
     Ok(plan)
@@ -308,12 +323,13 @@ fn plan(args: &AgentRunArgs) -> Result<RunPlan, CliError> {
 
 /// The built-in enforcement layer for the policy, checked against the live catalog, started the
 /// way `preflight probe` starts it: the policy's audit sinks (the Postgres log in the call's own
-/// transaction), its budget store, and the approvals queue in the database.
+/// transaction), its budget store, and the approvals queue in the database. Returns the policy
+/// too: the judge reads its hidden fields and relations.
 async fn build_gateway(
     policy_file: &Path,
     database: &preflight_probes::db::Database,
     faults: Faults,
-) -> Result<Arc<dyn Gateway>, CliError> {
+) -> Result<(Arc<dyn Gateway>, Policy), CliError> {
     let owner = database.owner_pool().await.map_err(db_error)?;
     let catalog = Catalog::read(&owner)
         .await
@@ -322,10 +338,11 @@ async fn build_gateway(
         preflight_enforcer::policy::load(policy_file, Some(&catalog)).map_err(CliError::config)?;
     let target = BuiltinTarget::new(database.agent_url(), database.owner_url())
         .map_err(|e| CliError::infra(format!("cannot start the built-in layer: {e}")))?;
-    target
-        .instance(Arc::new(policy), faults)
+    let gateway = target
+        .instance(Arc::new(policy.clone()), faults)
         .await
-        .map_err(|e| CliError::infra(format!("cannot start the built-in layer: {e}")))
+        .map_err(|e| CliError::infra(format!("cannot start the built-in layer: {e}")))?;
+    Ok((gateway, policy))
 }
 
 fn chrono_now() -> String {

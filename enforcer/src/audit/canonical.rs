@@ -7,12 +7,20 @@
 //!
 //! ```text
 //! hash    = lower-hex( sha256( utf8( prev_hash || '|' || payload ) ) )
-//! payload = 20 fields rendered as text (NULL renders as ''), joined by U+001F:
-//!           id, at, trace_id, tenant_id, user_id, roles (joined by ','), tool,
-//!           arguments (jsonb's own text), arguments_sha256, decision, error_code,
-//!           rows_returned, rows_affected, duration_ms (float8 shortest text), reason,
-//!           approval_id, approver, policy_hash, subjects (joined by ','), actor
+//! payload = jsonb_build_array(20 fields)::text, i.e. one JSON array in jsonb's text rendering:
+//!           id, at, trace_id, tenant_id, user_id, roles, tool, arguments, arguments_sha256,
+//!           decision, error_code, rows_returned, rows_affected, duration_ms, reason,
+//!           approval_id, approver, policy_hash, subjects, actor
 //! ```
+//!
+//! Every field is a JSON value of its own: text as a JSON string (escaped, so no text can reach
+//! into the next field), ids and row counts as numbers, `duration_ms` as the string of its
+//! float8 text, `arguments` as the JSON value itself, `roles` and `subjects` as arrays of
+//! strings, and NULL as `null`, distinct from `""` and from `[]`. Two records with different
+//! fields therefore never have the same payload: moving text between `reason` and
+//! `approval_id`, splitting one role in two, or turning NULL into `''` all change the hash. (The
+//! earlier form joined text fields with U+001F and lists with `,`, unescaped, and rendered NULL
+//! like `''`, so each of those edits kept every hash valid.)
 //!
 //! The main type is [`ChainedRecord`], a record as stored: the gateway's [`AuditRecord`] plus the
 //! fields the sink assigns (`id`, `at`, `actor`) and the chain (`prev_hash`, `hash`).
@@ -24,13 +32,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::pgtext::write_jsonb;
+pub use super::pgtext::{
+    format_time, jsonb_text, now_text, numeric_text, pg_float8_text, write_jsonb_string,
+};
 use super::record::{AuditRecord, Decision};
 
 /// The `prev_hash` of the first record of a chain.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-
-/// The field separator of the canonical payload (ASCII unit separator).
-pub const FIELD_SEPARATOR: char = '\u{1f}';
 
 /// One audit record as stored by a chained sink (Postgres row or JSONL line).
 ///
@@ -115,43 +124,31 @@ impl ChainedRecord {
     /// Appends the canonical payload to `out`. The verifier's hot path: one buffer, no
     /// intermediate strings.
     pub fn write_payload(&self, out: &mut String) {
-        // Writing to a String cannot fail.
-        let _ = write!(out, "{}", self.id);
-        let sep = |out: &mut String, field: &str| {
-            out.push(FIELD_SEPARATOR);
-            out.push_str(field);
-        };
-        sep(out, &self.at);
-        sep(out, &self.trace_id);
-        sep(out, self.tenant_id.as_deref().unwrap_or(""));
-        sep(out, self.user_id.as_deref().unwrap_or(""));
-        out.push(FIELD_SEPARATOR);
-        push_joined(out, self.roles.as_deref().unwrap_or(&[]));
-        sep(out, &self.tool);
-        out.push(FIELD_SEPARATOR);
-        write_jsonb(&self.arguments, out);
-        sep(out, &self.arguments_sha256);
-        sep(out, &self.decision);
-        sep(out, self.error_code.as_deref().unwrap_or(""));
-        out.push(FIELD_SEPARATOR);
-        if let Some(v) = self.rows_returned {
-            let _ = write!(out, "{v}");
+        let mut p = PayloadWriter::new(out);
+        p.number(Some(self.id));
+        p.text(Some(&self.at));
+        p.text(Some(&self.trace_id));
+        p.text(self.tenant_id.as_deref());
+        p.text(self.user_id.as_deref());
+        p.list(self.roles.as_deref());
+        p.text(Some(&self.tool));
+        write_jsonb(&self.arguments, p.field());
+        p.text(Some(&self.arguments_sha256));
+        p.text(Some(&self.decision));
+        p.text(self.error_code.as_deref());
+        p.number(self.rows_returned);
+        p.number(self.rows_affected);
+        match self.duration_ms {
+            Some(v) => p.text(Some(&pg_float8_text(v))),
+            None => p.text(None),
         }
-        out.push(FIELD_SEPARATOR);
-        if let Some(v) = self.rows_affected {
-            let _ = write!(out, "{v}");
-        }
-        out.push(FIELD_SEPARATOR);
-        if let Some(v) = self.duration_ms {
-            out.push_str(&pg_float8_text(v));
-        }
-        sep(out, self.reason.as_deref().unwrap_or(""));
-        sep(out, self.approval_id.as_deref().unwrap_or(""));
-        sep(out, self.approver.as_deref().unwrap_or(""));
-        sep(out, &self.policy_hash);
-        out.push(FIELD_SEPARATOR);
-        push_joined(out, &self.subjects);
-        sep(out, &self.actor);
+        p.text(self.reason.as_deref());
+        p.text(self.approval_id.as_deref());
+        p.text(self.approver.as_deref());
+        p.text(Some(&self.policy_hash));
+        p.list(Some(&self.subjects));
+        p.text(Some(&self.actor));
+        p.finish();
     }
 
     /// Whether the stored hash matches the recomputed one.
@@ -170,17 +167,84 @@ impl ChainedRecord {
     }
 }
 
-/// Joins rendered fields with the unit separator.
-pub fn join_payload(fields: &[&str]) -> String {
-    let len = fields.iter().map(|f| f.len() + 1).sum();
-    let mut out = String::with_capacity(len);
-    for (i, f) in fields.iter().enumerate() {
-        if i > 0 {
-            out.push(FIELD_SEPARATOR);
-        }
-        out.push_str(f);
+/// Builds a payload field by field: `[`, the fields separated by `", "` (jsonb's array
+/// separator), `]`. Shared by [`ChainedRecord::write_payload`] and the Postgres verifier, which
+/// renders the fields of a `COPY` row with it.
+pub struct PayloadWriter<'a> {
+    out: &'a mut String,
+    fields: usize,
+}
+
+impl<'a> PayloadWriter<'a> {
+    pub fn new(out: &'a mut String) -> Self {
+        out.push('[');
+        Self { out, fields: 0 }
     }
-    out
+
+    /// Starts the next field and hands out the buffer to write its JSON into.
+    pub fn field(&mut self) -> &mut String {
+        if self.fields > 0 {
+            self.out.push_str(", ");
+        }
+        self.fields += 1;
+        self.out
+    }
+
+    /// A text field: a JSON string, or `null`.
+    pub fn text(&mut self, v: Option<&str>) {
+        let out = self.field();
+        match v {
+            Some(s) => write_jsonb_string(s, out),
+            None => out.push_str("null"),
+        }
+    }
+
+    /// An integer field: a JSON number, or `null`.
+    pub fn number(&mut self, v: Option<i64>) {
+        let out = self.field();
+        match v {
+            Some(n) => {
+                let _ = write!(out, "{n}");
+            }
+            None => out.push_str("null"),
+        }
+    }
+
+    /// A list of text: a JSON array of strings, or `null`.
+    pub fn list(&mut self, items: Option<&[String]>) {
+        let out = self.field();
+        match items {
+            None => out.push_str("null"),
+            Some(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    write_jsonb_string(item, out);
+                }
+                out.push(']');
+            }
+        }
+    }
+
+    /// A field already rendered as jsonb text (a `COPY` of `arguments::text` or
+    /// `to_jsonb(roles)::text`), or `null`.
+    pub fn raw(&mut self, json_text: Option<&str>) {
+        self.field().push_str(json_text.unwrap_or("null"));
+    }
+
+    pub fn finish(self) {
+        self.out.push(']');
+    }
+}
+
+/// The payload with its first field, the id, replaced by `id` (the verifier's test of whether
+/// a record was renumbered); `None` when `payload` does not start with an id.
+pub fn payload_with_id(payload: &str, id: i64) -> Option<String> {
+    let rest = payload.strip_prefix('[')?;
+    let end = rest.find(|c: char| !(c.is_ascii_digit() || c == '-'))?;
+    Some(format!("[{id}{}", &rest[end..]))
 }
 
 /// `lower-hex(sha256(prev_hash || '|' || payload))`.
@@ -195,15 +259,6 @@ pub fn hash_matches(prev_hash: &str, payload: &str, hash: &str) -> bool {
     let mut hex_text = [0u8; 64];
     // 32 bytes always fit 64 hex digits.
     hex::encode_to_slice(digest, &mut hex_text).is_ok() && hex_text[..] == *hash.as_bytes()
-}
-
-fn push_joined(out: &mut String, items: &[String]) {
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(item);
-    }
 }
 
 /// The chain hash as raw bytes (the verifier's hot path compares bytes, not hex).
@@ -354,267 +409,10 @@ pub fn normalize_record(record: &AuditRecord) -> AuditRecord {
     }
 }
 
-/// The canonical UTC time text, `YYYY-MM-DDTHH:MM:SS.ffffffZ` (what the trigger's `to_char` gives).
-pub fn format_time(at: chrono::DateTime<chrono::Utc>) -> String {
-    use chrono::{Datelike, Timelike};
-    let nanos = at.nanosecond();
-    if nanos >= 1_000_000_000 || !(0..=9999).contains(&at.year()) {
-        // A leap second, or a year outside four digits: leave the edge cases to chrono.
-        return at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
-    }
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-        at.year(),
-        at.month(),
-        at.day(),
-        at.hour(),
-        at.minute(),
-        at.second(),
-        nanos / 1000
-    )
-}
-
-/// The current time truncated to microseconds (Postgres' resolution), in canonical text.
-pub fn now_text() -> String {
-    format_time(chrono::Utc::now())
-}
-
-/// jsonb's own text rendering (`jsonb_out`), so a JSONL record hashes like its Postgres twin:
-/// object keys ordered by length then bytes (duplicates cannot occur in a `Value`), `", "` and
-/// `": "` separators, numbers as Postgres `numeric` prints them, strings escaped like
-/// `escape_json`.
-pub fn jsonb_text(v: &Value) -> String {
-    let mut out = String::new();
-    write_jsonb(v, &mut out);
-    out
-}
-
-fn write_jsonb(v: &Value, out: &mut String) {
-    match v {
-        Value::Null => out.push_str("null"),
-        Value::Bool(true) => out.push_str("true"),
-        Value::Bool(false) => out.push_str("false"),
-        Value::Number(n) => out.push_str(&numeric_text(&n.to_string())),
-        Value::String(s) => write_jsonb_string(s, out),
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                write_jsonb(item, out);
-            }
-            out.push(']');
-        }
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort_by(|a, b| {
-                a.len()
-                    .cmp(&b.len())
-                    .then_with(|| a.as_bytes().cmp(b.as_bytes()))
-            });
-            out.push('{');
-            for (i, k) in keys.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                write_jsonb_string(k, out);
-                out.push_str(": ");
-                if let Some(child) = map.get(*k) {
-                    write_jsonb(child, out);
-                }
-            }
-            out.push('}');
-        }
-    }
-}
-
-fn write_jsonb_string(s: &str, out: &mut String) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
-/// Renders a JSON number's text the way Postgres `numeric_out` prints the value `numeric_in`
-/// parsed from it: plain decimal notation, display scale = fraction digits minus exponent
-/// (never below 0), no sign on zero.
-pub fn numeric_text(json_number: &str) -> String {
-    let (negative, rest) = match json_number.strip_prefix('-') {
-        Some(r) => (true, r),
-        None => (false, json_number),
-    };
-    let (mantissa, exponent) = match rest.find(['e', 'E']) {
-        Some(pos) => {
-            let exp: i64 = rest[pos + 1..].parse().unwrap_or(0);
-            (&rest[..pos], exp)
-        }
-        None => (rest, 0),
-    };
-    let (int_part, frac_part) = match mantissa.find('.') {
-        Some(pos) => (&mantissa[..pos], &mantissa[pos + 1..]),
-        None => (mantissa, ""),
-    };
-    let digits: String = format!("{int_part}{frac_part}");
-    // value = digits * 10^(exponent - frac_len)
-    let point_shift = exponent - frac_part.len() as i64;
-    let scale = (-point_shift).max(0) as usize;
-    let mut all = digits;
-    if point_shift > 0 {
-        all.extend(std::iter::repeat_n('0', point_shift as usize));
-    }
-    // Now value = all * 10^-scale.
-    if all.len() <= scale {
-        let pad = scale + 1 - all.len();
-        all = format!("{}{all}", "0".repeat(pad));
-    }
-    let split = all.len() - scale;
-    let int_digits = all[..split].trim_start_matches('0');
-    let int_digits = if int_digits.is_empty() {
-        "0"
-    } else {
-        int_digits
-    };
-    let frac_digits = &all[split..];
-    let is_zero = int_digits == "0" && frac_digits.bytes().all(|b| b == b'0');
-    let mut out = String::new();
-    if negative && !is_zero {
-        out.push('-');
-    }
-    out.push_str(int_digits);
-    if scale > 0 {
-        out.push('.');
-        out.push_str(frac_digits);
-    }
-    out
-}
-
-/// Renders an `f64` as Postgres `float8out` does with `extra_float_digits >= 1`: the shortest
-/// text that round-trips, in fixed notation when the decimal exponent is in `-4..15`, otherwise
-/// as `d.ddde+XX` with at least two exponent digits.
-pub fn pg_float8_text(v: f64) -> String {
-    if v.is_nan() {
-        return "NaN".to_string();
-    }
-    if v.is_infinite() {
-        return if v > 0.0 { "Infinity" } else { "-Infinity" }.to_string();
-    }
-    if v == 0.0 {
-        return if v.is_sign_negative() { "-0" } else { "0" }.to_string();
-    }
-    // Rust's `{:e}` gives the shortest round-trip digits as `d.ddddde<exp>`.
-    let sci = format!("{:e}", v.abs());
-    let (mant, exp) = match sci.split_once('e') {
-        Some((m, e)) => (m, e.parse::<i32>().unwrap_or(0)),
-        None => (sci.as_str(), 0),
-    };
-    let digits: String = mant.chars().filter(|c| *c != '.').collect();
-    let mut out = String::new();
-    if v < 0.0 {
-        out.push('-');
-    }
-    if (-4..15).contains(&exp) {
-        if exp >= 0 {
-            let int_len = exp as usize + 1;
-            if digits.len() <= int_len {
-                out.push_str(&digits);
-                out.extend(std::iter::repeat_n('0', int_len - digits.len()));
-            } else {
-                out.push_str(&digits[..int_len]);
-                out.push('.');
-                out.push_str(&digits[int_len..]);
-            }
-        } else {
-            out.push_str("0.");
-            out.extend(std::iter::repeat_n('0', (-exp - 1) as usize));
-            out.push_str(&digits);
-        }
-    } else {
-        out.push_str(&digits[..1]);
-        if digits.len() > 1 {
-            out.push('.');
-            out.push_str(&digits[1..]);
-        }
-        out.push('e');
-        out.push(if exp < 0 { '-' } else { '+' });
-        let _ = write!(out, "{:02}", exp.unsigned_abs());
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn float8_matches_postgres_rules() {
-        let cases = [
-            (0.0, "0"),
-            (1.0, "1"),
-            (1.5, "1.5"),
-            (0.1, "0.1"),
-            (0.0001, "0.0001"),
-            (0.00001, "1e-05"),
-            (123456789012345.0, "123456789012345"),
-            (1e15, "1e+15"),
-            (1.25e20, "1.25e+20"),
-            (12.345678, "12.345678"),
-            (1e100, "1e+100"),
-            (-2.5, "-2.5"),
-            (0.30000000000000004, "0.30000000000000004"),
-        ];
-        for (v, want) in cases {
-            assert_eq!(pg_float8_text(v), want, "{v}");
-        }
-    }
-
-    #[test]
-    fn numeric_matches_postgres_rules() {
-        let cases = [
-            ("1", "1"),
-            ("-0", "0"),
-            ("-0.0", "0.0"),
-            ("1.50", "1.50"),
-            ("1.5e1", "15"),
-            ("1.55e1", "15.5"),
-            ("15e-1", "1.5"),
-            ("1e20", "100000000000000000000"),
-            ("1e-7", "0.0000001"),
-            ("-12.5E+2", "-1250"),
-            ("0.000", "0.000"),
-            ("007", "7"),
-        ];
-        for (input, want) in cases {
-            assert_eq!(numeric_text(input), want, "{input}");
-        }
-    }
-
-    #[test]
-    fn jsonb_text_orders_keys_like_postgres() {
-        let v =
-            json!({"bb": 1, "a": [1, 2.5, "x\ny"], "ccc": {"z": null, "yy": true}, "b": "q\"\\"});
-        assert_eq!(
-            jsonb_text(&v),
-            r#"{"a": [1, 2.5, "x\ny"], "b": "q\"\\", "bb": 1, "ccc": {"z": null, "yy": true}}"#
-        );
-        assert_eq!(jsonb_text(&json!({})), "{}");
-        assert_eq!(jsonb_text(&json!([])), "[]");
-        assert_eq!(jsonb_text(&json!("\u{1}é")), "\"\\u0001é\"");
-    }
 
     #[test]
     fn sealed_record_is_self_consistent_and_sensitive_to_every_field() {
@@ -650,9 +448,8 @@ mod tests {
         assert!(back.self_consistent());
     }
 
-    #[test]
-    fn payload_is_the_twenty_fields_joined() {
-        let rec = AuditRecord {
+    fn sample() -> AuditRecord {
+        AuditRecord {
             trace_id: "t".into(),
             tenant_id: "acme".into(),
             user_id: "u".into(),
@@ -670,49 +467,88 @@ mod tests {
             approver: None,
             policy_hash: "p".into(),
             subjects: vec!["orders:7".into(), "customers:2".into()],
-        };
-        let sealed = ChainedRecord::seal(
-            &rec,
+        }
+    }
+
+    fn sealed(rec: &AuditRecord) -> ChainedRecord {
+        ChainedRecord::seal(
+            rec,
             12,
             "2024-02-29T23:59:59.000001Z".into(),
             "me".into(),
             GENESIS_HASH.into(),
+        )
+    }
+
+    #[test]
+    fn payload_is_one_json_array_of_the_twenty_fields() {
+        let sealed = sealed(&sample());
+        let want = concat!(
+            r#"[12, "2024-02-29T23:59:59.000001Z", "t", "acme", "u", ["support", "admin"], "#,
+            r#""db_update", {"id": 7, "set": {"status": "x"}, "model": "orders"}, "h", "deny", "#,
+            r#""reason_required", null, -3, "1e-05", "because", "ap-1", null, "p", "#,
+            r#"["orders:7", "customers:2"], "me"]"#
         );
-        let want = join_payload(&[
-            "12",
-            "2024-02-29T23:59:59.000001Z",
-            "t",
-            "acme",
-            "u",
-            "support,admin",
-            "db_update",
-            r#"{"id": 7, "set": {"status": "x"}, "model": "orders"}"#,
-            "h",
-            "deny",
-            "reason_required",
-            "",
-            "-3",
-            "1e-05",
-            "because",
-            "ap-1",
-            "",
-            "p",
-            "orders:7,customers:2",
-            "me",
-        ]);
         assert_eq!(sealed.payload(), want);
+        // The payload is JSON: 20 fields, NULL as null.
+        let parsed: Vec<Value> = serde_json::from_str(&sealed.payload()).unwrap();
+        assert_eq!(parsed.len(), 20);
         let mut bare = sealed.clone();
         bare.tenant_id = None;
         bare.roles = None;
         bare.duration_ms = None;
         bare.subjects.clear();
-        let fields: Vec<String> = want.split(FIELD_SEPARATOR).map(str::to_string).collect();
-        let mut expected: Vec<&str> = fields.iter().map(String::as_str).collect();
-        expected[3] = "";
-        expected[5] = "";
-        expected[13] = "";
-        expected[18] = "";
-        assert_eq!(bare.payload(), join_payload(&expected));
+        let parsed: Vec<Value> = serde_json::from_str(&bare.payload()).unwrap();
+        assert_eq!(parsed[3], Value::Null);
+        assert_eq!(parsed[5], Value::Null);
+        assert_eq!(parsed[13], Value::Null);
+        assert_eq!(parsed[18], json!([]));
+        assert_eq!(payload_with_id(&sealed.payload(), 7).unwrap()[..4], *"[7, ");
+        assert_eq!(payload_with_id("x", 7), None);
+    }
+
+    /// Edits that kept every hash valid under the old form (fields joined by U+001F, lists by
+    /// `,`, NULL rendered as ''): each must now change the payload.
+    #[test]
+    fn edits_that_collided_before_change_the_payload() {
+        let mut base = sample();
+        base.reason = Some("refund\u{1f}ap-9".into());
+        base.approval_id = None;
+        let mut shifted = base.clone();
+        shifted.reason = Some("refund".into());
+        shifted.approval_id = Some("ap-9".into());
+        let mut roles_split = sample();
+        roles_split.roles = vec!["support".into(), "ad".into(), "min".into()];
+        let mut roles_joined = sample();
+        roles_joined.roles = vec!["support,ad".into(), "min".into()];
+        let mut subjects_joined = sample();
+        subjects_joined.subjects = vec!["orders:7,customers:2".into()];
+        let mut empty_reason = sample();
+        empty_reason.reason = Some(String::new());
+        let mut null_reason = sample();
+        null_reason.reason = None;
+        let mut one_empty_role = sample();
+        one_empty_role.roles = vec![String::new()];
+        let mut no_roles = sample();
+        no_roles.roles = vec![];
+        let pairs = [
+            ("text moved between reason and approval_id", &base, &shifted),
+            ("a role split in two", &roles_split, &roles_joined),
+            ("a subject list joined", &sample(), &subjects_joined),
+            ("NULL and ''", &null_reason, &empty_reason),
+            ("[] and ['']", &no_roles, &one_empty_role),
+        ];
+        for (what, a, b) in pairs {
+            let (a, b) = (sealed(a), sealed(b));
+            assert_ne!(a.payload(), b.payload(), "{what}");
+            assert_ne!(a.hash, b.hash, "{what}");
+        }
+        // A NULL list and an empty one differ too (Postgres rows can hold either).
+        let mut null_roles = sealed(&sample());
+        null_roles.roles = None;
+        let mut empty_roles = null_roles.clone();
+        empty_roles.roles = Some(vec![]);
+        assert_ne!(null_roles.payload(), empty_roles.payload());
     }
 
     #[test]
@@ -723,24 +559,6 @@ mod tests {
         assert!(!hash_matches(GENESIS_HASH, "payload", &h.to_uppercase()));
         assert!(!hash_matches(GENESIS_HASH, "payload", &h[..63]));
         assert!(!hash_matches(GENESIS_HASH, "payload", ""));
-    }
-
-    #[test]
-    fn time_text_matches_strftime() {
-        use chrono::TimeZone;
-        for (secs, nanos) in [
-            (0, 0),
-            (1_709_251_199, 999_999_999),
-            (1_709_251_199, 1_000),
-            (4_102_444_800, 123_456_789),
-        ] {
-            let at = chrono::Utc.timestamp_opt(secs, nanos).unwrap();
-            assert_eq!(
-                format_time(at),
-                at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
-            );
-        }
-        assert_eq!(now_text().len(), "2024-01-01T00:00:00.000000Z".len());
     }
 
     #[test]

@@ -13,6 +13,7 @@
 
 pub mod canonical;
 pub mod jsonl;
+mod pgtext;
 pub mod postgres;
 pub mod prune;
 mod record;

@@ -29,7 +29,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sqlx::{Connection, PgConnection};
 
-use super::canonical::{hash_matches, FIELD_SEPARATOR, GENESIS_HASH};
+use super::canonical::{hash_matches, payload_with_id, PayloadWriter, GENESIS_HASH};
 use super::jsonl::{parse_line, JsonlCut, JsonlLine};
 use super::workers::{verify_threads, Workers};
 
@@ -67,11 +67,8 @@ impl ChainRow {
 
     /// Whether the record's hash matches its payload with `id` in place of its stored id.
     fn consistent_with_id(&self, id: i64) -> bool {
-        let rest = match self.payload.find(FIELD_SEPARATOR) {
-            Some(i) => &self.payload[i..],
-            None => "",
-        };
-        hash_matches(&self.prev_hash, &format!("{id}{rest}"), &self.hash)
+        payload_with_id(&self.payload, id)
+            .is_some_and(|p| hash_matches(&self.prev_hash, &p, &self.hash))
     }
 
     /// The id this record was sealed with, if its stored id was changed (searched near `around`).
@@ -809,13 +806,32 @@ fn read_some(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
     }
 }
 
-/// The rendered columns of one row, in canonical order, then prev_hash and hash.
+/// The columns of one row, in canonical order, then prev_hash and hash. Each is rendered as
+/// the trigger renders it (jsonb text for `arguments` and the two lists, float8 text for the
+/// duration); the payload around them is built here ([`COPY_KINDS`]), never by the database.
 const COPY_QUERY: &str = "COPY (SELECT id, \
     to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
-    trace_id, tenant_id, user_id, array_to_string(roles, ','), tool, arguments::text, \
+    trace_id, tenant_id, user_id, to_jsonb(roles), tool, arguments, \
     arguments_sha256, decision, error_code, rows_returned, rows_affected, duration_ms, reason, \
-    approval_id, approver, policy_hash, array_to_string(subjects, ','), actor, prev_hash, hash \
+    approval_id, approver, policy_hash, to_jsonb(subjects), actor, prev_hash, hash \
     FROM preflight_audit.audit_log WHERE id > $START ORDER BY id) TO STDOUT";
+
+/// How each of the 20 payload columns of [`COPY_QUERY`] enters the payload.
+#[derive(Clone, Copy)]
+enum CopyKind {
+    /// Text, written as a JSON string.
+    Text,
+    /// An integer or jsonb text, written as it is.
+    Raw,
+}
+
+const COPY_KINDS: [CopyKind; 20] = {
+    use CopyKind::{Raw, Text};
+    [
+        Raw, Text, Text, Text, Text, Raw, Text, Raw, Text, Text, Text, Raw, Raw, Text, Text, Text,
+        Text, Text, Raw, Text,
+    ]
+};
 
 /// Verifies `preflight_audit.audit_log` (the connection must be able to read it: the owner).
 pub async fn verify_postgres(
@@ -955,14 +971,29 @@ fn parse_copy_row(line: &[u8]) -> Result<ChainRow, String> {
     if n != 22 {
         return Err(format!("{n} columns, expected 22"));
     }
-    let mut payload: Vec<u8> = Vec::with_capacity(line.len() + 32);
-    for (i, f) in fields[..20].iter().enumerate() {
-        if i > 0 {
-            payload.push(0x1f);
+    let mut payload = String::with_capacity(line.len() + 64);
+    let mut p = PayloadWriter::new(&mut payload);
+    let mut scratch: Vec<u8> = Vec::with_capacity(256);
+    for (f, kind) in fields[..20].iter().zip(COPY_KINDS) {
+        if *f == b"\\N" {
+            p.raw(None);
+            continue;
         }
-        unescape_copy(f, &mut payload);
+        // Most columns have no COPY escape: use them in place.
+        let bytes: &[u8] = if f.contains(&b'\\') {
+            scratch.clear();
+            unescape_copy(f, &mut scratch);
+            &scratch
+        } else {
+            f
+        };
+        let text = std::str::from_utf8(bytes).map_err(|_| "a column is not UTF-8".to_string())?;
+        match kind {
+            CopyKind::Text => p.text(Some(text)),
+            CopyKind::Raw => p.raw(Some(text)),
+        }
     }
-    let payload = String::from_utf8(payload).map_err(|_| "payload is not UTF-8".to_string())?;
+    p.finish();
     let id_text = std::str::from_utf8(fields[0]).map_err(|_| "bad id".to_string())?;
     let id: i64 = id_text.parse().map_err(|_| format!("bad id {id_text:?}"))?;
     let text = |f: &[u8]| -> Result<String, String> {

@@ -429,3 +429,139 @@ async fn subject_access_from_postgres() {
         .unwrap();
     assert_eq!(hits.len(), 1);
 }
+
+/// Edits that kept every hash valid under the earlier canonical form (fields joined by U+001F
+/// and lists by `,`, unescaped; NULL rendered as ''): each is now found, at its record, on the
+/// Postgres log and on a JSONL file.
+#[tokio::test]
+async fn edits_across_field_and_list_boundaries_are_found() {
+    // Record 3 carries a unit separator in its reason; record 4 a NULL reason and error code,
+    // and no roles.
+    let mut planted = record(2);
+    planted.reason = Some("goodwill\u{1f}ap-1".into());
+    planted.approval_id = None;
+    let mut bare = record(3);
+    bare.roles = vec![];
+    let records = [record(0), record(1), planted, bare, record(4)];
+    assert_eq!(records[3].reason, None);
+    assert_eq!(records[3].error_code, None);
+
+    // Postgres: each edit forced through as superuser, verified, then undone.
+    let db = small_db().await;
+    let sink = PostgresSink::connect(db.audit_url(), 1).await.unwrap();
+    for r in &records {
+        sink.append(None, r).await.expect("append");
+    }
+    let mut own = owner(&db).await;
+    let mut su = superuser(&db).await;
+    assert!(verify_postgres(&mut own, None).await.unwrap().intact());
+    let cases = [
+        (
+            "text moved from reason into approval_id",
+            "UPDATE preflight_audit.audit_log SET reason = 'goodwill', approval_id = 'ap-1' || chr(31) WHERE id = 3",
+            "UPDATE preflight_audit.audit_log SET reason = 'goodwill' || chr(31) || 'ap-1', approval_id = NULL WHERE id = 3",
+            3,
+        ),
+        (
+            "two roles joined into one",
+            "UPDATE preflight_audit.audit_log SET roles = ARRAY['support,analyst'] WHERE id = 2",
+            "UPDATE preflight_audit.audit_log SET roles = ARRAY['support', 'analyst'] WHERE id = 2",
+            2,
+        ),
+        (
+            "a subject split in two",
+            "UPDATE preflight_audit.audit_log SET subjects = ARRAY['orders:1', 'custom', 'ers:3'] WHERE id = 2",
+            "UPDATE preflight_audit.audit_log SET subjects = ARRAY['orders:1', 'customers:3'] WHERE id = 2",
+            2,
+        ),
+        (
+            "NULL reason made empty",
+            "UPDATE preflight_audit.audit_log SET reason = '' WHERE id = 4",
+            "UPDATE preflight_audit.audit_log SET reason = NULL WHERE id = 4",
+            4,
+        ),
+        (
+            "NULL error code made empty",
+            "UPDATE preflight_audit.audit_log SET error_code = '' WHERE id = 4",
+            "UPDATE preflight_audit.audit_log SET error_code = NULL WHERE id = 4",
+            4,
+        ),
+        (
+            "empty roles made NULL",
+            "UPDATE preflight_audit.audit_log SET roles = NULL WHERE id = 4",
+            "UPDATE preflight_audit.audit_log SET roles = '{}' WHERE id = 4",
+            4,
+        ),
+    ];
+    for (what, edit, undo, id) in cases {
+        tamper(&mut su, edit).await;
+        let r = verify_postgres(&mut own, None).await.unwrap();
+        let b = r
+            .first_break
+            .unwrap_or_else(|| panic!("postgres: {what}: the chain still verifies"));
+        assert_eq!(
+            (b.kind, b.id),
+            (BreakKind::Edited, id),
+            "{what}: {}",
+            b.detail
+        );
+        tamper(&mut su, undo).await;
+        assert!(
+            verify_postgres(&mut own, None).await.unwrap().intact(),
+            "postgres: {what}: not restored"
+        );
+    }
+
+    // JSONL: the same edits made to the lines.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    {
+        let sink = JsonlSink::open(&path, "test", FsyncPolicy::Never).unwrap();
+        for r in &records {
+            sink.append(None, r).await.unwrap();
+        }
+    }
+    assert!(verify_jsonl(&path, None).unwrap().intact());
+    let base: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    type Edit = fn(&mut serde_json::Value);
+    let edits: [(&str, usize, Edit); 6] = [
+        ("text moved from reason into approval_id", 2, |v| {
+            v["reason"] = "goodwill".into();
+            v["approval_id"] = "ap-1\u{1f}".into();
+        }),
+        ("two roles joined into one", 1, |v| {
+            v["roles"] = serde_json::json!(["support,analyst"]);
+        }),
+        ("a subject split in two", 1, |v| {
+            v["subjects"] = serde_json::json!(["orders:1", "custom", "ers:3"]);
+        }),
+        ("NULL reason made empty", 3, |v| v["reason"] = "".into()),
+        ("NULL error code made empty", 3, |v| {
+            v["error_code"] = "".into()
+        }),
+        ("empty roles made NULL", 3, |v| {
+            v["roles"] = serde_json::Value::Null;
+        }),
+    ];
+    for (what, line, edit) in edits {
+        let mut lines = base.clone();
+        edit(&mut lines[line]);
+        assert_ne!(lines[line], base[line], "{what}: the edit changed nothing");
+        let text: String = lines.iter().map(|v| format!("{v}\n")).collect();
+        std::fs::write(&path, text).unwrap();
+        let b = verify_jsonl(&path, None)
+            .unwrap()
+            .first_break
+            .unwrap_or_else(|| panic!("jsonl: {what}: the chain still verifies"));
+        assert_eq!(
+            (b.kind, b.id),
+            (BreakKind::Edited, line as i64 + 1),
+            "{what}: {}",
+            b.detail
+        );
+    }
+}

@@ -12,10 +12,13 @@ use axum::routing::post;
 use axum::Router;
 use serde_json::json;
 
-use crate::cassette::{match_key, Cassette};
+use crate::cassette::{match_key_scrubbed, Cassette};
+use crate::transcript::Scrubber;
 
 struct Shared {
     cassette: Cassette,
+    /// The canary scrubber the cassette was recorded with (see `cassette`).
+    scrubber: Option<Arc<Scrubber>>,
     misses: Mutex<Vec<String>>,
 }
 
@@ -28,8 +31,18 @@ pub struct ReplayServer {
 
 impl ReplayServer {
     pub async fn start(cassette: Cassette) -> std::io::Result<Self> {
+        Self::start_scrubbed(cassette, None).await
+    }
+
+    /// Like [`start`](Self::start), scrubbing each request's canaries before matching it, as
+    /// a recorder given the same scrubber did.
+    pub async fn start_scrubbed(
+        cassette: Cassette,
+        scrubber: Option<Arc<Scrubber>>,
+    ) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             cassette,
+            scrubber,
             misses: Mutex::new(Vec::new()),
         });
         let app = Router::new()
@@ -75,10 +88,11 @@ impl Drop for ReplayServer {
 }
 
 async fn handle(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
-    if let Some(resp) = shared.cassette.lookup(&body) {
+    let scrubber = shared.scrubber.as_deref();
+    if let Some(resp) = shared.cassette.lookup_scrubbed(&body, scrubber) {
         return axum::Json(resp.clone()).into_response();
     }
-    let key = match_key(&body).unwrap_or_else(|| "not a chat request".into());
+    let key = match_key_scrubbed(&body, scrubber).unwrap_or_else(|| "not a chat request".into());
     match shared.misses.lock() {
         Ok(mut g) => g.push(key.clone()),
         Err(p) => p.into_inner().push(key.clone()),

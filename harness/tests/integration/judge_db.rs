@@ -81,7 +81,7 @@ expect:
   final_answer: "(?i)recent orders"
 "#;
 
-async fn database() -> Database {
+pub(crate) async fn database() -> Database {
     let db = test_db().unwrap_or_else(|e| panic!("{e}"));
     // Seed data is what this test reads; keep the bulk load small.
     let fixtures = FixtureOptions {
@@ -114,6 +114,7 @@ async fn run(db: &Database, scoped: bool, out: &std::path::Path) -> Vec<runner::
         recorder: None,
         transcripts_dir: Some(out.to_path_buf()),
         require: Require::All,
+        policy: None,
     };
     let gateway: Arc<dyn Gateway> = Arc::new(SqlGateway {
         pool: owner,

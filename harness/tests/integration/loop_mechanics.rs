@@ -222,3 +222,50 @@ async fn a_script_that_runs_out_is_an_error_not_a_hang() {
     );
     assert_eq!(o.server.violations().len(), 1);
 }
+
+#[tokio::test]
+async fn a_reply_with_more_tool_calls_than_the_cap_runs_only_the_cap() {
+    let burst: Vec<_> = (1..=12)
+        .map(|id| call("db_get", json!({"model": "orders", "id": id})))
+        .collect();
+    let o = run_script(
+        script(vec![
+            ScriptTurn::ToolCalls(burst),
+            ScriptTurn::Final("Done.".into()),
+        ]),
+        FaultPlan::none(),
+        4,
+        "Read orders 1 to 12.",
+        fast_retry(),
+    )
+    .await;
+    assert_eq!(o.run.outcome, RunOutcome::Completed, "{:?}", o.run.error);
+    let cap = preflight_harness::agent::DEFAULT_MAX_TOOL_CALLS_PER_REPLY;
+    assert_eq!(cap, 8);
+    // The layer saw only the first `cap` calls, in order.
+    let ids: Vec<i64> = o
+        .gateway
+        .calls()
+        .iter()
+        .map(|c| c.arguments["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, (1..=8).collect::<Vec<i64>>());
+    assert_eq!(o.run.tool_calls_over_cap, 4);
+    // Every call still got its tool message (the API requires one per call id): the rest are
+    // the harness's refusals.
+    assert_eq!(o.run.tool_calls.len(), 12);
+    for c in &o.run.tool_calls[8..] {
+        assert_eq!(c.origin, ResultOrigin::Harness);
+        assert_eq!(c.error_code(), Some(ErrorCode::ValidationError));
+        assert!(c.content().contains("at most 8"), "{}", c.content());
+    }
+    let second = &o.server.bodies()[1];
+    let tool_messages = second["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .count();
+    assert_eq!(tool_messages, 12);
+    assert_eq!(o.server.violations(), vec![]);
+}

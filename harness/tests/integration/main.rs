@@ -2,6 +2,8 @@
 
 mod faults;
 mod judge_db;
+mod judge_evidence;
+mod judge_run;
 mod loop_mechanics;
 mod replay;
 mod scenario_files;

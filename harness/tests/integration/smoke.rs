@@ -84,7 +84,10 @@ async fn start_server() -> (Server, String, std::path::PathBuf) {
 #[tokio::test]
 async fn real_model_loop() {
     if std::env::var("PREFLIGHT_LLM_SMOKE").as_deref() != Ok("1") {
-        eprintln!("smoke::real_model_loop skipped: set PREFLIGHT_LLM_SMOKE=1 after scripts/setup-llm-smoke.sh");
+        preflight_probes::db::testing::prerequisite_missing(
+            "smoke::real_model_loop",
+            "the real-model server is not set up: run scripts/setup-llm-smoke.sh and set PREFLIGHT_LLM_SMOKE=1",
+        );
         return;
     }
     let (mut server, base_url, log) = start_server().await;

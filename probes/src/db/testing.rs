@@ -9,11 +9,41 @@
 //! | `PREFLIGHT_TEST_ROWS` | orders per tenant | 20000 |
 //! | `PREFLIGHT_FIXTURES` | the fixtures folder | `fixtures/shop` of the workspace |
 //!
+//! | `CI` | set (not `0`/`false`): a test whose prerequisite is missing fails ([`prerequisite_missing`]) | unset |
+//!
 //! It is not behind `cfg(test)` because other crates' tests call it.
 
 use std::path::{Path, PathBuf};
 
 use super::{default_image, provision, Database, Db, FixtureOptions};
+
+/// Whether this is a CI run: `CI` is set to anything but empty, `0` or `false` (CI services
+/// set `CI=true`).
+pub fn in_ci() -> bool {
+    means_ci(std::env::var("CI").ok().as_deref())
+}
+
+fn means_ci(value: Option<&str>) -> bool {
+    value.is_some_and(|v| {
+        let v = v.trim().to_ascii_lowercase();
+        !(v.is_empty() || v == "0" || v == "false")
+    })
+}
+
+/// Called by a test whose prerequisite (a container image, a model server, a browser, ...) is
+/// missing, just before it returns without testing anything. Under CI ([`in_ci`]) it panics
+/// with `reason`: a green CI run means every test ran. Elsewhere it prints a banner on the
+/// process's real stderr, past the test harness's output capture, so a local skip is seen.
+pub fn prerequisite_missing(test: &str, reason: &str) {
+    if in_ci() {
+        panic!("{test}: a prerequisite is missing and CI does not skip tests: {reason}");
+    }
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n******** SKIPPED {test}: {reason} (under CI=true this test fails instead) ********\n"
+    );
+}
 
 /// A fresh database for one test, torn down when dropped. Panics with the full error when
 /// provisioning fails: this is for tests only.
@@ -88,4 +118,19 @@ pub fn fixtures_dir() -> PathBuf {
 pub fn workspace_root() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::means_ci;
+
+    #[test]
+    fn ci_is_any_value_but_empty_zero_or_false() {
+        for v in ["true", "1", "yes", "TRUE", " true "] {
+            assert!(means_ci(Some(v)), "{v:?}");
+        }
+        for v in [None, Some(""), Some("0"), Some("false"), Some("False")] {
+            assert!(!means_ci(v), "{v:?}");
+        }
+    }
 }

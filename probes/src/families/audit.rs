@@ -454,16 +454,11 @@ pub async fn walk_chain(conn: &mut PgConnection) -> Result<ChainWalk, sqlx::Erro
     sqlx::query("SET extra_float_digits = 1")
         .execute(&mut *conn)
         .await?;
-    let sql = "SELECT id, prev_hash, hash, concat_ws(chr(31), \
-        coalesce(id::text, ''), \
-        coalesce(to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), ''), \
-        coalesce(trace_id, ''), coalesce(tenant_id, ''), coalesce(user_id, ''), \
-        coalesce(array_to_string(roles, ','), ''), coalesce(tool, ''), \
-        coalesce(arguments::text, ''), coalesce(arguments_sha256, ''), coalesce(decision, ''), \
-        coalesce(error_code, ''), coalesce(rows_returned::text, ''), coalesce(rows_affected::text, ''), \
-        coalesce(duration_ms::text, ''), coalesce(reason, ''), coalesce(approval_id, ''), \
-        coalesce(approver, ''), coalesce(policy_hash, ''), \
-        coalesce(array_to_string(subjects, ','), ''), coalesce(actor, '')) AS payload \
+    let sql = "SELECT id, prev_hash, hash, jsonb_build_array(id, \
+        to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), \
+        trace_id, tenant_id, user_id, roles, tool, arguments, arguments_sha256, decision, \
+        error_code, rows_returned, rows_affected, duration_ms::text, reason, approval_id, \
+        approver, policy_hash, subjects, actor)::text AS payload \
         FROM preflight_audit.audit_log ORDER BY id";
     let mut walk = ChainWalk {
         records: 0,

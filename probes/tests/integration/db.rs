@@ -3,8 +3,8 @@
 //! SIGKILL), and bad input gives a clear error.
 //!
 //! The local backend is always tested. The container backend is tested when
-//! `PREFLIGHT_PG_IMAGE` names an image (CI sets it); otherwise those tests say they were
-//! skipped. Teardown-after-panic tests re-run this test binary as a child process
+//! `PREFLIGHT_PG_IMAGE` names an image (scripts/test sets it); otherwise those tests fail under
+//! `CI=true` and say loudly that they were skipped elsewhere. Teardown-after-panic tests re-run this test binary as a child process
 //! ([`child_process`]) and inspect the machine afterwards.
 
 use std::io::{BufRead, BufReader};
@@ -39,7 +39,10 @@ fn container_image(test: &str) -> Option<String> {
     match std::env::var("PREFLIGHT_PG_IMAGE") {
         Ok(image) if !image.trim().is_empty() => Some(image),
         _ => {
-            eprintln!("SKIPPED {test}: PREFLIGHT_PG_IMAGE is not set (CI sets it)");
+            testing::prerequisite_missing(
+                test,
+                "PREFLIGHT_PG_IMAGE is not set (scripts/test sets it)",
+            );
             None
         }
     }

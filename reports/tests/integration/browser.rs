@@ -4,7 +4,7 @@
 //! the URL hash restores a filter, and a screenshot renders.
 //!
 //! Chromium is required: without it these tests fail with a message saying how to install it,
-//! unless `PREFLIGHT_SKIP_BROWSER=1`.
+//! unless `PREFLIGHT_SKIP_BROWSER=1` (which CI, `CI=true`, does not honour).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -27,7 +27,8 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// The browser binary, or `None` when the tests may be skipped (`PREFLIGHT_SKIP_BROWSER=1`).
+/// The browser binary, or `None` when the tests may be skipped (`PREFLIGHT_SKIP_BROWSER=1`,
+/// never under `CI=true`).
 fn browser() -> Option<PathBuf> {
     if let Some(explicit) = std::env::var_os("PREFLIGHT_CHROMIUM") {
         return Some(PathBuf::from(explicit));
@@ -36,7 +37,23 @@ fn browser() -> Option<PathBuf> {
         return Some(found);
     }
     if std::env::var("PREFLIGHT_SKIP_BROWSER").is_ok_and(|v| v == "1") {
-        eprintln!("skipping the browser test: no chromium on PATH and PREFLIGHT_SKIP_BROWSER=1");
+        // CI never skips: a green CI run means the report was rendered in a real browser.
+        // (The same rule as `preflight_probes::db::testing::prerequisite_missing`, which this
+        // crate cannot depend on.)
+        let ci = std::env::var("CI").is_ok_and(|v| {
+            let v = v.trim().to_ascii_lowercase();
+            !(v.is_empty() || v == "0" || v == "false")
+        });
+        assert!(
+            !ci,
+            "the browser tests need headless Chromium ({CANDIDATES:?} on PATH, or PREFLIGHT_CHROMIUM); \
+             PREFLIGHT_SKIP_BROWSER=1 does not apply under CI=true"
+        );
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n******** SKIPPED the browser test: no chromium on PATH and PREFLIGHT_SKIP_BROWSER=1 (under CI=true this test fails instead) ********\n"
+        );
         return None;
     }
     panic!(

@@ -72,6 +72,7 @@ pub async fn run(args: HarnessBenchArgs) -> CmdResult {
         recorder: None,
         transcripts_dir: None,
         require: Require::All,
+        policy: None,
     };
 
     // 1. Per-step overhead, sequential.
