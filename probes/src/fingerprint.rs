@@ -229,6 +229,19 @@ mod tests {
             .insert("view preflight_audit.v2".to_string(), String::new());
         let d = b.diff(&a);
         assert_eq!(d.len(), 3, "{d:?}");
-        assert!(d[0].contains("bypassrls=false → bypassrls=true"), "{d:?}");
+        assert!(
+            d.iter()
+                .any(|l| l == "role x: bypassrls=false → bypassrls=true"),
+            "{d:?}"
+        );
+        assert!(
+            d.iter().any(|l| l.starts_with("data public.t: gone")),
+            "{d:?}"
+        );
+        assert!(
+            d.iter()
+                .any(|l| l.starts_with("view preflight_audit.v2: new")),
+            "{d:?}"
+        );
     }
 }
