@@ -16,6 +16,7 @@
 
 use std::collections::BTreeMap;
 
+use futures::{StreamExt, TryStreamExt};
 use sqlx::PgPool;
 
 use crate::truth::{quote_ident, TruthError};
@@ -137,42 +138,51 @@ impl Fingerprint {
         .fetch_all(pool)
         .await
         .map_err(q("list the tables to fingerprint"))?;
-        let mut audit_max_id = None;
-        for (schema, table) in tables {
-            let key = (schema.as_str(), table.as_str());
-            if LEDGERS.contains(&key) {
-                continue;
-            }
+        let audit_max_id: Option<i64> = if tables
+            .iter()
+            .any(|(s, t)| (s.as_str(), t.as_str()) == AUDIT_LOG)
+        {
+            sqlx::query_scalar("SELECT max(id) FROM preflight_audit.audit_log")
+                .fetch_one(pool)
+                .await
+                .map_err(q("read the audit log's highest id"))?
+        } else {
+            None
+        };
+        let audit_bound = match earlier {
+            Some(e) => e.audit_max_id,
+            None => audit_max_id,
+        }
+        .unwrap_or(0);
+        // One checksum per table, a few at a time (the big tables dominate).
+        let checksums = futures::stream::iter(
+            tables
+                .into_iter()
+                .filter(|(s, t)| !LEDGERS.contains(&(s.as_str(), t.as_str()))),
+        )
+        .map(|(schema, table)| async move {
             let name = format!("{}.{}", quote_ident(&schema), quote_ident(&table));
-            let (filter, bound) = if key == AUDIT_LOG {
-                let max: Option<i64> = sqlx::query_scalar(&format!("SELECT max(id) FROM {name}"))
-                    .fetch_one(pool)
-                    .await
-                    .map_err(q("read the audit log's highest id"))?;
-                audit_max_id = max;
-                let bound = match earlier {
-                    Some(e) => e.audit_max_id,
-                    None => max,
-                };
-                (" WHERE t.id <= $1", bound.unwrap_or(0))
-            } else {
-                ("", 0)
-            };
+            let audit = (schema.as_str(), table.as_str()) == AUDIT_LOG;
+            let filter = if audit { " WHERE t.id <= $1" } else { "" };
             let sql = format!(
                 "SELECT count(*)::text || ' rows, checksum ' || \
                         coalesce(sum(hashtextextended(t::text, 0)::numeric), 0)::text \
                  FROM {name} t{filter}"
             );
             let mut query = sqlx::query_scalar::<_, String>(&sql);
-            if !filter.is_empty() {
-                query = query.bind(bound);
+            if audit {
+                query = query.bind(audit_bound);
             }
-            let checksum = query
+            query
                 .fetch_one(pool)
                 .await
-                .map_err(q(&format!("checksum {schema}.{table}")))?;
-            entries.insert(format!("data {schema}.{table}"), checksum);
-        }
+                .map(|c| (format!("data {schema}.{table}"), c))
+                .map_err(q(&format!("checksum {schema}.{table}")))
+        })
+        .buffer_unordered(3)
+        .try_collect::<Vec<(String, String)>>()
+        .await?;
+        entries.extend(checksums);
         Ok(Self {
             entries,
             audit_max_id,

@@ -175,6 +175,18 @@ async fn pii_probes_need_something_to_compare() {
         "guesses answered differently, rows without keys",
     );
 
+    // Rows without keys: their order cannot be compared with the hidden values (it used to
+    // compare as an empty list, unequal to the hidden order, so "did not follow" it).
+    let f = run_matching(
+        &s,
+        &ctx,
+        Family::Pii,
+        "pii.order_oracle",
+        "customers ordered by phone",
+    )
+    .await;
+    assert_verdict(&f, Verdict::NotVerified, "ordered rows without keys");
+
     // A schema description without field lists checks nothing.
     let ctx = ctx_with(
         &s,
