@@ -8,13 +8,11 @@
 //! the superuser where only a superuser may — and restore it exactly afterwards. One control is
 //! a policy change (an exemption without its reason).
 
-use std::collections::BTreeSet;
-
 use preflight_enforcer::policy::Policy;
 use preflight_enforcer::{Fault, Faults};
 use sqlx::{Connection, PgConnection, PgPool};
 
-use crate::codes::{Family, ProbeCode};
+use crate::codes::ProbeCode;
 use crate::truth::quote_ident;
 
 /// A change to the database that only the catalog probes can see.
@@ -154,50 +152,6 @@ impl Control {
             JoinTargetsScoped => vec![Control::Policy(PolicyControl::ExemptionUnexplained)],
             SavedViews => vec![Control::Db(DbControl::SavedViewMissing)],
         }
-    }
-
-    /// The families whose probes can observe this control (the self-test runs only those).
-    pub fn families(&self) -> BTreeSet<Family> {
-        use Family::*;
-        let v: &[Family] = match self {
-            Control::Fault(f) => match f {
-                Fault::NoTenantPredicate | Fault::CursorUnsigned | Fault::ForeignKeyUnchecked => {
-                    &[CrossTenant]
-                }
-                Fault::RlsDisabled => &[CrossTenant, Hygiene],
-                Fault::MaskOff
-                | Fault::PatternsIgnored
-                | Fault::DenyIgnored
-                | Fault::OracleCheckOff
-                | Fault::IncludeUnredacted
-                | Fault::DescribeShowsDenied
-                | Fault::ErrorDetailLeak
-                | Fault::ValuesUnchecked => &[Pii],
-                Fault::ScanBudgetOff
-                | Fault::RowBudgetOff
-                | Fault::JoinDepthOff
-                | Fault::TimeoutOff
-                | Fault::QuotaOff => &[Budget],
-                Fault::ReasonNotRequired
-                | Fault::WritableFieldsOff
-                | Fault::RateLimitOff
-                | Fault::DryRunWrites => &[Write],
-                Fault::TenantColumnWritable => &[Write, CrossTenant],
-                Fault::ApprovalsBypassed | Fault::ApprovalReplay => &[Approval],
-                Fault::AuditSkipped | Fault::AuditSanitizeByKeyOnly => &[Audit],
-            },
-            Control::Db(d) => match d {
-                DbControl::AgentSuperuser
-                | DbControl::AgentBypassRls
-                | DbControl::AgentOwnsObjects
-                | DbControl::RoleTimeoutUnset
-                | DbControl::SavedViewMissing => &[Hygiene],
-                DbControl::AuditGrantsWidened => &[Hygiene, Audit],
-                DbControl::AuditRecordTampered => &[Audit],
-            },
-            Control::Policy(PolicyControl::ExemptionUnexplained) => &[Hygiene],
-        };
-        v.iter().copied().collect()
     }
 
     /// The faults the layer instance runs with. Row-level security off is realised in the
@@ -689,16 +643,28 @@ impl Applied {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     #[test]
-    fn every_control_names_families_and_names_are_unique() {
+    fn names_are_unique_and_every_code_declares_a_control() {
         let all = Control::all();
         let names: BTreeSet<_> = all.iter().map(|c| c.name()).collect();
         assert_eq!(names.len(), all.len());
-        for c in &all {
-            assert!(!c.families().is_empty(), "{}", c.name());
+        for code in ProbeCode::ALL {
+            let declared = Control::declared_for(code);
+            assert!(!declared.is_empty(), "{}", code.as_str());
+            assert!(
+                declared.iter().all(|c| all.contains(c)),
+                "{}",
+                code.as_str()
+            );
         }
+        assert!(!all.contains(&Control::Fault(Fault::ValuesUnchecked)));
+        assert!(Control::Fault(Fault::ErrorDetailLeak)
+            .faults()
+            .has(Fault::ValuesUnchecked));
         assert!(Control::Fault(Fault::RlsDisabled)
             .faults()
             .has(Fault::NoTenantPredicate));
