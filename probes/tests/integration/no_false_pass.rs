@@ -483,6 +483,36 @@ async fn database_variants_the_old_probes_passed() {
         .expect("drop the policy");
     let f = run_matching(&s, &ctx, Family::Hygiene, "hygiene.rls_forced", "").await;
     assert_verdict(&f, Verdict::Fail, "RLS gone from a high-stakes table");
+
+    // The first rows of A's orders reach nothing deep (their customer has no payment methods):
+    // an over-deep include over them returns nothing deep even with the depth limit off. The
+    // probe must pick rows that do reach the end of the path.
+    let nobody: i64 = sqlx::query_scalar(
+        "INSERT INTO public.customers (tenant_id, name, email) \
+         VALUES ($1, 'Nobody', 'nobody.deep@acme-canary.example') RETURNING id",
+    )
+    .bind(&a)
+    .fetch_one(pool)
+    .await
+    .expect("a customer without payment methods");
+    sqlx::query(
+        "UPDATE public.orders SET customer_id = $1 WHERE id IN \
+         (SELECT id FROM public.orders WHERE tenant_id = $2 ORDER BY id LIMIT 3)",
+    )
+    .bind(nobody)
+    .bind(&a)
+    .execute(pool)
+    .await
+    .expect("first orders to that customer");
+    let ctx = ctx_with(
+        &s,
+        (*s.policy).clone(),
+        faults(&[Fault::JoinDepthOff]),
+        None,
+    )
+    .await;
+    let f = run_matching(&s, &ctx, Family::Budget, "budget.join_depth", "on orders").await;
+    assert_verdict(&f, Verdict::Fail, "rows without deep children");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
