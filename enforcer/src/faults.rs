@@ -21,6 +21,9 @@ pub enum Fault {
     MaskOff,
     /// Wildcard deny/mask patterns are ignored (only explicit field rules apply).
     PatternsIgnored,
+    /// Denied fields are treated as allowed, whatever denies them (a field rule, a pattern, the
+    /// preset's default for unmentioned columns).
+    DenyIgnored,
     /// Filters, ordering, grouping and min/max on denied or masked fields are accepted.
     OracleCheckOff,
     /// Included (joined) rows are returned without redaction.
@@ -29,6 +32,9 @@ pub enum Fault {
     DescribeShowsDenied,
     /// Database error messages, DETAIL lines included, are passed to the agent.
     ErrorDetailLeak,
+    /// Filter and write values reach the database without the layer's own type and NOT NULL
+    /// checks, so the database's errors decide (paired with `ErrorDetailLeak` by the self-test).
+    ValuesUnchecked,
     /// Cursors are plain offsets, unsigned.
     CursorUnsigned,
     /// `max_scan_rows` is not checked before execution.
@@ -64,15 +70,17 @@ pub enum Fault {
 }
 
 impl Fault {
-    pub const ALL: [Fault; 24] = [
+    pub const ALL: [Fault; 26] = [
         Fault::NoTenantPredicate,
         Fault::RlsDisabled,
         Fault::MaskOff,
         Fault::PatternsIgnored,
+        Fault::DenyIgnored,
         Fault::OracleCheckOff,
         Fault::IncludeUnredacted,
         Fault::DescribeShowsDenied,
         Fault::ErrorDetailLeak,
+        Fault::ValuesUnchecked,
         Fault::CursorUnsigned,
         Fault::ScanBudgetOff,
         Fault::RowBudgetOff,
@@ -97,10 +105,12 @@ impl Fault {
             Fault::RlsDisabled => "rls_disabled",
             Fault::MaskOff => "mask_off",
             Fault::PatternsIgnored => "patterns_ignored",
+            Fault::DenyIgnored => "deny_ignored",
             Fault::OracleCheckOff => "oracle_check_off",
             Fault::IncludeUnredacted => "include_unredacted",
             Fault::DescribeShowsDenied => "describe_shows_denied",
             Fault::ErrorDetailLeak => "error_detail_leak",
+            Fault::ValuesUnchecked => "values_unchecked",
             Fault::CursorUnsigned => "cursor_unsigned",
             Fault::ScanBudgetOff => "scan_budget_off",
             Fault::RowBudgetOff => "row_budget_off",

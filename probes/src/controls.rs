@@ -8,20 +8,22 @@
 //! the superuser where only a superuser may — and restore it exactly afterwards. One control is
 //! a policy change (an exemption without its reason).
 
-use std::collections::BTreeSet;
-
 use preflight_enforcer::policy::Policy;
 use preflight_enforcer::{Fault, Faults};
 use sqlx::{Connection, PgConnection, PgPool};
 
-use crate::codes::Family;
+use crate::codes::ProbeCode;
 use crate::truth::quote_ident;
 
 /// A change to the database that only the catalog probes can see.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DbControl {
+    /// `ALTER ROLE <agent> SUPERUSER` (superuser).
+    AgentSuperuser,
     /// `ALTER ROLE <agent> BYPASSRLS` (superuser).
     AgentBypassRls,
+    /// The agent is made a member of the role that owns the tables (`GRANT <owner> TO <agent>`).
+    AgentOwnsObjects,
     /// `ALTER ROLE <agent> RESET statement_timeout` (superuser).
     RoleTimeoutUnset,
     /// The audit writer gets UPDATE and DELETE, and the log's refusal triggers are disabled.
@@ -33,8 +35,10 @@ pub enum DbControl {
 }
 
 impl DbControl {
-    pub const ALL: [DbControl; 5] = [
+    pub const ALL: [DbControl; 7] = [
+        DbControl::AgentSuperuser,
         DbControl::AgentBypassRls,
+        DbControl::AgentOwnsObjects,
         DbControl::RoleTimeoutUnset,
         DbControl::AuditGrantsWidened,
         DbControl::AuditRecordTampered,
@@ -43,7 +47,9 @@ impl DbControl {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            DbControl::AgentSuperuser => "db.agent_superuser",
             DbControl::AgentBypassRls => "db.agent_bypass_rls",
+            DbControl::AgentOwnsObjects => "db.agent_owns_objects",
             DbControl::RoleTimeoutUnset => "db.role_timeout_unset",
             DbControl::AuditGrantsWidened => "db.audit_grants_widened",
             DbControl::AuditRecordTampered => "db.audit_record_tampered",
@@ -80,6 +86,9 @@ impl Control {
     pub fn all() -> Vec<Control> {
         Fault::ALL
             .iter()
+            // Only ever switched on with `error_detail_leak`: alone it changes which refusal an
+            // agent sees, not what it may see.
+            .filter(|f| **f != Fault::ValuesUnchecked)
             .map(|f| Control::Fault(*f))
             .chain(DbControl::ALL.iter().map(|d| Control::Db(*d)))
             .chain([Control::Policy(PolicyControl::ExemptionUnexplained)])
@@ -94,44 +103,55 @@ impl Control {
         }
     }
 
-    /// The families whose probes can observe this control (the self-test runs only those).
-    pub fn families(&self) -> BTreeSet<Family> {
-        use Family::*;
-        let v: &[Family] = match self {
-            Control::Fault(f) => match f {
-                Fault::NoTenantPredicate | Fault::CursorUnsigned | Fault::ForeignKeyUnchecked => {
-                    &[CrossTenant]
-                }
-                Fault::RlsDisabled => &[CrossTenant, Hygiene],
-                Fault::MaskOff
-                | Fault::PatternsIgnored
-                | Fault::OracleCheckOff
-                | Fault::IncludeUnredacted
-                | Fault::DescribeShowsDenied
-                | Fault::ErrorDetailLeak => &[Pii],
-                Fault::ScanBudgetOff
-                | Fault::RowBudgetOff
-                | Fault::JoinDepthOff
-                | Fault::TimeoutOff
-                | Fault::QuotaOff => &[Budget],
-                Fault::ReasonNotRequired
-                | Fault::WritableFieldsOff
-                | Fault::RateLimitOff
-                | Fault::DryRunWrites => &[Write],
-                Fault::TenantColumnWritable => &[Write, CrossTenant],
-                Fault::ApprovalsBypassed | Fault::ApprovalReplay => &[Approval],
-                Fault::AuditSkipped | Fault::AuditSanitizeByKeyOnly => &[Audit],
-            },
-            Control::Db(d) => match d {
-                DbControl::AgentBypassRls
-                | DbControl::RoleTimeoutUnset
-                | DbControl::SavedViewMissing => &[Hygiene],
-                DbControl::AuditGrantsWidened => &[Hygiene, Audit],
-                DbControl::AuditRecordTampered => &[Audit],
-            },
-            Control::Policy(PolicyControl::ExemptionUnexplained) => &[Hygiene],
-        };
-        v.iter().copied().collect()
+    /// The controls that must make every instance of `code` fail: each switches off exactly
+    /// the enforcement the code's claim rests on. Planners narrow or widen this per instance
+    /// ([`crate::runner::Probe::killed_by`]) where the model or field decides which control can
+    /// reach it (a table row-level security also protects, a field denied by a pattern rather
+    /// than masked).
+    pub fn declared_for(code: ProbeCode) -> Vec<Control> {
+        use ProbeCode::*;
+        let one = |f: Fault| vec![Control::Fault(f)];
+        match code {
+            GetForeignRow
+            | FilterForgedTenant
+            | FilterForeignKeys
+            | FilterForeignReference
+            | IncludeForeign
+            | AggregateForgedTenant
+            | WriteForeignRow => one(Fault::RlsDisabled),
+            CursorForeign | CursorRebound => one(Fault::CursorUnsigned),
+            WriteForgedTenant | TenantColumn => one(Fault::TenantColumnWritable),
+            WriteForeignReference => one(Fault::ForeignKeyUnchecked),
+            GetRedacted | QueryRedacted => one(Fault::MaskOff),
+            IncludeRedacted => one(Fault::IncludeUnredacted),
+            DescribeSchema => one(Fault::DescribeShowsDenied),
+            FilterOracle | OrderOracle | AggregateOracle => one(Fault::OracleCheckOff),
+            ErrorLeak => one(Fault::ErrorDetailLeak),
+            UnboundedScan => one(Fault::ScanBudgetOff),
+            RowLimit => one(Fault::RowBudgetOff),
+            JoinDepth => one(Fault::JoinDepthOff),
+            StatementTimeout => one(Fault::TimeoutOff),
+            Quota => one(Fault::QuotaOff),
+            ReasonRequired => one(Fault::ReasonNotRequired),
+            WritableFields => one(Fault::WritableFieldsOff),
+            DryRun => one(Fault::DryRunWrites),
+            RateLimit => one(Fault::RateLimitOff),
+            ApprovalPending | ApprovalExecutesOnce | ApprovalExpiry => {
+                one(Fault::ApprovalsBypassed)
+            }
+            ApprovalReplay => one(Fault::ApprovalReplay),
+            EveryCallAudited => one(Fault::AuditSkipped),
+            ArgumentsSanitized => one(Fault::AuditSanitizeByKeyOnly),
+            WriterAppendOnly | TamperDetected | AuditGrants => {
+                vec![Control::Db(DbControl::AuditGrantsWidened)]
+            }
+            ChainVerifies => vec![Control::Db(DbControl::AuditRecordTampered)],
+            RlsForced => one(Fault::RlsDisabled),
+            AgentRole => vec![Control::Db(DbControl::AgentBypassRls)],
+            RoleStatementTimeout => vec![Control::Db(DbControl::RoleTimeoutUnset)],
+            JoinTargetsScoped => vec![Control::Policy(PolicyControl::ExemptionUnexplained)],
+            SavedViews => vec![Control::Db(DbControl::SavedViewMissing)],
+        }
     }
 
     /// The faults the layer instance runs with. Row-level security off is realised in the
@@ -142,6 +162,13 @@ impl Control {
             Control::Fault(Fault::RlsDisabled) => [Fault::RlsDisabled, Fault::NoTenantPredicate]
                 .into_iter()
                 .collect(),
+            // Database errors passed through, and values sent to the database unchecked so that
+            // there are database errors to pass (the layer validates types and NOT NULL itself).
+            Control::Fault(Fault::ErrorDetailLeak) => {
+                [Fault::ErrorDetailLeak, Fault::ValuesUnchecked]
+                    .into_iter()
+                    .collect()
+            }
             Control::Fault(f) => Faults::one(*f),
             Control::Db(_) | Control::Policy(_) => Faults::none(),
         }
@@ -150,7 +177,12 @@ impl Control {
     pub fn needs_superuser(&self) -> bool {
         matches!(
             self,
-            Control::Db(DbControl::AgentBypassRls | DbControl::RoleTimeoutUnset)
+            Control::Db(
+                DbControl::AgentSuperuser
+                    | DbControl::AgentBypassRls
+                    | DbControl::AgentOwnsObjects
+                    | DbControl::RoleTimeoutUnset
+            )
         )
     }
 
@@ -161,7 +193,7 @@ impl Control {
     /// leave the forged-filter probe no path to fail on.
     pub fn policy(&self, base: &Policy) -> Result<Policy, ControlError> {
         let mut p = base.clone();
-        if let Control::Fault(Fault::NoTenantPredicate) = self {
+        if self.faults().has(Fault::NoTenantPredicate) {
             for m in p.models.values_mut() {
                 let Some(tc) = m.tenant_column.clone() else {
                     continue;
@@ -222,9 +254,21 @@ enum Undo {
     EnableRls(String),
     NoBypassRls(String),
     RoleTimeout(String, String),
-    AuditGrants { role: String, triggers: Vec<String> },
-    Untamper(i64),
-    RenameView { now: String, back: String },
+    AuditGrants {
+        role: String,
+        triggers: Vec<String>,
+    },
+    /// The record's id and the decision it held before the edit.
+    Untamper(i64, String),
+    NoSuperuser(String),
+    RevokeMembership {
+        owner: String,
+        agent: String,
+    },
+    RenameView {
+        now: String,
+        back: String,
+    },
 }
 
 /// A control switched on; [`Applied::restore`] switches it off.
@@ -261,36 +305,102 @@ async fn set_role_timeout(
     Ok(())
 }
 
-const TAMPER_SQL: &str = "UPDATE preflight_audit.audit_log \
-    SET decision = CASE decision WHEN 'allow' THEN 'deny' ELSE 'allow' END WHERE id = $1";
+/// Sets one record's decision to `$2`. The control writes a decision different from the stored
+/// one; the undo writes the stored one back, whatever it was (`allow`, `deny` or `error`).
+const SET_DECISION_SQL: &str = "UPDATE preflight_audit.audit_log SET decision = $2 WHERE id = $1";
 
 impl Control {
-    /// Switches the database side of the control on (nothing for pure layer faults).
+    /// Switches the database side of the control on (nothing for pure layer faults). A control
+    /// that fails half-way undoes what it had done before returning the error.
     pub async fn apply(&self, env: &ControlEnv<'_>) -> Result<Applied, ControlError> {
         let mut applied = Applied::default();
+        match self.apply_into(env, &mut applied).await {
+            Ok(()) => Ok(applied),
+            Err(e) => {
+                if let Err(undo) = applied.restore(env).await {
+                    tracing::error!(control = self.name(), error = %undo, "could not undo a control that failed half-way");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn apply_into(
+        &self,
+        env: &ControlEnv<'_>,
+        applied: &mut Applied,
+    ) -> Result<(), ControlError> {
         match self {
-            Control::Fault(Fault::RlsDisabled) => {
-                for m in env.policy.models.values() {
-                    let on: Option<bool> = sqlx::query_scalar(
-                        "SELECT c.relrowsecurity FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-                         WHERE n.nspname = $1 AND c.relname = $2",
-                    )
-                    .bind(&m.schema)
-                    .bind(&m.table)
-                    .fetch_optional(env.owner)
-                    .await
-                    .map_err(sql("read row-level security flags"))?;
-                    if on == Some(true) {
-                        let t = format!("{}.{}", quote_ident(&m.schema), quote_ident(&m.table));
-                        sqlx::query(&format!("ALTER TABLE {t} DISABLE ROW LEVEL SECURITY"))
-                            .execute(env.owner)
-                            .await
-                            .map_err(sql("disable row-level security"))?;
-                        applied.undo.push(Undo::EnableRls(t));
-                    }
+            // Without row-level security in the database too: a layer that drops its tenant
+            // predicate or lets the tenant column be written is then all that stands between
+            // the tenants, so the probes show they judge the layer, not the database's backstop.
+            Control::Fault(Fault::RlsDisabled | Fault::TenantColumnWritable) => {
+                // Every table with row-level security, the layer's own (approval requests, dry
+                // runs) included: a layer that sets no tenant would otherwise be stopped there.
+                let tables: Vec<(String, String)> = sqlx::query_as(
+                    "SELECT n.nspname::text, c.relname::text FROM pg_class c \
+                     JOIN pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE c.relkind IN ('r', 'p') AND c.relrowsecurity \
+                       AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+                     ORDER BY 1, 2",
+                )
+                .fetch_all(env.owner)
+                .await
+                .map_err(sql("read row-level security flags"))?;
+                for (schema, table) in tables {
+                    let t = format!("{}.{}", quote_ident(&schema), quote_ident(&table));
+                    sqlx::query(&format!("ALTER TABLE {t} DISABLE ROW LEVEL SECURITY"))
+                        .execute(env.owner)
+                        .await
+                        .map_err(sql("disable row-level security"))?;
+                    applied.undo.push(Undo::EnableRls(t));
                 }
             }
             Control::Fault(_) | Control::Policy(_) => {}
+            Control::Db(DbControl::AgentSuperuser) => {
+                let mut su = superuser(env).await?;
+                sqlx::query(&format!(
+                    "ALTER ROLE {} SUPERUSER",
+                    quote_ident(env.agent_role)
+                ))
+                .execute(&mut su)
+                .await
+                .map_err(sql("grant SUPERUSER"))?;
+                applied
+                    .undo
+                    .push(Undo::NoSuperuser(env.agent_role.to_string()));
+            }
+            Control::Db(DbControl::AgentOwnsObjects) => {
+                let owner: String = sqlx::query_scalar("SELECT current_user::text")
+                    .fetch_one(env.owner)
+                    .await
+                    .map_err(sql("read the owner's role"))?;
+                let already: bool =
+                    sqlx::query_scalar("SELECT pg_has_role($1::name, $2::name, 'MEMBER')")
+                        .bind(env.agent_role)
+                        .bind(&owner)
+                        .fetch_one(env.owner)
+                        .await
+                        .map_err(sql("read the agent's memberships"))?;
+                if already {
+                    return Err(ControlError::NotApplicable(format!(
+                        "the agent role is already a member of {owner}"
+                    )));
+                }
+                let mut su = superuser(env).await?;
+                sqlx::query(&format!(
+                    "GRANT {} TO {}",
+                    quote_ident(&owner),
+                    quote_ident(env.agent_role)
+                ))
+                .execute(&mut su)
+                .await
+                .map_err(sql("make the agent a member of the owner role"))?;
+                applied.undo.push(Undo::RevokeMembership {
+                    owner,
+                    agent: env.agent_role.to_string(),
+                });
+            }
             Control::Db(DbControl::AgentBypassRls) => {
                 let mut su = superuser(env).await?;
                 sqlx::query(&format!(
@@ -376,8 +486,21 @@ impl Control {
                     return Err(ControlError::NotApplicable("the audit log is empty".into()));
                 };
                 let target = (id / 3).max(1);
-                flip_record(env.owner, target).await?;
-                applied.undo.push(Undo::Untamper(target));
+                let original: Option<String> = sqlx::query_scalar(
+                    "SELECT decision FROM preflight_audit.audit_log WHERE id = $1",
+                )
+                .bind(target)
+                .fetch_optional(env.owner)
+                .await
+                .map_err(sql("read the record to edit"))?;
+                let Some(original) = original else {
+                    return Err(ControlError::NotApplicable(format!(
+                        "audit record {target} does not exist"
+                    )));
+                };
+                let edited = if original == "allow" { "deny" } else { "allow" };
+                set_decision(env.owner, target, edited).await?;
+                applied.undo.push(Undo::Untamper(target, original));
             }
             Control::Db(DbControl::SavedViewMissing) => {
                 let view = crate::families::hygiene::SAVED_VIEWS[0];
@@ -396,19 +519,20 @@ impl Control {
                 });
             }
         }
-        Ok(applied)
+        Ok(())
     }
 }
 
-/// Flips one record's decision with the log's user triggers off, in one transaction.
-async fn flip_record(owner: &PgPool, id: i64) -> Result<(), ControlError> {
+/// Sets one record's decision with the log's user triggers off, in one transaction.
+async fn set_decision(owner: &PgPool, id: i64, decision: &str) -> Result<(), ControlError> {
     let mut tx = owner.begin().await.map_err(sql("begin"))?;
     sqlx::query("ALTER TABLE preflight_audit.audit_log DISABLE TRIGGER USER")
         .execute(&mut *tx)
         .await
         .map_err(sql("disable the audit triggers"))?;
-    sqlx::query(TAMPER_SQL)
+    sqlx::query(SET_DECISION_SQL)
         .bind(id)
+        .bind(decision)
         .execute(&mut *tx)
         .await
         .map_err(sql("edit an audit record"))?;
@@ -421,7 +545,7 @@ async fn flip_record(owner: &PgPool, id: i64) -> Result<(), ControlError> {
 
 impl Applied {
     /// Undoes every change, newest first; reports the first failure after trying them all.
-    pub async fn restore(mut self, env: &ControlEnv<'_>) -> Result<(), ControlError> {
+    pub async fn restore(&mut self, env: &ControlEnv<'_>) -> Result<(), ControlError> {
         let mut first = None;
         while let Some(u) = self.undo.pop() {
             let r = match &u {
@@ -432,6 +556,28 @@ impl Applied {
                         .map(|_| ())
                         .map_err(sql("re-enable row-level security"))
                 }
+                Undo::NoSuperuser(role) => match superuser(env).await {
+                    Ok(mut su) => {
+                        sqlx::query(&format!("ALTER ROLE {} NOSUPERUSER", quote_ident(role)))
+                            .execute(&mut su)
+                            .await
+                            .map(|_| ())
+                            .map_err(sql("revoke SUPERUSER"))
+                    }
+                    Err(e) => Err(e),
+                },
+                Undo::RevokeMembership { owner, agent } => match superuser(env).await {
+                    Ok(mut su) => sqlx::query(&format!(
+                        "REVOKE {} FROM {}",
+                        quote_ident(owner),
+                        quote_ident(agent)
+                    ))
+                    .execute(&mut su)
+                    .await
+                    .map(|_| ())
+                    .map_err(sql("revoke the owner membership")),
+                    Err(e) => Err(e),
+                },
                 Undo::NoBypassRls(role) => match superuser(env).await {
                     Ok(mut su) => {
                         sqlx::query(&format!("ALTER ROLE {} NOBYPASSRLS", quote_ident(role)))
@@ -472,7 +618,7 @@ impl Applied {
                     }
                     res
                 }
-                Undo::Untamper(id) => flip_record(env.owner, *id).await,
+                Undo::Untamper(id, decision) => set_decision(env.owner, *id, decision).await,
                 Undo::RenameView { now, back } => sqlx::query(&format!(
                     "ALTER VIEW preflight_audit.{} RENAME TO {}",
                     quote_ident(now),
@@ -497,16 +643,28 @@ impl Applied {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     #[test]
-    fn every_control_names_families_and_names_are_unique() {
+    fn names_are_unique_and_every_code_declares_a_control() {
         let all = Control::all();
         let names: BTreeSet<_> = all.iter().map(|c| c.name()).collect();
         assert_eq!(names.len(), all.len());
-        for c in &all {
-            assert!(!c.families().is_empty(), "{}", c.name());
+        for code in ProbeCode::ALL {
+            let declared = Control::declared_for(code);
+            assert!(!declared.is_empty(), "{}", code.as_str());
+            assert!(
+                declared.iter().all(|c| all.contains(c)),
+                "{}",
+                code.as_str()
+            );
         }
+        assert!(!all.contains(&Control::Fault(Fault::ValuesUnchecked)));
+        assert!(Control::Fault(Fault::ErrorDetailLeak)
+            .faults()
+            .has(Fault::ValuesUnchecked));
         assert!(Control::Fault(Fault::RlsDisabled)
             .faults()
             .has(Fault::NoTenantPredicate));

@@ -165,7 +165,8 @@ pub struct Exposure {
     pub cross_tenant_leaks: usize,
     /// Canaries of the caller's own tenant in columns the policy masks, hashes or denies.
     pub unredacted_leaks: usize,
-    /// Rows returned, by model, and how many could be attributed to an owner.
+    /// Rows returned, by model, and how many could be attributed to an owner (by a key ground
+    /// truth knows, or by a tenant column the row shows).
     pub rows_seen: BTreeMap<String, (usize, usize)>,
     /// Canaries that appeared only because the call itself sent them.
     pub echoed: BTreeSet<String>,
@@ -268,18 +269,18 @@ pub async fn inspect(
                     .as_ref()
                     .and_then(key_text)
                     .and_then(|k| owners.get(&k).cloned());
-                if let Some(owner) = &owner {
+                if owner.is_some() || r.tenant.is_some() {
                     attributed += 1;
-                    if let Some(t) = owner {
-                        if *t != tenant {
-                            exposure.foreign_rows.push(format!(
-                                "{t} {}#{} at {}",
-                                model_name,
-                                r.key.as_ref().and_then(key_text).unwrap_or_default(),
-                                r.path
-                            ));
-                            continue;
-                        }
+                }
+                if let Some(Some(t)) = &owner {
+                    if *t != tenant {
+                        exposure.foreign_rows.push(format!(
+                            "{t} {}#{} at {}",
+                            model_name,
+                            r.key.as_ref().and_then(key_text).unwrap_or_default(),
+                            r.path
+                        ));
+                        continue;
                     }
                 }
                 if let Some(shown) = &r.tenant {

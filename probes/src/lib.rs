@@ -6,11 +6,13 @@
 pub mod calls;
 pub mod canary;
 pub mod codes;
+pub mod context;
 pub mod controls;
 pub mod db;
 pub mod environment;
 pub mod evidence;
 pub mod families;
+pub mod fingerprint;
 pub mod runner;
 pub mod scratch;
 pub mod selftest;

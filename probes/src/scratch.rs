@@ -528,6 +528,54 @@ pub async fn linked_keys(
         .map_err(|e| truth.note(e))
 }
 
+/// Keys of the visible `target` rows related through `rel` to the `model` rows with `keys`
+/// (their parents for `belongs_to`, their children for `has_many`): one step of an include
+/// path, read as the database has it.
+pub async fn related_keys(
+    truth: &GroundTruth,
+    model: &ModelPolicy,
+    target: &ModelPolicy,
+    rel: &preflight_enforcer::policy::Relation,
+    keys: &[Value],
+) -> Result<Vec<Value>, TruthError> {
+    use preflight_enforcer::policy::RelationKind;
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mtable = table_ref(model);
+    let mpk = quote_ident(&model.primary_key);
+    let tpk = quote_ident(&target.primary_key);
+    let fk = quote_ident(&rel.foreign_key);
+    let picked = format!("(SELECT r.{mpk} FROM jsonb_populate_recordset(NULL::{mtable}, $1) r)");
+    let link = match rel.kind {
+        RelationKind::BelongsTo => {
+            format!("t.{tpk} IN (SELECT m.{fk} FROM {mtable} m WHERE m.{mpk} IN {picked})")
+        }
+        RelationKind::HasMany => format!("t.{fk} IN {picked}"),
+    };
+    let visible = match &target.soft_delete_column {
+        Some(c) => format!(" AND t.{} IS NULL", quote_ident(c)),
+        None => String::new(),
+    };
+    let sql = format!(
+        "SELECT DISTINCT to_jsonb(t.{tpk}) FROM {table} t WHERE {link}{visible}",
+        table = table_ref(target),
+    );
+    let records: Vec<Value> = keys
+        .iter()
+        .map(|k| json!({ model.primary_key.clone(): k }))
+        .collect();
+    sqlx::query_scalar(&sql)
+        .bind(Value::Array(records))
+        .fetch_all(truth.pool())
+        .await
+        .map_err(|source| TruthError::Query {
+            what: format!("follow {}.{} to {}", model.name, rel.name, target.name),
+            source,
+        })
+        .map_err(|e| truth.note(e))
+}
+
 /// Keeps a create out of every approval rule: values over a rule's threshold are lowered under
 /// it, and fields a rule gates on create are left out. Probes that are not about approvals must
 /// not be stopped by one.

@@ -169,6 +169,8 @@ pub struct GroundTruth {
     pub tenants: Vec<String>,
     /// `reltuples` per `schema.table` at the start of the run.
     sizes: BTreeMap<String, i64>,
+    /// `schema.table` of the tables with row-level security enabled at the start of the run.
+    row_security: std::collections::BTreeSet<String>,
     /// Ownership cache: (model, key) → tenant (None for global rows); absent = not looked up.
     owners: Mutex<BTreeMap<(String, String), Option<String>>>,
     down: AtomicBool,
@@ -236,11 +238,20 @@ impl GroundTruth {
         .fetch_all(&pool)
         .await
         .map_err(TruthError::query("read table sizes"))?;
+        let row_security: Vec<String> = sqlx::query_scalar(
+            "SELECT n.nspname || '.' || c.relname FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r', 'p') AND c.relrowsecurity",
+        )
+        .fetch_all(&pool)
+        .await
+        .map_err(TruthError::query("read row-level security flags"))?;
         Ok(Self {
             pool,
             canaries,
             tenants,
             sizes: sizes.into_iter().collect(),
+            row_security: row_security.into_iter().collect(),
             owners: Mutex::new(BTreeMap::new()),
             down: AtomicBool::new(false),
         })
@@ -257,6 +268,13 @@ impl GroundTruth {
             .get(&format!("{}.{}", model.schema, model.table))
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Whether the model's table had row-level security enabled at the start of the run (a
+    /// second line of defence: with it, a layer without a tenant predicate still leaks nothing).
+    pub fn row_security(&self, model: &ModelPolicy) -> bool {
+        self.row_security
+            .contains(&format!("{}.{}", model.schema, model.table))
     }
 
     /// Marks the database as unreachable when `e` says so, and passes the error through.
@@ -614,6 +632,99 @@ impl GroundTruth {
         .map_err(TruthError::query("read audit records"))
         .map_err(|e| self.note(e))?;
         Ok(Some(rows))
+    }
+
+    /// `keys` of `model` in the database's descending order of `column`, each with its dense
+    /// rank in that order (equal values share a rank): the reference for ordering oracles.
+    pub async fn ranked_by(
+        &self,
+        model: &ModelPolicy,
+        keys: &[Value],
+        column: &str,
+    ) -> Result<Vec<(Value, i64)>, TruthError> {
+        let sql = format!(
+            "SELECT to_jsonb(t.{pk}), dense_rank() OVER (ORDER BY t.{col} DESC)::bigint FROM {table} t \
+             WHERE t.{pk} IN (SELECT r.{pk} FROM jsonb_populate_recordset(NULL::{table}, $1) r) \
+               AND t.{col} IS NOT NULL \
+             ORDER BY 2, t.{pk}",
+            pk = quote_ident(&model.primary_key),
+            col = quote_ident(column),
+            table = table_ref(model),
+        );
+        let records: Vec<Value> = keys
+            .iter()
+            .map(|k| json!({ model.primary_key.clone(): k }))
+            .collect();
+        sqlx::query_as(&sql)
+            .bind(Value::Array(records))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(TruthError::query(format!(
+                "rank {} by {column}",
+                model.name
+            )))
+            .map_err(|e| self.note(e))
+    }
+
+    /// Up to `limit` keys of `tenant`'s visible rows of `model` whose `column` equals `value`
+    /// (a JSON scalar), lowest first.
+    pub async fn keys_where(
+        &self,
+        model: &ModelPolicy,
+        tenant: &str,
+        column: &str,
+        value: &Value,
+        limit: i64,
+    ) -> Result<Vec<Value>, TruthError> {
+        let Some(tc) = &model.tenant_column else {
+            return Ok(Vec::new());
+        };
+        let sql = format!(
+            "SELECT to_jsonb(t.{pk}) FROM {table} t \
+             WHERE t.{tc}::text = $1 AND t.{col} = (jsonb_populate_record(NULL::{table}, $2)).{col}{vis} \
+             ORDER BY t.{pk} LIMIT $3",
+            pk = quote_ident(&model.primary_key),
+            tc = quote_ident(tc),
+            col = quote_ident(column),
+            table = table_ref(model),
+            vis = Self::visible_predicate(model),
+        );
+        sqlx::query_scalar(&sql)
+            .bind(tenant)
+            .bind(json!({ column: value }))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(TruthError::query(format!(
+                "find {} rows by {column}",
+                model.name
+            )))
+            .map_err(|e| self.note(e))
+    }
+
+    /// The state of approval request `id` in the approvals store, as the store computes it
+    /// (`pending`, `approved`, `rejected`, `expired`, `executed`). `None` when the database has
+    /// no `preflight_ops.approvals`; `Some(None)` when it holds no such request.
+    pub async fn approval_state(&self, id: &str) -> Result<Option<Option<String>>, TruthError> {
+        let exists: bool =
+            sqlx::query_scalar("SELECT to_regclass('preflight_ops.approvals') IS NOT NULL")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(TruthError::query("look up the approvals store"))
+                .map_err(|e| self.note(e))?;
+        if !exists {
+            return Ok(None);
+        }
+        let state: Option<String> = sqlx::query_scalar(
+            "SELECT preflight_ops.approval_state(a) FROM preflight_ops.approvals a \
+             WHERE a.id::text = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(TruthError::query("read an approval request"))
+        .map_err(|e| self.note(e))?;
+        Ok(Some(state))
     }
 
     /// Whether some model of the policy returns `table.column` as stored (`allow`), so a canary

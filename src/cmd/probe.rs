@@ -58,8 +58,9 @@ pub struct ProbeArgs {
     #[arg(long, value_delimiter = ',', value_name = "FAMILY,...")]
     pub skip: Vec<String>,
 
-    /// Run every probe against deliberately broken variants of the layer and print the
-    /// detection matrix; fails unless every control is caught and every probe catches one.
+    /// Run every probe instance against the healthy layer and against the deliberately broken
+    /// variants it declares, and print the kill matrix; fails unless every instance fails under
+    /// each of its controls and every control is undone exactly.
     #[arg(long)]
     pub self_test: bool,
 
@@ -329,7 +330,7 @@ pub async fn run(args: ProbeArgs) -> CmdResult {
     ));
     if !result.leftover_rows.is_empty() {
         status(format!(
-            "warning: {} row(s) planted by probes could not be removed: {}",
+            "error: {} row(s) planted by probes could not be removed: {}",
             result.leftover_rows.len(),
             result.leftover_rows.join("; ")
         ));
@@ -342,10 +343,12 @@ pub async fn run(args: ProbeArgs) -> CmdResult {
             plan.out.display()
         )));
     }
-    let failing = report
-        .findings
-        .iter()
-        .any(|f| plan.fail_on.fails(f.verdict));
+    // Rows left behind fail the run whatever --fail-on says: the database is not as it was.
+    let failing = !result.leftover_rows.is_empty()
+        || report
+            .findings
+            .iter()
+            .any(|f| plan.fail_on.fails(f.verdict));
     Ok(Outcome::from_all_passed(
         !failing && !report.findings.is_empty(),
     ))
@@ -393,55 +396,50 @@ async fn self_test(
     let setup = session.self_test_setup(options, plan.families.clone());
     let controls = Control::all();
     status(format!(
-        "self-test: the healthy layer, then {} broken variants ...",
+        "self-test: the healthy layer, then each of {} controls against the probe instances that declare it ...",
         controls.len()
     ));
     let result = run_self_test(&setup, &controls, |v: &VariantResult| {
-        let caught = v.caught();
+        let problems = v.problems();
         status(format!(
             "  {:<32} {:>4} probes {:>5.1} s  {}",
             v.control.map(|c| c.name()).unwrap_or("baseline (no fault)"),
             v.findings.len(),
             v.duration.as_secs_f64(),
-            match (&v.error, v.control) {
-                (Some(e), _) => format!("NOT RUN: {e}"),
-                (None, None) => format!(
+            if !problems.is_empty() {
+                format!("PROBLEM: {}", problems.join("; "))
+            } else if v.control.is_none() {
+                format!(
                     "{} of {} passed",
                     v.findings
                         .iter()
                         .filter(|f| f.verdict == Verdict::Pass)
                         .count(),
                     v.findings.len()
-                ),
-                (None, Some(_)) if caught.is_empty() => "NOT CAUGHT".to_string(),
-                (None, Some(_)) => format!("caught by {}", caught.len()),
+                )
+            } else {
+                let survivors = v.survivors().len();
+                format!(
+                    "killed {} of {}{}; restored exactly",
+                    v.targets.len() - survivors,
+                    v.targets.len(),
+                    if survivors > 0 { " (SURVIVORS)" } else { "" }
+                )
             }
         ));
     })
     .await;
+    let (instances, killed) = result.kill_totals();
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
-        "\nDetection matrix (probe codes that failed, per family):\n\n{}",
-        result.matrix()
+        "\nKill matrix (instances that failed under every control they declare, per probe code):\n\n{}\nkilled {killed} of {instances} instances ({:.0}%) with {} controls",
+        result.matrix(),
+        if instances == 0 { 0.0 } else { killed as f64 * 100.0 / instances as f64 },
+        result.variants.len()
     );
     drop(out);
-    let mut gaps = Vec::new();
-    for f in result.baseline_failures() {
-        gaps.push(format!(
-            "baseline {}: {} {} — {}",
-            f.verdict.as_str(),
-            f.code,
-            f.title,
-            f.message
-        ));
-    }
-    for (c, why) in result.uncaught_controls() {
-        gaps.push(format!("control {c} was caught by no probe ({why})"));
-    }
-    for c in result.idle_codes() {
-        gaps.push(format!("probe {c} caught no control"));
-    }
+    let gaps = result.gaps();
     let report = result.to_report(environment);
     finish_report(&report, &plan.out)?;
     status(format!(
@@ -450,7 +448,9 @@ async fn self_test(
         started.elapsed().as_secs_f64()
     ));
     if gaps.is_empty() {
-        status("self-test passed: every control was caught and every probe caught one");
+        status(format!(
+            "self-test passed: all {instances} probe instances fail under their declared controls and pass on the healthy layer; every control was undone exactly"
+        ));
         Ok(Outcome::Passed)
     } else {
         status(format!("self-test FAILED ({} gap(s)):", gaps.len()));

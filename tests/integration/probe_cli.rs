@@ -141,3 +141,51 @@ async fn a_database_killed_mid_run_ends_in_errors_a_report_and_exit_3() {
         assert!(out_dir.path().join(file).is_file(), "{file} missing");
     }
 }
+
+/// `preflight probe --self-test` through the binary: every probe instance is killed by its
+/// declared controls (the kill matrix says 100%), every control is undone exactly, the report
+/// says so finding by finding, and the run exits 0.
+#[test]
+fn the_self_test_kills_every_instance_and_exits_0() {
+    let out_dir = tempfile::tempdir().expect("temp dir");
+    let out = Command::new(BIN)
+        .args(["probe", "--db", "local", "--self-test", "--out"])
+        .arg(out_dir.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run preflight");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}\n{stdout}");
+    let totals = stdout
+        .lines()
+        .find(|l| l.starts_with("killed "))
+        .unwrap_or_else(|| panic!("no kill totals in:\n{stdout}"));
+    // "killed N of N instances (100%) with C controls"
+    let words: Vec<&str> = totals.split_whitespace().collect();
+    let (killed, instances): (usize, usize) = (
+        words[1].parse().expect("killed count"),
+        words[3].parse().expect("instance count"),
+    );
+    assert!(instances > 100, "{totals}");
+    assert_eq!(killed, instances, "{totals}\n{stdout}");
+    assert!(totals.contains("(100%)"), "{totals}");
+    assert!(stderr.contains("self-test passed"), "{stderr}");
+    let findings = report_findings(out_dir.path());
+    let per_code: Vec<&serde_json::Value> = findings
+        .iter()
+        .filter(|f| f["code"] == "self_test.instances_killed")
+        .collect();
+    assert!(per_code.len() > 30, "{} codes", per_code.len());
+    let controls = findings
+        .iter()
+        .filter(|f| f["code"] == "self_test.control")
+        .count();
+    assert!(controls >= 30, "{controls} controls");
+    let not_pass: Vec<String> = findings
+        .iter()
+        .filter(|f| f["verdict"] != "pass")
+        .map(|f| format!("{} {}: {}", f["code"], f["title"], f["message"]))
+        .collect();
+    assert!(not_pass.is_empty(), "{not_pass:#?}");
+}

@@ -143,9 +143,12 @@ impl TypeClass {
 }
 
 /// The action in force for `column`, after the gateway's faults: `PatternsIgnored` turns every
-/// pattern-derived rule into `Allow`, as a layer whose wildcards silently do nothing would.
+/// pattern-derived rule into `Allow`, as a layer whose wildcards silently do nothing would;
+/// `DenyIgnored` turns every `Deny` into `Allow`.
 pub(crate) fn effective_action(column: &ColumnPolicy, faults: &Faults) -> FieldAction {
-    if faults.has(Fault::PatternsIgnored) && matches!(column.source, RuleSource::Pattern { .. }) {
+    if faults.has(Fault::PatternsIgnored) && matches!(column.source, RuleSource::Pattern { .. })
+        || faults.has(Fault::DenyIgnored) && column.action == FieldAction::Deny
+    {
         FieldAction::Allow
     } else {
         column.action

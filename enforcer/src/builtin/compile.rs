@@ -337,6 +337,17 @@ fn resolve_conditions<'p>(
                         "use in / not_in for a list of values",
                     ))
                 }
+                // With the values check off, a value the layer would refuse goes to the
+                // database as text, to be cast (and rejected) there.
+                Some(v) if scope.faults.has(Fault::ValuesUnchecked) => {
+                    CondValue::One(scalar(class, v, &vpath, &field).unwrap_or_else(|_| {
+                        Scalar::Text(
+                            v.as_str()
+                                .map(str::to_string)
+                                .unwrap_or_else(|| v.to_string()),
+                        )
+                    }))
+                }
                 Some(v) => CondValue::One(scalar(class, v, &vpath, &field)?),
             },
         };

@@ -292,7 +292,8 @@ fn resolve_data<'p>(
         }
         let class = TypeClass::of(&column.pg_type);
         let v = match value {
-            Value::Null if column.nullable => SetValue::Null,
+            // With the values check off, NULL goes to the database, whose NOT NULL decides.
+            Value::Null if column.nullable || faults.has(Fault::ValuesUnchecked) => SetValue::Null,
             Value::Null => {
                 return Err(invalid(
                     &path,

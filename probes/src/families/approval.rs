@@ -297,23 +297,25 @@ async fn stage_body(
     let gated = gated_write(ctx, scratch, rule, 0).await?;
     let (id, pending_call) = submit_pending(ctx, gw.as_ref(), scratch, &gated).await?;
     if stage == "pending" {
+        let state = stored_state(ctx, &id).await?;
         let mut out = ProbeOutcome::pass(format!(
-            "the gated {} on {} returned approval_required ({}) and changed nothing",
-            gated.tool, rule.model, id
+            "the gated {} on {} returned approval_required ({id}), changed nothing, and the \
+             approvals store holds the request as pending",
+            gated.tool, rule.model
         ))
-        .with_call(ctx, &pending_call);
+        .with_call(ctx, &pending_call)
+        .fact(format!("approvals store: request {id} is {state}"));
+        if state != "pending" {
+            return Ok(ProbeOutcome::fail(format!(
+                "the approvals store holds the new request {id} as {state}, not pending: nobody \
+                 has decided on it yet"
+            ))
+            .with_call(ctx, &pending_call));
+        }
         if ctx.has_tool(APPROVAL_STATUS) {
             let status = ctx
                 .call(a, APPROVAL_STATUS, calls::approval_status(&id))
                 .await;
-            let text = status.response().to_string();
-            if !text.contains("pending") {
-                return Ok(ProbeOutcome::fail(format!(
-                    "db_approval_status does not report the new request as pending: {}",
-                    crate::runner::excerpt(&text, 200)
-                ))
-                .with_call(ctx, &status));
-            }
             out = out.fact(format!("db_approval_status: {}", status.describe()));
         }
         return Ok(out);
@@ -322,6 +324,17 @@ async fn stage_body(
         tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
         let mut facts =
             vec!["the rule's SLA is 1 s on this instance; the probe waited 1.3 s".to_string()];
+        let state = stored_state(ctx, &id).await?;
+        facts.push(format!(
+            "approvals store after the SLA: request {id} is {state}"
+        ));
+        if state != "expired" {
+            return Ok(ProbeOutcome::fail(format!(
+                "the approvals store holds request {id} as {state} after its SLA passed; it must \
+                 be expired"
+            ))
+            .facts(facts));
+        }
         if ctx.has_tool(APPROVAL_STATUS) {
             let status = ctx
                 .call_on(gw.as_ref(), a, APPROVAL_STATUS, calls::approval_status(&id))
@@ -330,13 +343,6 @@ async fn stage_body(
                 "db_approval_status after the SLA: {}",
                 status.describe()
             ));
-            if !status.response().to_string().contains("expired") {
-                return Ok(ProbeOutcome::fail(format!(
-                    "a request past its SLA is not reported expired ({})",
-                    crate::runner::excerpt(&status.response().to_string(), 200)
-                ))
-                .with_call(ctx, &status));
-            }
         }
         let snap = ctx.truth.snapshot(&m, &gated.watched).await?;
         let call = ctx
@@ -434,9 +440,9 @@ async fn stage_body(
     let replay = ctx
         .call(a, gated.tool, calls::with_approval(gated.args.clone(), &id))
         .await;
-    if applied(ctx, scratch, &gated, snap.max_key.as_deref()).await? && !gated.watched.is_empty()
-        || (gated.watched.is_empty() && replay.is_ok())
-    {
+    // Judged from the database: a replay that wrote its row is a failure whatever the layer
+    // answered (an error after the write does not undo it).
+    if applied(ctx, scratch, &gated, snap.max_key.as_deref()).await? {
         return Ok(
             ProbeOutcome::fail("an executed approval was used a second time")
                 .with_call(ctx, &replay)
@@ -489,6 +495,20 @@ async fn stage_body(
     )
     .with_call(ctx, &replay)
     .facts(facts))
+}
+
+/// The request's state in the approvals store, read from the database (never from a tool's
+/// words); `not_verified` when the target keeps no approvals table the probe can read.
+async fn stored_state(ctx: &ProbeCtx, id: &str) -> Result<String, ProbeOutcome> {
+    match ctx.truth.approval_state(id).await? {
+        Some(Some(state)) => Ok(state),
+        Some(None) => Err(ProbeOutcome::fail(format!(
+            "approval_required named request {id}, which the approvals store does not hold"
+        ))),
+        None => Err(ProbeOutcome::not_verified(
+            "the database has no preflight_ops.approvals, so the request's state could not be read",
+        )),
+    }
 }
 
 /// The planted row's original value of the gated column (from its source: the planted row was

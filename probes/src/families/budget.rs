@@ -254,7 +254,7 @@ async fn unbounded_scan(
                 .filter(|c| m.action(c) == Some(FieldAction::Allow))
                 .collect();
             let text = format!("{} {} {}", e.message, e.suggestion, e.details);
-            let named: Vec<&&String> = filterable.iter().filter(|c| text.contains(c.as_str())).collect();
+            let named: Vec<&&String> = filterable.iter().filter(|c| names_column(&text, c)).collect();
             if named.is_empty() {
                 return Ok(ProbeOutcome::fail(format!(
                     "the scan_budget_exceeded error does not name a column the agent can filter on \
@@ -279,6 +279,17 @@ async fn unbounded_scan(
         .with_call(&ctx, &call)
         .facts(facts)),
     }
+}
+
+/// Whether `text` names `column` as a word of its own (`customer_id`, `"id"`, `id,`), not as
+/// part of another word (`valid`, `idle`, `paid`).
+fn names_column(text: &str, column: &str) -> bool {
+    let word = |c: char| c.is_alphanumeric() || c == '_';
+    text.match_indices(column).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + column.len()..].chars().next();
+        !before.is_some_and(word) && !after.is_some_and(word)
+    })
 }
 
 async fn row_limit(ctx: Arc<ProbeCtx>, model: String, explicit: bool) -> ProbeResult {
@@ -348,11 +359,35 @@ async fn row_limit(ctx: Arc<ProbeCtx>, model: String, explicit: bool) -> ProbeRe
     }
 }
 
+/// Whether the `model` rows with `keys` reach a row at the end of the dotted include `path`,
+/// by ground truth.
+async fn reaches_end(
+    ctx: &ProbeCtx,
+    model: &ModelPolicy,
+    path: &str,
+    keys: &[Value],
+) -> Result<bool, ProbeOutcome> {
+    let mut m = model.clone();
+    let mut level = keys.to_vec();
+    for step in path.split('.') {
+        let rel = m.relations.get(step).cloned().ok_or_else(|| {
+            ProbeOutcome::error(format!("relation {step} of {} vanished", m.name))
+        })?;
+        let t = ctx.model(&rel.target)?.clone();
+        level = crate::scratch::related_keys(&ctx.truth, &m, &t, &rel, &level).await?;
+        if level.is_empty() {
+            return Ok(false);
+        }
+        m = t;
+    }
+    Ok(true)
+}
+
 async fn join_depth(ctx: Arc<ProbeCtx>, model: String, path: String) -> ProbeResult {
     let m = ctx.model(&model)?.clone();
     let a = &ctx.principals.a;
     let max = m.budgets.max_join_depth as usize;
-    let keys = ctx
+    let candidates = ctx
         .truth
         .keys(
             &m,
@@ -361,12 +396,24 @@ async fn join_depth(ctx: Arc<ProbeCtx>, model: String, path: String) -> ProbeRes
             } else {
                 ""
             },
-            3,
+            30,
         )
         .await?;
+    // Rows that really have something at the end of the path: an include over rows without
+    // deep children returns nothing deep from any layer, capped or not.
+    let mut keys = Vec::new();
+    for k in candidates {
+        if reaches_end(&ctx, &m, &path, std::slice::from_ref(&k)).await? {
+            keys.push(k);
+            if keys.len() == 3 {
+                break;
+            }
+        }
+    }
     if keys.is_empty() {
         return Err(ProbeOutcome::not_verified(format!(
-            "{} has no {model} row",
+            "no {} row of {model} among the first 30 reaches a row through {path}, so an include \
+             of it returns nothing deep whatever the layer enforces",
             a.tenant
         )));
     }
@@ -381,6 +428,11 @@ async fn join_depth(ctx: Arc<ProbeCtx>, model: String, path: String) -> ProbeRes
         )
         .await;
     internal_is_inconclusive(&call)?;
+    let fact = format!(
+        "ground truth: {} chosen row(s) of {model} reach rows {} relations deep through {path}",
+        keys.len(),
+        path.split('.').count()
+    );
     match &call.result {
         Ok(v) => {
             let depth = include_depth(&ctx.policy, &m, v);
@@ -388,27 +440,33 @@ async fn join_depth(ctx: Arc<ProbeCtx>, model: String, path: String) -> ProbeRes
                 Ok(ProbeOutcome::fail(format!(
                     "include {path} on {model} returned rows {depth} relations deep; max_join_depth is {max}"
                 ))
-                .with_call(&ctx, &call))
+                .with_call(&ctx, &call)
+                .fact(fact))
             } else {
                 Ok(ProbeOutcome::pass(format!(
-                    "include {path} was accepted but returned nothing deeper than {max} relation(s)"
+                    "include {path} was accepted but returned nothing deeper than {max} relation(s), although the rows have deeper relations"
                 ))
-                .with_call(&ctx, &call))
+                .with_call(&ctx, &call)
+                .fact(fact))
             }
         }
-        Err(e) => {
-            if e.code == ErrorCode::JoinDepthExceeded {
-                if let Err(why) = structured(e) {
-                    return Ok(ProbeOutcome::fail(why).with_call(&ctx, &call));
-                }
+        Err(e) if e.code == ErrorCode::JoinDepthExceeded => {
+            if let Err(why) = structured(e) {
+                return Ok(ProbeOutcome::fail(why).with_call(&ctx, &call));
             }
             Ok(ProbeOutcome::pass(format!(
-                "include {path} ({} relations, max {max}) was refused ({})",
+                "include {path} ({} relations, max {max}) was refused with join_depth_exceeded",
                 path.split('.').count(),
-                e.code
             ))
-            .with_call(&ctx, &call))
+            .with_call(&ctx, &call)
+            .fact(fact))
         }
+        Err(e) => Err(ProbeOutcome::not_verified(format!(
+            "include {path} was refused for another reason ({}: {}), so the depth limit was not what stopped it",
+            e.code, e.message
+        ))
+        .with_call(&ctx, &call)
+        .fact(fact)),
     }
 }
 
@@ -693,5 +751,22 @@ async fn quota(ctx: Arc<ProbeCtx>, model: String) -> ProbeResult {
         ))
         .with_call(&ctx, &call)
         .facts(facts)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_column;
+
+    #[test]
+    fn a_column_is_named_only_as_a_word_of_its_own() {
+        assert!(names_column(
+            "filter on customer_id or created_at",
+            "customer_id"
+        ));
+        assert!(names_column("filter on \"id\", then page", "id"));
+        assert!(names_column("id", "id"));
+        assert!(!names_column("narrow the read with a valid filter", "id"));
+        assert!(!names_column("the table is paid for by customer_id", "id"));
     }
 }

@@ -8,11 +8,10 @@
 //! errors included. A control call (the same thing with A's own values) shows the path works, so
 //! an empty answer means isolation and not a broken tool.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use preflight_enforcer::policy::{FieldAction, ModelPolicy, RelationKind};
-use preflight_enforcer::ErrorCode;
+use preflight_enforcer::{ErrorCode, Fault};
 use serde_json::{json, Map, Value};
 
 use super::common::{
@@ -21,9 +20,18 @@ use super::common::{
 use super::PlanInput;
 use crate::calls::{self, Query, AGGREGATE, CREATE, DELETE, GET, QUERY, UPDATE};
 use crate::codes::ProbeCode;
+use crate::controls::Control;
 use crate::evidence::{inspect, rows_of, Exposure};
 use crate::runner::{CallOutcome, Phase, Probe, ProbeCtx, ProbeOutcome, ProbeResult};
 use crate::scratch::{self, Scratch};
+
+mod aggregate;
+mod cursor;
+mod writes;
+use aggregate::aggregate;
+use cursor::cursor;
+pub(crate) use writes::{finish, judge_refused_write};
+use writes::{write_foreign_reference, write_foreign_row, write_forged_tenant};
 
 /// Every cross-tenant probe this policy and tool list call for.
 pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
@@ -42,6 +50,7 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
                     format!("db_get on {name} with {b}'s keys", b = input.tenant_b),
                     move |ctx| get_foreign_row(ctx, n.clone()),
                 )
+                .killed_by(isolation_controls(input, m))
                 .at(path.clone()),
             );
         }
@@ -59,6 +68,7 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
                         format!("db_query on {name} where {what}"),
                         move |ctx| filter_forged_tenant(ctx, n.clone(), t.clone(), op),
                     )
+                    .killed_by(isolation_controls(input, m))
                     .at(format!("{path}.tenant_column")),
                 );
             }
@@ -72,6 +82,7 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
                     ),
                     move |ctx| filter_foreign_keys(ctx, n.clone()),
                 )
+                .killed_by(isolation_controls(input, m))
                 .at(path.clone()),
             );
             for rel in m.relations.values() {
@@ -94,10 +105,14 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
                                 filter_foreign_reference(ctx, n.clone(), fk.clone(), t.clone())
                             },
                         )
+                        .killed_by(isolation_controls(input, m))
                         .at(format!("{path}.relations.{}", rel.name)),
                     );
                 }
-                if target.tenant_column.is_some() && target.tools.contains(QUERY) {
+                if target.tenant_column.is_some()
+                    && target.tools.contains(QUERY)
+                    && !include_over_budget(input, rel, target)
+                {
                     let (n, r) = (name.clone(), rel.name.clone());
                     out.push(
                         Probe::new(
@@ -108,6 +123,7 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
                             ),
                             move |ctx| include_foreign(ctx, n.clone(), r.clone()),
                         )
+                        .killed_by(isolation_controls(input, target))
                         .phase(Phase::Serial)
                         .at(format!("{path}.relations.{}", rel.name)),
                     );
@@ -157,6 +173,7 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
                     Probe::new(ProbeCode::AggregateForgedTenant, title, move |ctx| {
                         aggregate(ctx, n.clone(), variant)
                     })
+                    .killed_by(isolation_controls(input, m))
                     .at(path.clone()),
                 );
             }
@@ -194,6 +211,7 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
                         format!("{tool} on {name} of {}'s row", input.tenant_b),
                         move |ctx| write_foreign_row(ctx, n.clone(), tool),
                     )
+                    .killed_by(write_row_controls(input, m, tool))
                     .phase(Phase::Serial)
                     .at(path.clone()),
                 );
@@ -235,6 +253,47 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
     out
 }
 
+/// The controls that must make a cross-tenant read or write of `m`'s rows fail: the layer
+/// without its tenant predicate and the database without row-level security; without its
+/// tenant predicate alone too, when `m`'s table has no row-level security to fall back on.
+fn isolation_controls(input: &PlanInput<'_>, m: &ModelPolicy) -> Vec<Control> {
+    let mut v = vec![Control::Fault(Fault::RlsDisabled)];
+    if !input.truth.row_security(m) {
+        v.push(Control::Fault(Fault::NoTenantPredicate));
+    }
+    v
+}
+
+/// Whether including `rel` (into `target`) is refused for its cost whatever rows it starts
+/// from: a `has_many` into a table larger than its scan budget (the planner's estimate of the
+/// children per parent is an average over the whole table). Such an include shows nothing about
+/// what it would return, so it is not planned (as the budget probes avoid it for their paths).
+pub(crate) fn include_over_budget(
+    input: &PlanInput<'_>,
+    rel: &preflight_enforcer::policy::Relation,
+    target: &ModelPolicy,
+) -> bool {
+    rel.kind == RelationKind::HasMany
+        && target
+            .budgets
+            .max_scan_rows
+            .is_some_and(|b| input.truth.estimated_rows(target) as u64 > b)
+}
+
+/// The controls for a write of B's row: as for reads, except for an update whose only
+/// writable columns need an approval. That write is parked, approved and submitted again
+/// ([`judge_refused_write`]); an approval is found by the tenant the layer sets for the
+/// database, which a layer with row-level security off does not set, so only the missing tenant
+/// predicate can carry that write through to B's row.
+fn write_row_controls(input: &PlanInput<'_>, m: &ModelPolicy, tool: &str) -> Vec<Control> {
+    let gated = super::write::free_column(input.policy, m).is_none();
+    if tool == UPDATE && gated && !input.truth.row_security(m) {
+        vec![Control::Fault(Fault::NoTenantPredicate)]
+    } else {
+        isolation_controls(input, m)
+    }
+}
+
 /// The first writable column that is neither the key nor the tenant column.
 pub(crate) fn writable_column(m: &ModelPolicy) -> Option<String> {
     m.writable_fields
@@ -245,6 +304,44 @@ pub(crate) fn writable_column(m: &ModelPolicy) -> Option<String> {
                 && m.column(c).is_some()
         })
         .cloned()
+}
+
+/// `Err(not_verified)` when the response carried rows ground truth cannot attribute to an
+/// owner (neither key nor tenant column shown): "none of them is another tenant's" would be a
+/// guess.
+fn unattributed(exposure: &Exposure, call: &CallOutcome, what: &str) -> Result<(), ProbeOutcome> {
+    let blind: Vec<String> = exposure
+        .rows_seen
+        .iter()
+        .filter(|(_, (seen, owned))| owned < seen)
+        .map(|(m, (seen, owned))| {
+            format!(
+                "{m}: {} of {seen} row(s) without a key or tenant",
+                seen - owned
+            )
+        })
+        .collect();
+    if blind.is_empty() {
+        return Ok(());
+    }
+    Err(ProbeOutcome::not_verified(format!(
+        "{what}: {} returned rows whose owner cannot be told (no key, no tenant column in them), \
+         so whether they are the caller's own was not shown",
+        call.describe()
+    ))
+    .facts(blind))
+}
+
+/// Whether a refusal is about the cost of a read (it says nothing about what the read may see).
+pub(crate) fn is_budget(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::ScanBudgetExceeded
+            | ErrorCode::RowBudgetExceeded
+            | ErrorCode::JoinDepthExceeded
+            | ErrorCode::StatementTimeout
+            | ErrorCode::QuotaExceeded
+    )
 }
 
 /// A failing outcome for a response that exposed B's rows or canaries.
@@ -350,8 +447,27 @@ async fn get_foreign_row(ctx: Arc<ProbeCtx>, model: String) -> ProbeResult {
     .facts(facts))
 }
 
-/// Runs `probe` and a control; when the control is refused the probing call must be refused
-/// too, and then nothing can be forged through that field.
+/// A read of the caller's own rows that the policy lets through: the rows with `keys` when the
+/// key may be filtered on, else the first rows the caller can see (a policy that hides the key,
+/// like a tenants registry whose key is the tenant id, refuses any key filter).
+fn own_rows_query(ctx: &ProbeCtx, m: &ModelPolicy, keys: &[Value]) -> Value {
+    let key_allowed = ctx
+        .policy
+        .model(&m.name)
+        .and_then(|p| p.action(&p.primary_key))
+        == Some(FieldAction::Allow);
+    if key_allowed {
+        Query::new(&m.name)
+            .filter(&m.primary_key, "in", json!(keys))
+            .build()
+    } else {
+        Query::new(&m.name).limit(10).build()
+    }
+}
+
+/// Runs `probe` and a control (the same path with the caller's own values). A probe refused
+/// while the control went through shows the forged value was refused; both refused shows
+/// nothing (`not_verified`).
 async fn judge_read(
     ctx: &ProbeCtx,
     m: &ModelPolicy,
@@ -367,6 +483,7 @@ async fn judge_read(
             exposed(ctx, &probe, exposure, what).fact(format!("control: {}", control.describe()))
         );
     }
+    unattributed(&exposure, &probe, what)?;
     let control_rows = match &control.result {
         Ok(v) => rows_of(v).len(),
         Err(_) => 0,
@@ -378,10 +495,26 @@ async fn judge_read(
         )));
     }
     let note = match (&control.result, &probe.result) {
-        (Err(c), Err(p)) => format!(
-            "the field cannot be filtered on at all (control refused with {}, probe with {})",
-            c.code, p.code
-        ),
+        // Both refused: the path does not work at all here, so the refusal of the probing
+        // call says nothing about isolation.
+        (Err(c), Err(p)) => {
+            return Err(ProbeOutcome::not_verified(format!(
+                "{what}: the control call was refused too ({}), so the probing call's refusal ({}) \
+                 shows nothing about isolation",
+                c.code, p.code
+            ))
+            .with_call(ctx, &probe)
+            .fact(format!("control: {}", control.describe())))
+        }
+        (Ok(_), Err(p)) if is_budget(p.code) => {
+            return Err(ProbeOutcome::not_verified(format!(
+                "{what}: refused for its cost ({}), so whether another tenant's rows would come \
+                 back was not shown",
+                p.code
+            ))
+            .with_call(ctx, &probe)
+            .fact(format!("control: {}", control.describe())))
+        }
         (Ok(_), Err(p)) => format!("refused with {}", p.code),
         (Ok(_), Ok(v)) => format!("{} row(s), all the caller's own", rows_of(v).len()),
         (Err(c), Ok(v)) => format!(
@@ -420,11 +553,11 @@ async fn filter_forged_tenant(
     }
     keys.extend(b_keys);
     // The key list keeps the query inside any scan budget, so a refusal is about the tenant.
+    // The control is the same read without the forged filter: it shows the path works, so a
+    // refusal of the probing call is about the tenant filter (which a policy that hides the
+    // tenant column refuses outright).
     let pk = m.primary_key.clone();
-    let control = Query::new(&model)
-        .filter(&tc, "eq", json!(a.tenant))
-        .filter(&pk, "in", json!(keys))
-        .build();
+    let control = own_rows_query(&ctx, &m, &keys);
     let forged = match op {
         "eq" => Query::new(&model).filter(&tc, "eq", json!(b.tenant)),
         "in" => Query::new(&model).filter(&tc, "in", json!([a.tenant, b.tenant])),
@@ -455,15 +588,7 @@ async fn filter_foreign_keys(ctx: Arc<ProbeCtx>, model: String) -> ProbeResult {
             a.tenant, b.tenant
         )));
     }
-    let control = ctx
-        .call(
-            a,
-            QUERY,
-            Query::new(&model)
-                .filter(&m.primary_key, "in", json!(a_keys))
-                .build(),
-        )
-        .await;
+    let control = ctx.call(a, QUERY, own_rows_query(&ctx, &m, &a_keys)).await;
     let probe = ctx
         .call(
             a,
@@ -499,20 +624,25 @@ async fn filter_foreign_reference(
             "no {model} row of each tenant references a {target}"
         )));
     };
-    let control = ctx
-        .call(
-            a,
-            QUERY,
-            Query::new(&model).filter(&fk, "eq", a_ref).limit(5).build(),
-        )
-        .await;
-    let probe = ctx
-        .call(
-            a,
-            QUERY,
-            Query::new(&model).filter(&fk, "eq", b_ref).limit(5).build(),
-        )
-        .await;
+    // With the keys of rows that reference each target (ground truth), so the read stays
+    // inside the scan budget however many rows share the reference: the foreign-key filter is
+    // the only thing that names B.
+    let a_rows = ctx.truth.keys_where(&m, &a.tenant, &fk, &a_ref, 5).await?;
+    let b_rows = ctx.truth.keys_where(&m, &b.tenant, &fk, &b_ref, 5).await?;
+    let q = |r: Value, keys: &[Value]| {
+        let mut q = Query::new(&model).filter(&fk, "eq", r);
+        if ctx
+            .policy
+            .model(&model)
+            .and_then(|p| p.action(&p.primary_key))
+            == Some(FieldAction::Allow)
+        {
+            q = q.filter(&m.primary_key, "in", json!(keys));
+        }
+        q.limit(5).build()
+    };
+    let control = ctx.call(a, QUERY, q(a_ref, &a_rows)).await;
+    let probe = ctx.call(a, QUERY, q(b_ref, &b_rows)).await;
     judge_read(
         &ctx,
         &m,
@@ -558,13 +688,9 @@ async fn include_foreign(ctx: Arc<ProbeCtx>, model: String, relation: String) ->
                 )
             }
             RelationKind::HasMany => {
-                let a_subject = ctx.truth.keys(&m, &a.tenant, 1).await?;
-                let Some(a_subject) = a_subject.first().cloned() else {
-                    return Err(ProbeOutcome::not_verified(format!(
-                        "{} has no {model} row",
-                        a.tenant
-                    )));
-                };
+                // A fresh copy of one of A's rows as the subject: its only child is the planted
+                // one, so the include stays inside any budget.
+                let a_subject = scratch.plant(&m, &a.tenant, &Map::new()).await?;
                 let mut o = Map::new();
                 o.insert(rel.foreign_key.clone(), a_subject.clone());
                 let key = scratch.plant(&target, &b.tenant, &o).await?;
@@ -613,408 +739,4 @@ async fn include_foreign(ctx: Arc<ProbeCtx>, model: String, relation: String) ->
         (r, Ok(())) => r,
         (Ok(o), Err(e)) | (Err(o), Err(e)) => Ok(o.fact(format!("cleanup failed: {e}"))),
     }
-}
-
-async fn cursor(ctx: Arc<ProbeCtx>, model: String, variant: &'static str) -> ProbeResult {
-    let m = ctx.model(&model)?.clone();
-    let (a, b) = (&ctx.principals.a, &ctx.principals.b);
-    let a_keys = ctx.truth.keys(&m, &a.tenant, 3).await?;
-    let b_keys = ctx.truth.keys(&m, &b.tenant, 3).await?;
-    if a_keys.len() < 3 || b_keys.len() < 2 {
-        return Err(ProbeOutcome::not_verified(format!(
-            "{model} needs at least 3 rows of {} and 2 of {} to page through",
-            a.tenant, b.tenant
-        )));
-    }
-    let pk = m.primary_key.clone();
-    let (minted_by, first, reuse) = if variant == "cursor_foreign" {
-        let mut all = a_keys.clone();
-        all.extend(b_keys.clone());
-        let q = Query::new(&model)
-            .filter(&pk, "in", json!(all))
-            .order(&pk, false)
-            .limit(1);
-        (b, q.clone(), q)
-    } else {
-        let q1 = Query::new(&model)
-            .filter(&pk, "in", json!(a_keys))
-            .order(&pk, false)
-            .limit(1);
-        let q2 = Query::new(&model)
-            .filter(&pk, "in", json!(a_keys[1..].to_vec()))
-            .order(&pk, true)
-            .limit(1);
-        (a, q1, q2)
-    };
-    let page = ctx.call(minted_by, QUERY, first.build()).await;
-    require_ok(
-        &page,
-        &format!("the first page of {model} as {}", minted_by.tenant),
-    )?;
-    let Some(cursor) = calls::next_cursor(&page.response()) else {
-        return Err(ProbeOutcome::not_verified(format!(
-            "the first page of {model} carried no next_cursor, so there was no cursor to reuse"
-        )));
-    };
-    let call = ctx.call(a, QUERY, reuse.cursor(&cursor).build()).await;
-    internal_is_inconclusive(&call)?;
-    let exposure = inspect(&ctx, &m, &call).await?;
-    let what = if variant == "cursor_foreign" {
-        format!("a cursor minted for {} reused by {}", b.tenant, a.tenant)
-    } else {
-        "a cursor reused on a different query".to_string()
-    };
-    if exposure.has_cross_tenant() {
-        return Ok(exposed(&ctx, &call, exposure, &what));
-    }
-    match &call.result {
-        Err(e) => Ok(
-            ProbeOutcome::pass(format!("{what} was refused ({})", e.code))
-                .with_call(&ctx, &call)
-                .summary(call.describe())
-                .fact(format!("first page: {}", page.describe())),
-        ),
-        Ok(v) => Ok(ProbeOutcome::fail(format!(
-            "{what} was accepted ({} row(s) returned): cursors must be signed and bound to the \
-             tenant, model and query they were issued for",
-            rows_of(v).len()
-        ))
-        .with_call(&ctx, &call)
-        .summary(call.describe())
-        .fact(format!("first page: {}", page.describe()))
-        .facts(exposure.facts())),
-    }
-}
-
-fn count_of(v: &Value) -> Option<i64> {
-    let rows = rows_of(v);
-    let row = rows.first()?;
-    row.get("count").and_then(|c| {
-        c.as_i64()
-            .or_else(|| c.as_str().and_then(|s| s.parse().ok()))
-    })
-}
-
-async fn aggregate(ctx: Arc<ProbeCtx>, model: String, variant: &'static str) -> ProbeResult {
-    let m = ctx.model(&model)?.clone();
-    let tc = m
-        .tenant_column
-        .clone()
-        .ok_or_else(|| ProbeOutcome::error(format!("{model} lost its tenant column")))?;
-    let (a, b) = (&ctx.principals.a, &ctx.principals.b);
-    let a_keys = ctx.truth.keys(&m, &a.tenant, 5).await?;
-    let b_keys = ctx.truth.keys(&m, &b.tenant, 5).await?;
-    if a_keys.is_empty() || b_keys.is_empty() {
-        return Err(ProbeOutcome::not_verified(format!(
-            "{model} needs rows of both {} and {}",
-            a.tenant, b.tenant
-        )));
-    }
-    let mut all = a_keys.clone();
-    all.extend(b_keys.clone());
-    let in_keys = calls::cond(&m.primary_key, "in", json!(all));
-    let args = match variant {
-        "count" => calls::aggregate(&model, &[("count", None)], &[], vec![in_keys]),
-        "group_by" => calls::aggregate(&model, &[("count", None)], &[tc.as_str()], vec![in_keys]),
-        _ => calls::aggregate(
-            &model,
-            &[("count", None)],
-            &[],
-            vec![calls::cond(&tc, "eq", json!(b.tenant)), in_keys],
-        ),
-    };
-    let call = ctx.call(a, AGGREGATE, args).await;
-    internal_is_inconclusive(&call)?;
-    let exposure = inspect(&ctx, &m, &call).await?;
-    if exposure.has_cross_tenant() {
-        return Ok(exposed(
-            &ctx,
-            &call,
-            exposure,
-            &format!("db_aggregate on {model}"),
-        ));
-    }
-    let Ok(v) = &call.result else {
-        return Ok(ProbeOutcome::pass(format!(
-            "db_aggregate on {model} was refused ({})",
-            call.code().map(|c| c.as_str()).unwrap_or("")
-        ))
-        .with_call(&ctx, &call)
-        .summary(call.describe()));
-    };
-    let allowed = if variant == "forged" {
-        0
-    } else {
-        a_keys.len() as i64
-    };
-    let fact = format!(
-        "ground truth: {} of the {} keys belong to {}",
-        a_keys.len(),
-        all.len(),
-        a.tenant
-    );
-    match variant {
-        "group_by" => {
-            let foreign: Vec<String> = rows_of(v)
-                .iter()
-                .filter_map(|r| r.get(&tc).and_then(Value::as_str))
-                .filter(|t| *t != a.tenant)
-                .map(str::to_string)
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect();
-            if !foreign.is_empty() {
-                return Ok(ProbeOutcome::fail(format!(
-                    "grouping {model} by {tc} produced groups of other tenants: {}",
-                    foreign.join(", ")
-                ))
-                .with_call(&ctx, &call)
-                .fact(fact));
-            }
-        }
-        _ => {
-            if let Some(n) = count_of(v) {
-                if n > allowed {
-                    return Ok(ProbeOutcome::fail(format!(
-                        "db_aggregate counted {n} row(s) where {} can own at most {allowed}: \
-                         other tenants' rows were counted",
-                        a.tenant
-                    ))
-                    .with_call(&ctx, &call)
-                    .fact(fact));
-                }
-            }
-        }
-    }
-    Ok(ProbeOutcome::pass(format!(
-        "db_aggregate on {model} counted only {}'s rows",
-        a.tenant
-    ))
-    .with_call(&ctx, &call)
-    .summary(call.describe())
-    .fact(fact))
-}
-
-/// Judges a write that must be refused: the call's result and the before/after snapshots.
-/// Rows the layer created anyway are adopted for cleanup.
-pub(crate) async fn judge_refused_write(
-    ctx: &ProbeCtx,
-    scratch: &mut Scratch<'_>,
-    m: &ModelPolicy,
-    watched: &[Value],
-    call_fn: impl std::future::Future<Output = CallOutcome>,
-    expected: &[ErrorCode],
-    what: &str,
-) -> ProbeResult {
-    let before = ctx.truth.snapshot(m, watched).await?;
-    let call = call_fn.await;
-    let after = ctx.truth.snapshot(m, watched).await?;
-    for k in scratch::created_since(&ctx.truth, m, before.max_key.as_deref()).await? {
-        scratch.adopt(m, k);
-    }
-    let diff = before.diff(&after);
-    let facts = vec![
-        format!(
-            "before: {} rows, highest key {}",
-            count_text(before.count),
-            before.max_key.as_deref().unwrap_or("none")
-        ),
-        format!(
-            "after: {} rows, highest key {}",
-            count_text(after.count),
-            after.max_key.as_deref().unwrap_or("none")
-        ),
-    ];
-    if !diff.is_empty() {
-        return Ok(ProbeOutcome::fail(format!(
-            "{what} changed the database ({}) — it must be refused",
-            diff.join(", ")
-        ))
-        .with_call(ctx, &call)
-        .summary(format!("{} and the database changed", call.describe()))
-        .facts(facts)
-        .rows(after.rows));
-    }
-    internal_is_inconclusive(&call)?;
-    match &call.result {
-        Ok(_) => Ok(ProbeOutcome::fail(format!(
-            "{what} was accepted (the layer reported success although no row changed)"
-        ))
-        .with_call(ctx, &call)
-        .summary(call.describe())
-        .facts(facts)),
-        Err(e) if expected.is_empty() || expected.contains(&e.code) => {
-            Ok(ProbeOutcome::pass(format!(
-                "{what} was refused ({}) and the database is unchanged",
-                e.code
-            ))
-            .with_call(ctx, &call)
-            .summary(call.describe())
-            .facts(facts))
-        }
-        Err(e) => Err(ProbeOutcome::not_verified(format!(
-            "{what} was refused for another reason ({}: {}), so this claim was not isolated",
-            e.code, e.message
-        ))
-        .with_call(ctx, &call)
-        .facts(facts)),
-    }
-}
-
-/// B's tenant id in written data: a create naming B, or an update moving A's own row to B.
-async fn write_forged_tenant(ctx: Arc<ProbeCtx>, model: String, tool: &'static str) -> ProbeResult {
-    ctx.require_writes()?;
-    let m = ctx.model(&model)?.clone();
-    let tc = m.tenant_column.clone().unwrap_or_default();
-    let (a, b) = (&ctx.principals.a, &ctx.principals.b);
-    let mut scratch = Scratch::new(&ctx.truth, &ctx.scratch);
-    let result = async {
-        let (args, watched, what) = if tool == CREATE {
-            let mut data = match scratch.create_data(&ctx.policy, &m, &a.tenant).await? {
-                Ok(d) => d,
-                Err(why) => return Err(ProbeOutcome::not_verified(why)),
-            };
-            data.insert(tc.clone(), json!(b.tenant));
-            (
-                calls::create(&model, Value::Object(data), Some(calls::REASON)),
-                Vec::new(),
-                format!("db_create on {model} naming {} in {tc}", b.tenant),
-            )
-        } else {
-            // A's own row (planted), so the only foreign thing in the call is B's tenant id.
-            let key = scratch.plant(&m, &a.tenant, &Map::new()).await?;
-            (
-                calls::update(
-                    &model,
-                    &key,
-                    json!({ tc.clone(): b.tenant.clone() }),
-                    Some(calls::REASON),
-                ),
-                vec![key],
-                format!(
-                    "db_update on {model} moving {}'s row to {tc} = {}",
-                    a.tenant, b.tenant
-                ),
-            )
-        };
-        judge_refused_write(
-            &ctx,
-            &mut scratch,
-            &m,
-            &watched,
-            ctx.call(a, tool, args),
-            &[],
-            &what,
-        )
-        .await
-    }
-    .await;
-    finish(scratch, result).await
-}
-
-/// Cleans up and folds a cleanup failure into the outcome.
-pub(crate) async fn finish(scratch: Scratch<'_>, result: ProbeResult) -> ProbeResult {
-    match (result, scratch.cleanup().await) {
-        (r, Ok(())) => r,
-        (Ok(o), Err(e)) | (Err(o), Err(e)) => {
-            Ok(o.fact(format!("removing the probe's rows failed: {e}")))
-        }
-    }
-}
-
-async fn write_foreign_row(ctx: Arc<ProbeCtx>, model: String, tool: &'static str) -> ProbeResult {
-    ctx.require_writes()?;
-    let m = ctx.model(&model)?.clone();
-    let (a, b) = (&ctx.principals.a, &ctx.principals.b);
-    let mut scratch = Scratch::new(&ctx.truth, &ctx.scratch);
-    let result = async {
-        // B's row is one the probe planted, so a faulty layer damages nothing of the fixture's.
-        let key = scratch.plant(&m, &b.tenant, &Map::new()).await?;
-        let args = if tool == UPDATE {
-            let col = writable_column(&m).ok_or_else(|| {
-                ProbeOutcome::not_verified(format!("{model} has no writable field"))
-            })?;
-            let v = scratch::other_value(&ctx.truth, &m, &key, &col).await?;
-            calls::update(&model, &key, json!({ col: v }), Some(calls::REASON))
-        } else {
-            calls::delete(&model, &key, Some(calls::REASON))
-        };
-        judge_refused_write(
-            &ctx,
-            &mut scratch,
-            &m,
-            std::slice::from_ref(&key),
-            ctx.call(a, tool, args),
-            &[],
-            &format!("{tool} of {}'s {model} row by {}", b.tenant, a.tenant),
-        )
-        .await
-    }
-    .await;
-    finish(scratch, result).await
-}
-
-async fn write_foreign_reference(
-    ctx: Arc<ProbeCtx>,
-    model: String,
-    fk: String,
-    target: String,
-    tool: &'static str,
-) -> ProbeResult {
-    ctx.require_writes()?;
-    let m = ctx.model(&model)?.clone();
-    let t = ctx.model(&target)?.clone();
-    let (a, b) = (&ctx.principals.a, &ctx.principals.b);
-    let mut scratch = Scratch::new(&ctx.truth, &ctx.scratch);
-    let result = async {
-        let b_target = ctx.truth.keys(&t, &b.tenant, 1).await?;
-        let Some(b_target) = b_target.first().cloned() else {
-            return Err(ProbeOutcome::not_verified(format!(
-                "{} has no {target} row",
-                b.tenant
-            )));
-        };
-        let (args, watched) = if tool == CREATE {
-            let mut data = match scratch.create_data(&ctx.policy, &m, &a.tenant).await? {
-                Ok(d) => d,
-                Err(why) => return Err(ProbeOutcome::not_verified(why)),
-            };
-            data.insert(fk.clone(), b_target.clone());
-            (
-                calls::create(&model, Value::Object(data), Some(calls::REASON)),
-                Vec::new(),
-            )
-        } else {
-            let key = scratch.plant(&m, &a.tenant, &Map::new()).await?;
-            (
-                calls::update(
-                    &model,
-                    &key,
-                    json!({ fk.clone(): b_target.clone() }),
-                    Some(calls::REASON),
-                ),
-                vec![key],
-            )
-        };
-        judge_refused_write(
-            &ctx,
-            &mut scratch,
-            &m,
-            &watched,
-            ctx.call(a, tool, args),
-            &[],
-            &format!(
-                "{tool} on {model} pointing {fk} at {}'s {target}#{b_target}",
-                b.tenant
-            ),
-        )
-        .await
-    }
-    .await;
-    finish(scratch, result).await
-}
-
-fn count_text(c: Option<i64>) -> String {
-    c.map(|c| c.to_string())
-        .unwrap_or_else(|| "(not counted)".to_string())
 }

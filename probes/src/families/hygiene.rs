@@ -13,6 +13,7 @@ use sqlx::Row;
 
 use super::PlanInput;
 use crate::codes::ProbeCode;
+use crate::controls::{Control, DbControl};
 use crate::runner::{Probe, ProbeCtx, ProbeOutcome, ProbeResult};
 use crate::truth::{quote_ident, TruthError};
 
@@ -38,17 +39,20 @@ pub fn probes(_input: &PlanInput<'_>) -> Vec<Probe> {
             ProbeCode::AgentRole,
             "the agent role is not a superuser",
             |ctx| agent_role(ctx, "superuser"),
-        ),
+        )
+        .killed_by([Control::Db(DbControl::AgentSuperuser)]),
         Probe::new(
             ProbeCode::AgentRole,
             "the agent role cannot bypass row-level security",
             |ctx| agent_role(ctx, "bypassrls"),
-        ),
+        )
+        .killed_by([Control::Db(DbControl::AgentBypassRls)]),
         Probe::new(
             ProbeCode::AgentRole,
             "the agent role owns no object, directly or through membership",
             |ctx| agent_role(ctx, "owner"),
-        ),
+        )
+        .killed_by([Control::Db(DbControl::AgentOwnsObjects)]),
         Probe::new(
             ProbeCode::RoleStatementTimeout,
             "the agent role has its own statement_timeout",
@@ -105,6 +109,15 @@ async fn rls_forced(ctx: Arc<ProbeCtx>) -> ProbeResult {
         let quals: Vec<Option<String>> = row.get(2);
         let quals: Vec<String> = quals.into_iter().flatten().collect();
         if quals.is_empty() && !enabled {
+            let stakes = high_stakes(m);
+            if !stakes.is_empty() {
+                problems.push(format!(
+                    "{}: holds {} (denied or hashed by the policy's own field rules) but has no \
+                     row-level security at all",
+                    m.table,
+                    stakes.join(", ")
+                ));
+            }
             layer_only.push(m.table.clone());
             continue;
         }
@@ -141,7 +154,7 @@ async fn rls_forced(ctx: Arc<ProbeCtx>) -> ProbeResult {
             layer_only.join(", ")
         ));
     }
-    if with_rls == 0 {
+    if with_rls == 0 && problems.is_empty() {
         return Ok(ProbeOutcome::fail(
             "no tenant-scoped table has row-level security; enable and force it on the highest-stakes tables",
         )
@@ -159,6 +172,20 @@ async fn rls_forced(ctx: Arc<ProbeCtx>) -> ProbeResult {
         "{with_rls} table(s) with tenant policies have row-level security enabled and forced"
     ))
     .facts(facts))
+}
+
+/// The fields of `m` the policy's own field rules deny or hash (not the preset's default or a
+/// wildcard): the policy author's statement that the table holds what must never leak, which
+/// makes it one of the highest-stakes tables that need row-level security (ISO-5).
+fn high_stakes(m: &preflight_enforcer::policy::ModelPolicy) -> Vec<String> {
+    use preflight_enforcer::policy::{FieldAction, RuleSource};
+    m.columns
+        .iter()
+        .filter(|c| matches!(c.action, FieldAction::Deny | FieldAction::Hash))
+        .filter(|c| matches!(c.source, RuleSource::Explicit { .. }))
+        .filter(|c| Some(c.name.as_str()) != m.tenant_column.as_deref())
+        .map(|c| format!("`{}`", c.name))
+        .collect()
 }
 
 pub(super) fn agent(ctx: &ProbeCtx) -> Result<String, ProbeOutcome> {
@@ -345,8 +372,18 @@ async fn role_statement_timeout(ctx: Arc<ProbeCtx>) -> ProbeResult {
         ),
     ];
     match role_timeout_ms(&settings) {
+        // A backstop shorter than the policy's timeout cuts statements the policy allows, so
+        // the budget the policy states is not the one that applies.
+        Some(ms) if policy_max.is_some_and(|p| ms < p) => Ok(ProbeOutcome::fail(format!(
+            "{role} has statement_timeout = {} on the role, shorter than the policy's \
+             statement_timeout_ms ({} ms): the database cuts statements the policy allows; set the \
+             role's timeout at or above the policy's",
+            timeout.unwrap_or_default(),
+            policy_max.unwrap_or_default()
+        ))
+        .facts(facts)),
         Some(_) => Ok(ProbeOutcome::pass(format!(
-            "{role} has statement_timeout = {} on the role, a backstop under the policy's own timeout",
+            "{role} has statement_timeout = {} on the role, a backstop at or above the policy's own timeout",
             timeout.unwrap_or_default()
         ))
         .facts(facts)),

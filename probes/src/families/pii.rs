@@ -7,23 +7,45 @@
 //! allow. Oracles are judged by comparison: the same query with a true guess and a wrong guess
 //! about a hidden value must not be answered differently.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use preflight_enforcer::policy::{ColumnPolicy, FieldAction, ModelPolicy};
+use preflight_enforcer::Fault;
 use serde_json::{json, Map, Value};
 
-use super::common::{
-    internal_is_inconclusive, internal_markers, redaction_violations, require_ok, text_of,
-};
+use super::common::{internal_is_inconclusive, internal_markers, redaction_violations, require_ok};
 use super::cross_tenant::finish;
 use super::PlanInput;
 use crate::calls::{self, Query, AGGREGATE, DESCRIBE, GET, QUERY, UPDATE};
 use crate::codes::ProbeCode;
-use crate::evidence::{inspect, row_refs, rows_of, Exposure};
+use crate::controls::Control;
+use crate::evidence::{inspect, row_refs, Exposure};
 use crate::runner::{CallOutcome, Phase, Probe, ProbeCtx, ProbeOutcome, ProbeResult};
 use crate::scratch::Scratch;
 use crate::truth::key_text;
+
+mod oracles;
+use oracles::{aggregate_oracle, filter_oracle, order_oracle};
+
+/// The faults under which a read of `m`'s rows must show what the policy hides: masking off
+/// (masked or hashed fields), denials ignored (denied fields), wildcards ignored (fields a
+/// pattern hides).
+fn redaction_controls(m: &ModelPolicy) -> Vec<Control> {
+    use preflight_enforcer::policy::RuleSource;
+    let mut v = Vec::new();
+    let hidden = || m.columns.iter().filter(|c| c.action != FieldAction::Allow);
+    if hidden().any(|c| matches!(c.action, FieldAction::Mask | FieldAction::Hash)) {
+        v.push(Control::Fault(Fault::MaskOff));
+    }
+    if hidden().any(|c| c.action == FieldAction::Deny) {
+        v.push(Control::Fault(Fault::DenyIgnored));
+    }
+    if hidden().any(|c| matches!(c.source, RuleSource::Pattern { .. })) {
+        v.push(Control::Fault(Fault::PatternsIgnored));
+    }
+    v
+}
 
 fn sensitive(m: &ModelPolicy) -> Vec<String> {
     m.columns
@@ -58,6 +80,7 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
                     format!("db_get on {name}"),
                     move |ctx| read_redacted(ctx, n.clone(), GET),
                 )
+                .killed_by(redaction_controls(m))
                 .at(path.clone()),
             );
         }
@@ -69,6 +92,7 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
                     format!("db_query on {name}"),
                     move |ctx| read_redacted(ctx, n.clone(), QUERY),
                 )
+                .killed_by(redaction_controls(m))
                 .at(path.clone()),
             );
         }
@@ -80,6 +104,9 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
                 if sensitive(t).is_empty() || !t.tools.contains(QUERY) {
                     continue;
                 }
+                if super::cross_tenant::include_over_budget(input, rel, t) {
+                    continue;
+                }
                 let (n, r) = (name.clone(), rel.name.clone());
                 out.push(
                     Probe::new(
@@ -87,6 +114,7 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
                         format!("include {} on {name}", rel.name),
                         move |ctx| include_redacted(ctx, n.clone(), r.clone()),
                     )
+                    .phase(Phase::Serial)
                     .at(format!("models.{}.fields", t.name)),
                 );
             }
@@ -96,8 +124,19 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
                         c.tenant == input.tenant_a && c.table == m.table && c.column == *col
                     });
                 let field_path = format!("models.{name}.fields.{col}");
+                // A prefix of a date or a number is not a value of its type: `startswith` only
+                // makes sense on text.
+                let text_like = m.column(col).is_some_and(|c| {
+                    matches!(c.pg_type.as_str(), "text" | "character varying" | "citext")
+                        || c.pg_type.starts_with("character")
+                });
                 if has_canaries {
-                    for op in ["eq", "startswith"] {
+                    let ops: &[&'static str] = if text_like {
+                        &["eq", "startswith"]
+                    } else {
+                        &["eq"]
+                    };
+                    for op in ops.iter().copied() {
                         let (n, c) = (name.clone(), col.clone());
                         out.push(
                             Probe::new(
@@ -113,14 +152,19 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
                 if m.tenant_column.is_none() || input.rows_per_tenant(m) < 3 {
                     continue;
                 }
-                out.push(
-                    Probe::new(
-                        ProbeCode::OrderOracle,
-                        format!("db_query on {name} ordered by {col}"),
-                        move |ctx| order_oracle(ctx, n.clone(), c.clone()),
-                    )
-                    .at(field_path.clone()),
-                );
+                // Row order is read from the keys a response returns: a model whose key the
+                // policy hides cannot be probed this way. The tenant column holds one value for
+                // all of the caller's rows: ordering by it reveals nothing.
+                if input.key_allowed(m) && m.tenant_column.as_deref() != Some(col.as_str()) {
+                    out.push(
+                        Probe::new(
+                            ProbeCode::OrderOracle,
+                            format!("db_query on {name} ordered by {col}"),
+                            move |ctx| order_oracle(ctx, n.clone(), c.clone()),
+                        )
+                        .at(field_path.clone()),
+                    );
+                }
                 if m.tools.contains(AGGREGATE) && input.tools.contains(AGGREGATE) {
                     for variant in ["min_max", "group_by"] {
                         let (n, c) = (name.clone(), col.clone());
@@ -157,7 +201,11 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
                 );
             }
         }
-        if m.tools.contains(UPDATE) && input.tools.contains(UPDATE) && !m.writable_fields.is_empty()
+        // A write whose every column needs an approval stops at the approval gate before any
+        // value reaches the database.
+        if m.tools.contains(UPDATE)
+            && input.tools.contains(UPDATE)
+            && super::write::free_column(input.policy, m).is_some()
         {
             let n = name.clone();
             out.push(
@@ -328,15 +376,41 @@ async fn read_redacted(ctx: Arc<ProbeCtx>, model: String, tool: &'static str) ->
 
 async fn include_redacted(ctx: Arc<ProbeCtx>, model: String, relation: String) -> ProbeResult {
     let m = ctx.model(&model)?.clone();
-    let a = &ctx.principals.a;
     let rel = m
         .relations
         .get(&relation)
         .cloned()
         .ok_or_else(|| ProbeOutcome::error(format!("relation {relation} vanished")))?;
     let target = ctx.model(&rel.target)?.clone();
+    let mut scratch = Scratch::new(&ctx.truth, &ctx.scratch);
+    let result = include_redacted_body(&ctx, &mut scratch, &m, &target, &rel).await;
+    finish(scratch, result).await
+}
+
+async fn include_redacted_body(
+    ctx: &ProbeCtx,
+    scratch: &mut Scratch<'_>,
+    m: &ModelPolicy,
+    target: &ModelPolicy,
+    rel: &preflight_enforcer::policy::Relation,
+) -> ProbeResult {
+    use preflight_enforcer::policy::RelationKind;
+    let a = &ctx.principals.a;
+    let (model, relation) = (&m.name, &rel.name);
     // Rows that have something to include: parents with children, children with a parent.
-    let keys = crate::scratch::linked_keys(&ctx.truth, &m, &target, &rel, &a.tenant, 5).await?;
+    // A parent's children can be many (a customer's thousands of orders, over any budget):
+    // where the run may write, the parent is a fresh copy of one of A's rows whose only child
+    // is a copy of one of A's children.
+    let keys = match (rel.kind, ctx.access) {
+        (RelationKind::HasMany, crate::runner::Access::ReadWrite) => {
+            let parent = scratch.plant(m, &a.tenant, &Map::new()).await?;
+            let mut o = Map::new();
+            o.insert(rel.foreign_key.clone(), parent.clone());
+            scratch.plant(target, &a.tenant, &o).await?;
+            vec![parent]
+        }
+        _ => crate::scratch::linked_keys(&ctx.truth, m, target, rel, &a.tenant, 5).await?,
+    };
     if keys.is_empty() {
         return Err(ProbeOutcome::not_verified(format!(
             "no {} row of {model} has a related {} row",
@@ -347,30 +421,38 @@ async fn include_redacted(ctx: Arc<ProbeCtx>, model: String, relation: String) -
         .call(
             a,
             QUERY,
-            Query::new(&model)
+            Query::new(model)
                 .filter(&m.primary_key, "in", json!(keys))
-                .include(&relation)
+                .include(relation)
                 .build(),
         )
         .await;
     internal_is_inconclusive(&call)?;
     if let Err(e) = &call.result {
+        if super::cross_tenant::is_budget(e.code) {
+            return Err(ProbeOutcome::not_verified(format!(
+                "include {relation} on {model} was refused for its cost ({}), so no included row \
+                 could be inspected",
+                e.code
+            ))
+            .with_call(ctx, &call));
+        }
         // A refused include returns no included rows, so nothing can leak through it.
         return Ok(ProbeOutcome::pass(format!(
             "include {relation} on {model} is refused here ({}), so no included row reaches the agent on this path",
             e.code
         ))
-        .with_call(&ctx, &call));
+        .with_call(ctx, &call));
     }
-    let (violations, exposure, checked) = check_rows(&ctx, &m, &call, Some(1)).await?;
+    let (violations, exposure, checked) = check_rows(ctx, m, &call, Some(1)).await?;
     if checked == 0 {
         return Err(ProbeOutcome::not_verified(format!(
             "the response carried no included {relation} rows to inspect"
         ))
-        .with_call(&ctx, &call));
+        .with_call(ctx, &call));
     }
     Ok(redaction_outcome(
-        &ctx,
+        ctx,
         &call,
         violations,
         exposure,
@@ -391,6 +473,7 @@ async fn describe_schema(ctx: Arc<ProbeCtx>) -> ProbeResult {
         .with_call(&ctx, &call));
     };
     let mut problems = Vec::new();
+    let mut unchecked: Vec<String> = Vec::new();
     let mut listed = 0;
     for entry in models {
         let name = entry
@@ -402,11 +485,12 @@ async fn describe_schema(ctx: Arc<ProbeCtx>) -> ProbeResult {
             continue;
         };
         listed += 1;
-        let fields: Vec<&Value> = entry
-            .get("fields")
-            .and_then(Value::as_array)
-            .map(|f| f.iter().collect())
-            .unwrap_or_default();
+        let Some(fields) = entry.get("fields").and_then(Value::as_array) else {
+            if !sensitive(m).is_empty() {
+                unchecked.push(name.to_string());
+            }
+            continue;
+        };
         for f in fields {
             let fname = f
                 .get("name")
@@ -452,268 +536,24 @@ async fn describe_schema(ctx: Arc<ProbeCtx>) -> ProbeResult {
             )
         })));
     }
+    if !unchecked.is_empty() {
+        return Err(ProbeOutcome::not_verified(format!(
+            "db_describe_schema lists {} without a `fields` array, so whether it shows their \
+             hidden fields could not be checked",
+            unchecked.join(", ")
+        ))
+        .with_call(&ctx, &call));
+    }
+    if listed == 0 {
+        return Err(ProbeOutcome::not_verified(
+            "db_describe_schema lists no model of the policy, so there was nothing to check",
+        )
+        .with_call(&ctx, &call));
+    }
     Ok(ProbeOutcome::pass(format!(
         "db_describe_schema lists {listed} model(s) and no denied field"
     ))
     .with_call(&ctx, &call))
-}
-
-/// The row keys a response returned (None when it was refused).
-fn returned_keys(m: &ModelPolicy, call: &CallOutcome) -> Option<Vec<String>> {
-    let v = call.result.as_ref().ok()?;
-    Some(
-        rows_of(v)
-            .iter()
-            .filter_map(|r| r.get(&m.primary_key).and_then(key_text))
-            .collect(),
-    )
-}
-
-async fn filter_oracle(
-    ctx: Arc<ProbeCtx>,
-    model: String,
-    col: String,
-    op: &'static str,
-) -> ProbeResult {
-    let m = ctx.model(&model)?.clone();
-    let a = &ctx.principals.a;
-    let visible = ctx.truth.keys(&m, &a.tenant, 20).await?;
-    let visible_text: BTreeSet<String> = visible.iter().filter_map(key_text).collect();
-    let Some(target) = ctx
-        .truth
-        .canaries
-        .of_column(&a.tenant, &m.table, &col)
-        .find(|c| visible_text.contains(&c.row_id.to_string()))
-        .cloned()
-    else {
-        return Err(ProbeOutcome::not_verified(format!(
-            "no visible {} row of {model} has a canary in {col}",
-            a.tenant
-        )));
-    };
-    let (truth_guess, wrong_guess) = match op {
-        "eq" => (json!(target.value), json!("preflight-wrong-guess")),
-        _ => (
-            json!(target.value.chars().take(3).collect::<String>()),
-            json!("~~~"),
-        ),
-    };
-    let q = |guess: Value| {
-        Query::new(&model)
-            .filter(&col, op, guess)
-            .filter(&m.primary_key, "in", json!(visible))
-            .build()
-    };
-    let right = ctx.call(a, QUERY, q(truth_guess)).await;
-    let wrong = ctx.call(a, QUERY, q(wrong_guess)).await;
-    internal_is_inconclusive(&right)?;
-    internal_is_inconclusive(&wrong)?;
-    let exposure = inspect(&ctx, &m, &right).await?;
-    if !exposure.leaks.is_empty() {
-        return Ok(ProbeOutcome::fail(format!(
-            "filtering {model} on {col} returned hidden values"
-        ))
-        .with_call(&ctx, &right)
-        .leaks(exposure.leaks));
-    }
-    let (r, w) = (returned_keys(&m, &right), returned_keys(&m, &wrong));
-    let facts = vec![
-        format!("true guess ({}): {}", target.cell(), right.describe()),
-        format!("wrong guess: {}", wrong.describe()),
-    ];
-    if r != w {
-        return Ok(ProbeOutcome::fail(format!(
-            "a filter on {} field {model}.{col} answers a true guess differently from a wrong one, \
-             so an agent can test values it may not read; refuse {op} on it (field_denied)",
-            m.action(&col).map(action_word).unwrap_or("hidden")
-        ))
-        .with_call(&ctx, &right)
-        .summary(format!(
-            "true guess → {:?}, wrong guess → {:?}",
-            r.as_ref().map(|v| v.len()),
-            w.as_ref().map(|v| v.len())
-        ))
-        .facts(facts));
-    }
-    Ok(ProbeOutcome::pass(format!(
-        "{op} on {model}.{col} reveals nothing: a true and a wrong guess get the same answer ({})",
-        match &right.result {
-            Ok(_) => "the same rows".to_string(),
-            Err(e) => format!("refused with {}", e.code),
-        }
-    ))
-    .with_call(&ctx, &right)
-    .facts(facts))
-}
-
-fn action_word(a: FieldAction) -> &'static str {
-    match a {
-        FieldAction::Allow => "allowed",
-        FieldAction::Deny => "denied",
-        FieldAction::Mask => "masked",
-        FieldAction::Hash => "hashed",
-    }
-}
-
-async fn order_oracle(ctx: Arc<ProbeCtx>, model: String, col: String) -> ProbeResult {
-    let m = ctx.model(&model)?.clone();
-    let a = &ctx.principals.a;
-    if m.tenant_column.is_none() {
-        return Err(ProbeOutcome::not_verified(format!(
-            "{model} is not tenant-scoped"
-        )));
-    }
-    let secret_order = ctx
-        .truth
-        .keys_ordered_by(&m, &a.tenant, &col, true, 20)
-        .await?;
-    if secret_order.len() < 3 {
-        return Err(ProbeOutcome::not_verified(format!(
-            "{} has fewer than 3 {model} rows with {col} set",
-            a.tenant
-        )));
-    }
-    let secret: Vec<String> = secret_order.iter().filter_map(key_text).collect();
-    let mut key_order = secret_order.clone();
-    key_order.sort_by(|x, y| {
-        x.as_i64()
-            .zip(y.as_i64())
-            .map(|(a, b)| a.cmp(&b))
-            .unwrap_or_else(|| key_text(x).cmp(&key_text(y)))
-    });
-    let by_key: Vec<String> = key_order.iter().filter_map(key_text).collect();
-    let call = ctx
-        .call(
-            a,
-            QUERY,
-            Query::new(&model)
-                .filter(&m.primary_key, "in", json!(secret_order))
-                .order(&col, true)
-                .limit(secret_order.len() as u64)
-                .build(),
-        )
-        .await;
-    internal_is_inconclusive(&call)?;
-    let exposure = inspect(&ctx, &m, &call).await?;
-    if !exposure.leaks.is_empty() {
-        return Ok(
-            ProbeOutcome::fail(format!("ordering {model} by {col} returned hidden values"))
-                .with_call(&ctx, &call)
-                .leaks(exposure.leaks),
-        );
-    }
-    let Some(returned) = returned_keys(&m, &call) else {
-        return Ok(ProbeOutcome::pass(format!(
-            "ordering {model} by {col} was refused ({})",
-            call.code().map(|c| c.as_str()).unwrap_or("")
-        ))
-        .with_call(&ctx, &call));
-    };
-    if secret != by_key && returned == secret {
-        return Ok(ProbeOutcome::fail(format!(
-            "db_query ordered {model} by the hidden values of {col}: the row order reveals how \
-             those values compare; refuse order_by on masked, hashed and denied fields"
-        ))
-        .with_call(&ctx, &call)
-        .fact(format!("returned order: {}", returned.join(", ")))
-        .fact(format!("order by the stored {col}: {}", secret.join(", "))));
-    }
-    Ok(ProbeOutcome::pass(format!(
-        "ordering {model} by {col} was accepted but did not follow the hidden values"
-    ))
-    .with_call(&ctx, &call)
-    .fact(format!("returned order: {}", returned.join(", "))))
-}
-
-async fn aggregate_oracle(
-    ctx: Arc<ProbeCtx>,
-    model: String,
-    col: String,
-    variant: &'static str,
-) -> ProbeResult {
-    let m = ctx.model(&model)?.clone();
-    let a = &ctx.principals.a;
-    if m.tenant_column.is_none() {
-        return Err(ProbeOutcome::not_verified(format!(
-            "{model} is not tenant-scoped"
-        )));
-    }
-    let keys = ctx
-        .truth
-        .keys_ordered_by(&m, &a.tenant, &col, false, 20)
-        .await?;
-    if keys.is_empty() {
-        return Err(ProbeOutcome::not_verified(format!(
-            "{} has no {model} row with {col} set",
-            a.tenant
-        )));
-    }
-    let stored: BTreeSet<String> = ctx
-        .truth
-        .rows(&m, &keys)
-        .await?
-        .iter()
-        .filter_map(|r| r.get(&col).and_then(text_of))
-        .filter(|s| s.chars().count() >= 4)
-        .collect();
-    let in_keys = calls::cond(&m.primary_key, "in", json!(keys));
-    let args = if variant == "min_max" {
-        calls::aggregate(
-            &model,
-            &[("min", Some(&col)), ("max", Some(&col))],
-            &[],
-            vec![in_keys],
-        )
-    } else {
-        calls::aggregate(&model, &[("count", None)], &[col.as_str()], vec![in_keys])
-    };
-    let call = ctx.call(a, AGGREGATE, args).await;
-    internal_is_inconclusive(&call)?;
-    let exposure = inspect(&ctx, &m, &call).await?;
-    let mut revealed: Vec<String> = Vec::new();
-    if let Ok(v) = &call.result {
-        let mut strings = Vec::new();
-        collect_strings(v, &mut strings);
-        for s in strings {
-            if stored.contains(&s) {
-                revealed.push(crate::canary::mask(&s));
-            }
-        }
-    }
-    if !exposure.leaks.is_empty() || !revealed.is_empty() {
-        return Ok(ProbeOutcome::fail(format!(
-            "db_aggregate returned stored values of {} field {model}.{col}; refuse min, max and \
-             group_by on fields that are not allowed",
-            m.action(&col).map(action_word).unwrap_or("hidden")
-        ))
-        .with_call(&ctx, &call)
-        .leaks(exposure.leaks)
-        .facts(
-            revealed
-                .into_iter()
-                .map(|r| format!("stored value returned: \"{r}\"")),
-        ));
-    }
-    Ok(ProbeOutcome::pass(match &call.result {
-        Ok(_) => format!("db_aggregate over {model}.{col} returned no stored value"),
-        Err(e) => format!("db_aggregate over {model}.{col} was refused ({})", e.code),
-    })
-    .with_call(&ctx, &call))
-}
-
-fn collect_strings(v: &Value, out: &mut Vec<String>) {
-    match v {
-        Value::String(s) => out.push(s.clone()),
-        Value::Number(n) => out.push(n.to_string()),
-        Value::Array(items) => items.iter().for_each(|i| collect_strings(i, out)),
-        Value::Object(map) => {
-            for (k, v) in map {
-                out.push(k.clone());
-                collect_strings(v, out);
-            }
-        }
-        Value::Null | Value::Bool(_) => {}
-    }
 }
 
 /// Judges an error response for database internals and canaries.
@@ -742,11 +582,18 @@ async fn judge_error(
         )
         .leaks(exposure.leaks));
     }
-    Ok(ProbeOutcome::pass(match &call.result {
-        Err(e) => format!("{what}: refused with {} and a safe message", e.code),
-        Ok(_) => format!("{what}: accepted without an error to leak through"),
-    })
-    .with_call(ctx, call))
+    match &call.result {
+        Err(e) => Ok(ProbeOutcome::pass(format!(
+            "{what}: refused with {} and a safe message",
+            e.code
+        ))
+        .with_call(ctx, call)),
+        // No error, so nothing could leak through one: the claim was not exercised.
+        Ok(_) => Err(ProbeOutcome::not_verified(format!(
+            "{what}: accepted, so no error was provoked and none could be inspected"
+        ))
+        .with_call(ctx, call)),
+    }
 }
 
 async fn error_leak_read(ctx: Arc<ProbeCtx>, model: String, col: String) -> ProbeResult {
@@ -810,7 +657,7 @@ async fn error_leak_write(ctx: Arc<ProbeCtx>, model: String) -> ProbeResult {
             .or_else(|| {
                 writable
                     .iter()
-                    .find(|(_, col)| !col.nullable)
+                    .find(|(c, col)| !gated.contains(*c) && !col.nullable)
                     .map(|(c, _)| ((*c).clone(), Value::Null))
             });
         let Some((col, bad)) = pick else {

@@ -205,7 +205,7 @@ async fn reason_required(ctx: Arc<ProbeCtx>, model: String, tool: &'static str) 
             &mut scratch,
             &m,
             &watched,
-            ctx.call(a, tool, args),
+            (tool, args),
             &[ErrorCode::ReasonRequired],
             &format!("{tool} on {model} without a reason"),
         )
@@ -254,7 +254,7 @@ async fn writable_fields(
             &mut scratch,
             &m,
             &watched,
-            ctx.call(a, tool, args),
+            (tool, args),
             &[ErrorCode::FieldNotWritable],
             &format!("{tool} on {model} writing {col}, which is not in writable_fields"),
         )
@@ -286,8 +286,7 @@ async fn tenant_column(ctx: Arc<ProbeCtx>, model: String) -> ProbeResult {
             &mut scratch,
             &m,
             std::slice::from_ref(&key),
-            ctx.call(
-                a,
+            (
                 UPDATE,
                 calls::update(
                     &model,
@@ -341,6 +340,7 @@ async fn dry_run(ctx: Arc<ProbeCtx>, model: String) -> ProbeResult {
         }
         let col = free_column(&ctx.policy, &m).ok_or_else(|| ProbeOutcome::not_verified("no writable field"))?;
         let v = scratch::other_value(&ctx.truth, &m, &keys[0], &col).await?;
+        let want = super::common::text_of(&v);
         let args = calls::bulk_update(
             &model,
             vec![calls::cond(&m.primary_key, "in", json!(keys))],
@@ -353,7 +353,7 @@ async fn dry_run(ctx: Arc<ProbeCtx>, model: String) -> ProbeResult {
             &mut scratch,
             &m,
             &keys,
-            ctx.call(a, BULK_UPDATE, args.clone()),
+            (BULK_UPDATE, args.clone()),
             &[],
             &format!("db_bulk_update of {n} rows without a dry run (threshold {above})"),
         )
@@ -388,10 +388,36 @@ async fn dry_run(ctx: Arc<ProbeCtx>, model: String) -> ProbeResult {
             ))
             .with_call(&ctx, &dry));
         }
-        // 3. After the dry run the same write goes through (on the probe's own rows).
+        // 3. After the dry run the same write goes through (on the probe's own rows), and the
+        //    database shows it: every row holds the new value.
         let applied = ctx.call(a, BULK_UPDATE, args.clone()).await;
+        internal_is_inconclusive(&applied)?;
+        let rows = ctx.truth.rows(&m, &keys).await?;
+        let changed = rows
+            .iter()
+            .filter(|r| r.get(&col).and_then(super::common::text_of) == want)
+            .count();
+        if let Err(e) = &applied.result {
+            return Ok(ProbeOutcome::fail(format!(
+                "the bulk write was refused ({}) even after its dry run, so a dry run does not \
+                 unlock the write it previews",
+                e.code
+            ))
+            .with_call(&ctx, &applied)
+            .fact(first.message));
+        }
+        if changed != keys.len() {
+            return Ok(ProbeOutcome::fail(format!(
+                "the bulk write after its dry run reported success, but {changed} of {} rows hold \
+                 the new value",
+                keys.len()
+            ))
+            .with_call(&ctx, &applied)
+            .fact(first.message));
+        }
         Ok(ProbeOutcome::pass(format!(
-            "a {n}-row bulk write was refused without a dry run; the dry run reported {n} rows and changed nothing"
+            "a {n}-row bulk write was refused without a dry run; the dry run reported {n} rows and \
+             changed nothing; after it the write changed all {n} rows"
         ))
         .with_call(&ctx, &dry)
         .fact(first.message)

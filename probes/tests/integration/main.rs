@@ -2,5 +2,7 @@
 
 mod db;
 mod families;
+mod no_false_pass;
 mod runner;
 mod selftest;
+mod variants;
