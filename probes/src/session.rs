@@ -17,9 +17,9 @@ use crate::families::{self, PlanInput};
 use crate::runner::{Access, CtxParts, Principals, ProbeCtx, ProbePlan, RunOptions};
 use crate::selftest::SelfTestSetup;
 use crate::target::{BuiltinTarget, RemoteTarget, Target, TargetError, TargetKind};
+use crate::truth::{GroundTruth, TruthError};
 use preflight_targets::profile::{Login, Transport};
 use preflight_targets::Connection;
-use crate::truth::{GroundTruth, TruthError};
 
 /// Why a session could not start.
 #[derive(Debug, thiserror::Error)]

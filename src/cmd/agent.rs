@@ -22,8 +22,8 @@ use preflight_reports::{Report, ReportKind, RunEnvironment, Verdict, REPORT_SCHE
 
 use crate::cmd::db_args::{db_error, DbArgs};
 use crate::cmd::target_args::TargetArgs;
-use preflight_probes::target::TargetKind;
 use crate::error::{CliError, CmdResult, Outcome};
+use preflight_probes::target::TargetKind;
 
 #[derive(Subcommand, Debug)]
 pub enum AgentCommand {
@@ -346,7 +346,11 @@ async fn connect_remote(
         Login::Owner => database.owner_url().to_string(),
         Login::Superuser => database
             .superuser_url()
-            .ok_or_else(|| CliError::config("the profile asks for a superuser login, which this database does not offer"))?
+            .ok_or_else(|| {
+                CliError::config(
+                    "the profile asks for a superuser login, which this database does not offer",
+                )
+            })?
             .to_string(),
     };
     let conn = preflight_targets::Connection {

@@ -27,8 +27,8 @@ use preflight_reports::{
 
 use crate::cmd::db_args::{db_error, DbArgs};
 use crate::cmd::target_args::TargetArgs;
-use preflight_probes::target::TargetKind;
 use crate::error::{CliError, CmdResult, Outcome};
+use preflight_probes::target::TargetKind;
 
 /// The shipped policy, built in so `preflight probe` works from any folder.
 const EMBEDDED_POLICY: &str = include_str!("../../fixtures/shop/policy.yaml");

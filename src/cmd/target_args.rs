@@ -127,9 +127,14 @@ mod tests {
     #[test]
     fn every_form_of_target() {
         assert!(matches!(kind(&[]).unwrap(), TargetKind::Builtin));
-        assert!(matches!(kind(&["--target", "builtin"]).unwrap(), TargetKind::Builtin));
+        assert!(matches!(
+            kind(&["--target", "builtin"]).unwrap(),
+            TargetKind::Builtin
+        ));
         let k = kind(&["--target", "mcp-stdio", "--", "python3", "server.py", "--x"]).unwrap();
-        let TargetKind::Remote { profile, .. } = k else { panic!("remote expected") };
+        let TargetKind::Remote { profile, .. } = k else {
+            panic!("remote expected")
+        };
         assert_eq!(
             profile.transport,
             Transport::McpStdio {
@@ -139,9 +144,13 @@ mod tests {
             }
         );
         let k = kind(&["--target", "mcp-http", "http://127.0.0.1:9/mcp"]).unwrap();
-        assert!(matches!(k, TargetKind::Remote { ref profile, .. } if profile.transport.kind() == "mcp-http"));
+        assert!(
+            matches!(k, TargetKind::Remote { ref profile, .. } if profile.transport.kind() == "mcp-http")
+        );
         let k = kind(&["--target", "http", "http://127.0.0.1:9"]).unwrap();
-        assert!(matches!(k, TargetKind::Remote { ref profile, .. } if profile.transport.kind() == "http"));
+        assert!(
+            matches!(k, TargetKind::Remote { ref profile, .. } if profile.transport.kind() == "http")
+        );
     }
 
     #[test]
@@ -151,11 +160,20 @@ mod tests {
             (vec!["--target", "mcp-http"], "needs a URL"),
             (vec!["--target", "http", "ftp://x"], "expected an http://"),
             (vec!["--target", "nope"], "expected `builtin`"),
-            (vec!["--target", "builtin", "--", "x"], "only for `--target mcp-stdio`"),
-            (vec!["--target", "/nonexistent/p.yaml"], "cannot read the target profile"),
+            (
+                vec!["--target", "builtin", "--", "x"],
+                "only for `--target mcp-stdio`",
+            ),
+            (
+                vec!["--target", "/nonexistent/p.yaml"],
+                "cannot read the target profile",
+            ),
         ] {
             let e = kind(&args).unwrap_err();
-            assert!(matches!(e, CliError::Config(_)) && e.to_string().contains(want), "{args:?}: {e}");
+            assert!(
+                matches!(e, CliError::Config(_)) && e.to_string().contains(want),
+                "{args:?}: {e}"
+            );
         }
     }
 }

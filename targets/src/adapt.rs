@@ -6,6 +6,9 @@
 //! reply with neither JSON nor a matching pattern, becomes `internal` with the raw reply in
 //! `details`, which probes treat as inconclusive — never as a pass or a refusal.
 
+// `ToolError` is the contract's denial, returned as it is on every path, like the built-in layer.
+#![allow(clippy::result_large_err)]
+
 use std::collections::BTreeMap;
 
 use preflight_contract::{ErrorCode, ToolError};
@@ -33,7 +36,10 @@ pub(crate) fn outgoing(
     };
     let mut args = args.clone();
     let mut vars = BTreeMap::new();
-    if template::placeholders(&map.name).iter().any(|p| p == "model") {
+    if template::placeholders(&map.name)
+        .iter()
+        .any(|p| p == "model")
+    {
         match args.remove("model") {
             Some(Value::String(m)) => {
                 vars.insert("model", to_case(&m, map.case));
@@ -298,7 +304,13 @@ fn denial(contract_tool: &str, denials: &Denials, reply: &RawReply) -> ToolError
         .to_string();
     let code = original
         .as_deref()
-        .and_then(|o| denials.codes.get(o).copied().or_else(|| ErrorCode::parse(o)))
+        .and_then(|o| {
+            denials
+                .codes
+                .get(o)
+                .copied()
+                .or_else(|| ErrorCode::parse(o))
+        })
         .or_else(|| pattern_code(denials, &message))
         .or_else(|| pattern_code(denials, &reply.text));
     match code {
@@ -361,7 +373,10 @@ mod tests {
         assert_eq!(name, "supportTickets_search");
         assert_eq!(out["take"], 5);
         assert!(out.get("limit").is_none() && out.get("model").is_none());
-        assert_eq!(out["where"], json!({"createdAt": {"gte": "2024", "lt": "2025"}}));
+        assert_eq!(
+            out["where"],
+            json!({"createdAt": {"gte": "2024", "lt": "2025"}})
+        );
         assert_eq!(out["select"], json!(["customerId"]));
         let e = outgoing("db_query", &camel_query(), &json!({"limit": 1})).unwrap_err();
         assert_eq!(e.code, ErrorCode::ValidationError);
@@ -385,7 +400,9 @@ mod tests {
         assert_eq!(v, json!({"rows": [{"customer_id": 3}]}));
         let denied = RawReply {
             is_error: false,
-            value: Some(json!({"success": false, "error": {"code": "FORBIDDEN_FIELD", "message": "no"}})),
+            value: Some(
+                json!({"success": false, "error": {"code": "FORBIDDEN_FIELD", "message": "no"}}),
+            ),
             text: String::new(),
         };
         let e = incoming("db_query", &camel_query(), &denials, denied).unwrap_err();
@@ -397,7 +414,11 @@ mod tests {
             text: "{\"success\": false}".into(),
         };
         let e = incoming("db_query", &camel_query(), &denials, unknown).unwrap_err();
-        assert_eq!(e.code, ErrorCode::Internal, "an unmapped code is never a denial");
+        assert_eq!(
+            e.code,
+            ErrorCode::Internal,
+            "an unmapped code is never a denial"
+        );
         assert_eq!(e.details["unrecognised_reply"], true);
         let prose = RawReply {
             is_error: false,
@@ -412,7 +433,11 @@ mod tests {
             text: String::new(),
         };
         let e = incoming("db_query", &camel_query(), &denials, no_rows).unwrap_err();
-        assert_eq!(e.code, ErrorCode::Internal, "rows elsewhere are not an empty result");
+        assert_eq!(
+            e.code,
+            ErrorCode::Internal,
+            "rows elsewhere are not an empty result"
+        );
     }
 
     #[test]

@@ -230,7 +230,12 @@ impl RemoteGateway {
 
     fn key_of(profile: &Profile, who: &Principal) -> String {
         if profile.principal.per_connection() {
-            format!("{}\u{0}{}\u{0}{}", who.tenant, who.user, who.roles.join(","))
+            format!(
+                "{}\u{0}{}\u{0}{}",
+                who.tenant,
+                who.user,
+                who.roles.join(",")
+            )
         } else {
             String::new()
         }
@@ -370,7 +375,11 @@ pub struct UnreachableGateway {
 impl UnreachableGateway {
     pub fn new(profile: &Profile, fault: &LinkError) -> UnreachableGateway {
         UnreachableGateway {
-            name: format!("{} {} (unreachable)", profile.transport.kind(), profile.path),
+            name: format!(
+                "{} {} (unreachable)",
+                profile.transport.kind(),
+                profile.path
+            ),
             tools: profile
                 .tools
                 .keys()
@@ -401,10 +410,12 @@ impl Gateway for UnreachableGateway {
     }
 
     async fn call(&self, _: &CallContext, _: &str, _: Value) -> Result<Value, ToolError> {
-        Err(
-            ToolError::new(ErrorCode::Internal, format!("target fault: {}", self.fault), "")
-                .with_details(json!({"target_fault": true})),
+        Err(ToolError::new(
+            ErrorCode::Internal,
+            format!("target fault: {}", self.fault),
+            "",
         )
+        .with_details(json!({"target_fault": true})))
     }
 
     async fn health(&self) -> Health {

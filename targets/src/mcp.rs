@@ -139,7 +139,10 @@ impl McpLink {
             }
             Err(_) => {
                 let link_err = LinkError::Start {
-                    reason: format!("no answer to `tools/list` within {} ms", timeout.as_millis()),
+                    reason: format!(
+                        "no answer to `tools/list` within {} ms",
+                        timeout.as_millis()
+                    ),
                     stderr: stderr.text(),
                 };
                 let _ = service.cancel().await;

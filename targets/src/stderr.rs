@@ -52,10 +52,7 @@ impl StderrTail {
     /// The kept lines, redacted, joined by newlines.
     pub(crate) fn text(&self) -> String {
         let buf = self.lines.lock().unwrap_or_else(|p| p.into_inner());
-        buf.iter()
-            .map(|l| redact(l))
-            .collect::<Vec<_>>()
-            .join("\n")
+        buf.iter().map(|l| redact(l)).collect::<Vec<_>>().join("\n")
     }
 }
 
@@ -68,8 +65,10 @@ pub fn redact(text: &str) -> String {
         regex::Regex::new(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@").expect("static regex")
     });
     let pair = PAIR.get_or_init(|| {
-        regex::Regex::new(r"(?i)\b(password|passwd|pwd|token|secret|api_key|apikey)(\s*[=:]\s*)[^\s&;,]+")
-            .expect("static regex")
+        regex::Regex::new(
+            r"(?i)\b(password|passwd|pwd|token|secret|api_key|apikey)(\s*[=:]\s*)[^\s&;,]+",
+        )
+        .expect("static regex")
     });
     let text = url.replace_all(text, "${1}***@");
     pair.replace_all(&text, "${1}${2}***").into_owned()
@@ -82,7 +81,10 @@ mod tests {
     #[test]
     fn credentials_are_masked() {
         let r = redact("connect postgres://agent:s3cret@127.0.0.1:5432/shop failed; password=hunter2 token: abc");
-        assert!(!r.contains("s3cret") && !r.contains("hunter2") && !r.contains("abc"), "{r}");
+        assert!(
+            !r.contains("s3cret") && !r.contains("hunter2") && !r.contains("abc"),
+            "{r}"
+        );
         assert!(r.contains("postgres://***@127.0.0.1:5432/shop"), "{r}");
     }
 

@@ -441,7 +441,11 @@ fn transport(d: &mut Diag, node: &Node, principal: &PrincipalDelivery) -> Option
                     c
                 }
                 None => {
-                    d.error(at(s), "transport.stdio.command", "missing: the program to start");
+                    d.error(
+                        at(s),
+                        "transport.stdio.command",
+                        "missing: the program to start",
+                    );
                     None
                 }
             };
@@ -527,7 +531,10 @@ fn duration(d: &mut Diag, node: &Node, path: &str) -> Option<Duration> {
     } else if let Some(secs) = s.strip_suffix('s') {
         secs.trim().parse::<u64>().ok().map(Duration::from_secs)
     } else if let Some(mins) = s.strip_suffix('m') {
-        mins.trim().parse::<u64>().ok().map(|m| Duration::from_secs(m * 60))
+        mins.trim()
+            .parse::<u64>()
+            .ok()
+            .map(|m| Duration::from_secs(m * 60))
     } else {
         None
     };
@@ -626,7 +633,12 @@ fn tools(d: &mut Diag, node: &Node) -> BTreeMap<String, ToolMap> {
         let Some(tm) = mapping(d, v, &path) else {
             continue;
         };
-        check_keys(d, tm, &path, &["name", "args", "where", "case", "rows", "row"]);
+        check_keys(
+            d,
+            tm,
+            &path,
+            &["name", "args", "where", "case", "rows", "row"],
+        );
         let name = match get(tm, "name") {
             Some(n) => string(d, n, &join(&path, "name")).inspect(|s| {
                 check_template(d, n, &join(&path, "name"), s, &["model"]);
@@ -696,7 +708,11 @@ fn error_code(d: &mut Diag, node: &Node, path: &str) -> Option<ErrorCode> {
             let hint = did_you_mean(&s, &ours)
                 .map(|c| format!("; did you mean `{c}`?"))
                 .unwrap_or_else(|| format!("; expected one of: {}", ours.join(", ")));
-            d.error(at(node), path, format!("`{s}` is not one of the contract's error codes{hint}"));
+            d.error(
+                at(node),
+                path,
+                format!("`{s}` is not one of the contract's error codes{hint}"),
+            );
             None
         }
     }

@@ -15,15 +15,14 @@ Over HTTP the principal comes from the X-Layer-Tenant/-User/-Roles headers inste
 """
 
 import argparse
-import contextvars
 import functools
-import json
 import os
 import sys
+import time
 
 import psycopg
 from psycopg import sql
-from mcp.server.fastmcp import FastMCP
+from mcp.server.fastmcp import Context, FastMCP
 
 FLAWS = {
     "none": "every rule enforced",
@@ -55,6 +54,9 @@ MODELS = {
 }
 WRITABLE = {"orders": {"status"}}
 MAX_TAKE = 100
+# Writes per minute per process (one process per principal, so per caller).
+MAX_WRITES_PER_MINUTE = 10
+write_times = {}
 OPS = {
     "eq": "=",
     "ne": "<>",
@@ -65,7 +67,6 @@ OPS = {
 }
 
 flaw = "none"
-http_principal = contextvars.ContextVar("http_principal", default=None)
 
 
 class Denied(Exception):
@@ -84,10 +85,18 @@ def snake(name):
     return "".join("_" + c.lower() if c.isupper() else c for c in name)
 
 
-def principal():
-    p = http_principal.get()
-    if p is not None:
-        return p
+def principal(ctx):
+    """Who is calling: the X-Layer-* headers over HTTP, the environment over stdio."""
+    request = ctx.request_context.request if ctx is not None else None
+    if request is not None:
+        headers = request.headers
+        if not headers.get("x-layer-tenant"):
+            raise Denied("UNAUTHENTICATED", "no tenant in this session")
+        return {
+            "tenant": headers["x-layer-tenant"],
+            "user": headers.get("x-layer-user", ""),
+            "roles": headers.get("x-layer-roles", ""),
+        }
     tenant = os.environ.get("LAYER_TENANT", "")
     if not tenant:
         raise Denied("UNAUTHENTICATED", "no tenant in this session")
@@ -181,11 +190,11 @@ def with_includes(conn, model, tenant, rows, include):
 
 
 def ok(**payload):
-    return json.dumps({"success": True, **payload})
+    return {"success": True, **payload}
 
 
 def refuse(code, message):
-    return json.dumps({"success": False, "error": {"code": code, "message": message}})
+    return {"success": False, "error": {"code": code, "message": message}}
 
 
 def guarded(fn):
@@ -197,6 +206,8 @@ def guarded(fn):
             return fn(*args, **kwargs)
         except Denied as d:
             return refuse(d.code, d.message)
+        except (psycopg.errors.DataError, psycopg.errors.IntegrityError):
+            return refuse("BAD_REQUEST", "the values do not fit the data")
         except psycopg.Error:
             return refuse("INTERNAL", "the request could not be completed")
         except (TypeError, ValueError):
@@ -205,8 +216,8 @@ def guarded(fn):
     return run
 
 
-def search(model, where, take, include):
-    p = principal()
+def search(ctx, model, where, take, include):
+    p = principal(ctx)
     if take is None:
         take = 20
     if not isinstance(take, int) or isinstance(take, bool) or take < 1:
@@ -220,8 +231,8 @@ def search(model, where, take, include):
         return ok(items=with_includes(conn, model, p["tenant"], rows, include))
 
 
-def get(model, id, include):
-    p = principal()
+def get(ctx, model, id, include):
+    p = principal(ctx)
     if not isinstance(id, int) or isinstance(id, bool):
         raise Denied("BAD_REQUEST", "`id` must be an integer")
     with connect() as conn:
@@ -237,37 +248,37 @@ mcp = FastMCP("structured-test-layer")
 
 @mcp.tool()
 @guarded
-def customers_search(where: dict | None = None, take: int | None = None, include: list | None = None) -> str:
+def customers_search(where: dict | None = None, take: int | None = None, include: list | None = None, ctx: Context | None = None) -> dict:
     """Search customers. `where` is {field: {op: value}} with camelCase fields; `take` caps rows."""
-    return search("customers", where, take, include)
+    return search(ctx, "customers", where, take, include)
 
 
 @mcp.tool()
 @guarded
-def customers_get(id: int, include: list | None = None) -> str:
+def customers_get(id: int, include: list | None = None, ctx: Context | None = None) -> dict:
     """One customer by id."""
-    return get("customers", id, include)
+    return get(ctx, "customers", id, include)
 
 
 @mcp.tool()
 @guarded
-def orders_search(where: dict | None = None, take: int | None = None, include: list | None = None) -> str:
+def orders_search(where: dict | None = None, take: int | None = None, include: list | None = None, ctx: Context | None = None) -> dict:
     """Search orders. `where` is {field: {op: value}} with camelCase fields; include `customer`."""
-    return search("orders", where, take, include)
+    return search(ctx, "orders", where, take, include)
 
 
 @mcp.tool()
 @guarded
-def orders_get(id: int, include: list | None = None) -> str:
+def orders_get(id: int, include: list | None = None, ctx: Context | None = None) -> dict:
     """One order by id."""
-    return get("orders", id, include)
+    return get(ctx, "orders", id, include)
 
 
 @mcp.tool()
 @guarded
-def orders_update(id: int, data: dict, reason: str | None = None) -> str:
+def orders_update(id: int, data: dict, reason: str | None = None, ctx: Context | None = None) -> dict:
     """Change an order's status. A reason is required."""
-    p = principal()
+    p = principal(ctx)
     if not isinstance(id, int) or isinstance(id, bool) or not isinstance(data, dict) or not data:
         raise Denied("BAD_REQUEST", "`id` (integer) and `data` (object) are required")
     if flaw != "no_reason" and (not isinstance(reason, str) or len(reason.strip()) < 10):
@@ -276,6 +287,12 @@ def orders_update(id: int, data: dict, reason: str | None = None) -> str:
     for f in fields:
         if f not in WRITABLE["orders"]:
             raise Denied("READ_ONLY_FIELD", f"`{camel(f)}` cannot be written")
+    now = time.monotonic()
+    key = (p["tenant"], p["user"])
+    recent = [t for t in write_times.get(key, []) if now - t < 60]
+    if len(recent) >= MAX_WRITES_PER_MINUTE:
+        raise Denied("RATE_LIMITED", "too many writes; wait a minute")
+    write_times[key] = recent + [now]
     sets = sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(f)) for f in fields)
     with connect() as conn:
         scoped(conn, p["tenant"])
@@ -292,22 +309,7 @@ def orders_update(id: int, data: dict, reason: str | None = None) -> str:
 def serve_http(port):
     import uvicorn
 
-    app = mcp.streamable_http_app()
-
-    async def with_principal(scope, receive, send):
-        if scope["type"] == "http":
-            headers = {k.decode().lower(): v.decode() for k, v in scope.get("headers", [])}
-            if headers.get("x-layer-tenant"):
-                http_principal.set(
-                    {
-                        "tenant": headers["x-layer-tenant"],
-                        "user": headers.get("x-layer-user", ""),
-                        "roles": headers.get("x-layer-roles", ""),
-                    }
-                )
-        await app(scope, receive, send)
-
-    uvicorn.run(with_principal, host="127.0.0.1", port=port, log_level="warning")
+    uvicorn.run(mcp.streamable_http_app(), host="127.0.0.1", port=port, log_level="warning")
 
 
 def main():
