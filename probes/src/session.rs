@@ -16,8 +16,10 @@ use crate::families::lint::LintItem;
 use crate::families::{self, PlanInput};
 use crate::runner::{Access, CtxParts, Principals, ProbeCtx, ProbePlan, RunOptions};
 use crate::selftest::SelfTestSetup;
-use crate::target::{BuiltinTarget, Target, TargetError, TargetKind};
+use crate::target::{BuiltinTarget, RemoteTarget, Target, TargetError, TargetKind};
 use crate::truth::{GroundTruth, TruthError};
+use preflight_targets::profile::{Login, Transport};
+use preflight_targets::Connection;
 
 /// Why a session could not start.
 #[derive(Debug, thiserror::Error)]
@@ -108,11 +110,42 @@ impl Session {
                 }
             }
         }
-        let target = match options.target {
+        let principals = Principals::new(&options.tenant_a, &options.tenant_b);
+        let target = match &options.target {
             TargetKind::Builtin => Target::Builtin(
                 BuiltinTarget::new(database.agent_url(), database.owner_url())
                     .map_err(SessionError::Target)?,
             ),
+            TargetKind::Remote {
+                profile,
+                profile_dir,
+            } => {
+                let database_url = match profile.login {
+                    Login::Agent => database.agent_url().to_string(),
+                    Login::Owner => database.owner_url().to_string(),
+                    Login::Superuser => database
+                        .superuser_url()
+                        .map(str::to_string)
+                        .ok_or_else(|| {
+                            SessionError::Config(format!(
+                                "{}: database.login: superuser, but this database offers no superuser login",
+                                profile.path
+                            ))
+                        })?,
+                };
+                let remote = RemoteTarget::new(
+                    Connection {
+                        profile: Arc::clone(profile),
+                        database_url,
+                        profile_dir: profile_dir.clone(),
+                    },
+                    principals.a.clone(),
+                );
+                match profile.transport {
+                    Transport::McpStdio { .. } | Transport::McpHttp { .. } => Target::Mcp(remote),
+                    Transport::Http { .. } => Target::Http(remote),
+                }
+            }
         };
         Ok(Session {
             agent_role: crate::environment::login_role(database.url(Role::Agent)),
@@ -121,7 +154,7 @@ impl Session {
             policy: Arc::new(policy),
             truth: Arc::new(truth),
             target,
-            principals: Principals::new(&options.tenant_a, &options.tenant_b),
+            principals,
             database,
         })
     }
@@ -129,9 +162,9 @@ impl Session {
     /// A probe context over a fresh instance of the layer with `faults`, running the policy
     /// with quotas and write rates lifted (see [`families::instance_policy`]).
     pub async fn context(&self, faults: Faults) -> Result<Arc<ProbeCtx>, SessionError> {
-        let factory = self.target.factory();
-        let gateway = factory
-            .instance(
+        let gateway = self
+            .target
+            .gateway(
                 Arc::new(families::instance_policy(&self.policy)),
                 faults.clone(),
             )
@@ -139,7 +172,7 @@ impl Session {
             .map_err(SessionError::Target)?;
         Ok(Arc::new(ProbeCtx::new(CtxParts {
             gateway,
-            factory: Some(factory),
+            factory: self.target.factory(),
             faults,
             truth: Arc::clone(&self.truth),
             policy: Arc::clone(&self.policy),
@@ -179,15 +212,19 @@ impl Session {
         families::plan(&input, families)
     }
 
-    /// What the self-test needs.
+    /// What the self-test needs; `None` for a target that cannot build instances with injected
+    /// faults (every layer but the built-in one).
     pub fn self_test_setup(
         &self,
         options: RunOptions,
         families: BTreeSet<Family>,
-    ) -> SelfTestSetup {
-        SelfTestSetup {
+    ) -> Option<SelfTestSetup> {
+        if self.target.is_remote() {
+            return None;
+        }
+        Some(SelfTestSetup {
             truth: Arc::clone(&self.truth),
-            factory: self.target.factory(),
+            factory: self.target.factory()?,
             policy: Arc::clone(&self.policy),
             principals: self.principals.clone(),
             superuser_url: self.database.superuser_url().map(str::to_string),
@@ -200,7 +237,7 @@ impl Session {
             approvals: self.target.approvals(),
             options,
             families,
-        }
+        })
     }
 
     /// The run's environment for the report (no credentials).

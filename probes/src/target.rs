@@ -11,6 +11,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use preflight_enforcer::policy::Policy;
 use preflight_enforcer::{Faults, Gateway};
+use preflight_targets::profile::{Profile, Transport};
+use preflight_targets::{Connection, RemoteGateway, TargetInfo, UnreachableGateway};
 
 /// Why an instance of the layer could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -42,31 +44,61 @@ pub trait GatewayFactory: Send + Sync {
 }
 
 /// Which enforcement layer to probe (what `--target` names).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub enum TargetKind {
     /// The built-in layer, started in this process.
     #[default]
     Builtin,
+    /// A layer reached through a target profile (a file, or a shorthand's default profile).
+    Remote {
+        profile: Arc<Profile>,
+        /// What the profile's `{profile_dir}` is.
+        profile_dir: String,
+    },
 }
 
 /// The enforcement layers `preflight probe` can reach, decided once at the edge.
 pub enum Target {
     /// The built-in layer (`preflight_enforcer::builtin`), started in this process.
     Builtin(BuiltinTarget),
+    /// A layer spoken to over MCP (a stdio child process or streamable HTTP).
+    Mcp(RemoteTarget),
+    /// A layer behind plain HTTP tool endpoints.
+    Http(RemoteTarget),
 }
 
 impl Target {
-    /// The name reports show (`builtin`).
+    /// The name reports show: `builtin`, or the remote layer's transport, endpoint, profile hash,
+    /// server name and version and tool-list hash once it has been reached.
     pub fn name(&self) -> String {
         match self {
             Target::Builtin(_) => "builtin".to_string(),
+            Target::Mcp(r) | Target::Http(r) => r.name(),
         }
     }
 
-    /// Instances of the layer.
-    pub fn factory(&self) -> Arc<dyn GatewayFactory> {
+    /// Instances of the layer, when the target can build fresh ones: the built-in layer, and an
+    /// MCP layer started as a child process (a new process is a fresh instance). A layer
+    /// reached by URL is one shared instance.
+    pub fn factory(&self) -> Option<Arc<dyn GatewayFactory>> {
         match self {
-            Target::Builtin(b) => Arc::new(b.clone()),
+            Target::Builtin(b) => Some(Arc::new(b.clone())),
+            Target::Mcp(r) | Target::Http(r) => r.fresh_instances().then(|| {
+                let f: Arc<dyn GatewayFactory> = Arc::new(r.clone());
+                f
+            }),
+        }
+    }
+
+    /// The gateway probes run against.
+    pub async fn gateway(
+        &self,
+        policy: Arc<Policy>,
+        faults: Faults,
+    ) -> Result<Arc<dyn Gateway>, TargetError> {
+        match self {
+            Target::Builtin(b) => b.instance(policy, faults).await,
+            Target::Mcp(r) | Target::Http(r) => r.instance(policy, faults).await,
         }
     }
 
@@ -74,6 +106,131 @@ impl Target {
     pub fn approvals(&self) -> Option<Arc<dyn crate::families::approval::ApprovalDesk>> {
         match self {
             Target::Builtin(b) => b.approvals(),
+            Target::Mcp(_) | Target::Http(_) => None,
+        }
+    }
+
+    /// Ends every connection to a remote layer; child processes are ended and reaped.
+    pub async fn shutdown(&self) {
+        match self {
+            Target::Builtin(_) => {}
+            Target::Mcp(r) | Target::Http(r) => r.shutdown().await,
+        }
+    }
+
+    /// Every child process started for this target (for reaping checks).
+    pub fn child_pids(&self) -> Vec<u32> {
+        match self {
+            Target::Builtin(_) => Vec::new(),
+            Target::Mcp(r) | Target::Http(r) => r.child_pids(),
+        }
+    }
+
+    /// Whether this is a layer preflight did not write.
+    pub fn is_remote(&self) -> bool {
+        !matches!(self, Target::Builtin(_))
+    }
+}
+
+/// How to reach a layer through its profile; keeps every gateway it opened so that they can all
+/// be shut down at the end of the run.
+#[derive(Clone)]
+pub struct RemoteTarget {
+    conn: Connection,
+    /// The principal whose connection lists the tools (tenant A's first user).
+    first: preflight_enforcer::Principal,
+    opened: Arc<std::sync::Mutex<Vec<Arc<RemoteGateway>>>>,
+    info: Arc<std::sync::Mutex<Option<TargetInfo>>>,
+}
+
+impl std::fmt::Debug for RemoteTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteTarget")
+            .field("conn", &self.conn)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RemoteTarget {
+    pub fn new(conn: Connection, first: preflight_enforcer::Principal) -> RemoteTarget {
+        RemoteTarget {
+            conn,
+            first,
+            opened: Arc::default(),
+            info: Arc::default(),
+        }
+    }
+
+    fn fresh_instances(&self) -> bool {
+        matches!(self.conn.profile.transport, Transport::McpStdio { .. })
+    }
+
+    fn name(&self) -> String {
+        match &*self.info.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(info) => info.summary(),
+            None => format!(
+                "{} (profile {})",
+                self.conn.profile.transport.kind(),
+                self.conn.profile.path
+            ),
+        }
+    }
+
+    async fn shutdown(&self) {
+        let opened: Vec<Arc<RemoteGateway>> = self
+            .opened
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for g in opened {
+            g.shutdown().await;
+        }
+    }
+
+    fn child_pids(&self) -> Vec<u32> {
+        self.opened
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .flat_map(|g| g.child_pids())
+            .collect()
+    }
+}
+
+#[async_trait]
+impl GatewayFactory for RemoteTarget {
+    fn name(&self) -> String {
+        RemoteTarget::name(self)
+    }
+
+    /// A new connection (a new process for a stdio layer). The layer runs its own policy;
+    /// `policy` is what probes judge it by. A layer that cannot be reached becomes an
+    /// [`UnreachableGateway`]: every probe on it is an `error` with the fault as evidence.
+    async fn instance(
+        &self,
+        _policy: Arc<Policy>,
+        faults: Faults,
+    ) -> Result<Arc<dyn Gateway>, TargetError> {
+        if !faults.is_empty() {
+            return Err(TargetError::Connect {
+                target: RemoteTarget::name(self),
+                source: "faults can only be injected into the built-in layer".into(),
+            });
+        }
+        match RemoteGateway::connect(self.conn.clone(), &self.first).await {
+            Ok(g) => {
+                let g = Arc::new(g);
+                *self.info.lock().unwrap_or_else(|p| p.into_inner()) = Some(g.info().clone());
+                self.opened
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(Arc::clone(&g));
+                Ok(g)
+            }
+            Err(e) => {
+                tracing::warn!(target: "preflight::target", "the target could not be reached: {e}");
+                Ok(Arc::new(UnreachableGateway::new(&self.conn.profile, &e)))
+            }
         }
     }
 }

@@ -24,7 +24,9 @@ use preflight_probes::target::{BuiltinTarget, GatewayFactory};
 use preflight_reports::{Report, ReportKind, RunEnvironment, Verdict, REPORT_SCHEMA_VERSION};
 
 use crate::cmd::db_args::{db_error, DbArgs};
+use crate::cmd::target_args::TargetArgs;
 use crate::error::{CliError, CmdResult, Outcome};
+use preflight_probes::target::TargetKind;
 
 #[derive(Subcommand, Debug)]
 pub enum AgentCommand {
@@ -127,6 +129,10 @@ pub struct AgentRunArgs {
     #[arg(long = "fault", value_name = "FAULT", value_parser = parse_fault)]
     pub faults: Vec<Fault>,
 
+    /// The layer the agent talks to; the model gets the target's own tool list, unedited.
+    #[command(flatten)]
+    pub target: TargetArgs,
+
     #[command(flatten)]
     pub db: DbArgs,
 }
@@ -154,6 +160,12 @@ async fn run_scenarios(args: AgentRunArgs) -> CmdResult {
     let started = Instant::now();
     let started_at = chrono_now();
     let mut plan = plan(&args)?;
+    let target = args.target.to_kind()?;
+    if !matches!(target, TargetKind::Builtin) && !args.faults.is_empty() {
+        return Err(CliError::config(
+            "--fault switches off an enforcement of the built-in layer; it cannot be used with another --target",
+        ));
+    }
     let (db, fixtures) = args.db.to_db()?;
 
     eprintln!(
@@ -174,8 +186,21 @@ async fn run_scenarios(args: AgentRunArgs) -> CmdResult {
         .clone()
         .unwrap_or_else(|| fixtures.dir.join("policy.yaml"));
     let faults: Faults = args.faults.iter().copied().collect();
-    let (gateway, policy) = build_gateway(&policy_file, &database, faults.clone()).await?;
-    plan.policy = Some(Arc::new(PolicyView::from_policy(&policy)));
+    let (gateway, remote) = match &target {
+        TargetKind::Builtin => {
+            let (gateway, policy) = build_gateway(&policy_file, &database, faults.clone()).await?;
+            plan.policy = Some(Arc::new(PolicyView::from_policy(&policy)));
+            (gateway, None)
+        }
+        TargetKind::Remote {
+            profile,
+            profile_dir,
+        } => {
+            let remote = Arc::new(connect_remote(profile, profile_dir, &database).await?);
+            let gw: Arc<dyn Gateway> = remote.clone();
+            (gw, Some(remote))
+        }
+    };
 
     let on_event = |e: AgentEvent| match e {
         AgentEvent::Started { runs, scenarios } => {
@@ -211,6 +236,9 @@ async fn run_scenarios(args: AgentRunArgs) -> CmdResult {
         eprintln!("cassette written to {}", path.display());
     }
 
+    if let Some(r) = &remote {
+        r.shutdown().await;
+    }
     let health = gateway.health().await;
     let info = database.info().clone();
     let report = Report {
@@ -319,6 +347,42 @@ fn plan(args: &AgentRunArgs) -> Result<RunPlan, CliError> {
     };
     plan.validate().map_err(CliError::config)?;
     Ok(plan)
+}
+
+/// A layer reached through its profile, in its raw view: the agent sees the layer's own tools.
+async fn connect_remote(
+    profile: &Arc<preflight_targets::Profile>,
+    profile_dir: &str,
+    database: &preflight_probes::db::Database,
+) -> Result<preflight_targets::RemoteGateway, CliError> {
+    use preflight_targets::profile::Login;
+    let database_url = match profile.login {
+        Login::Agent => database.agent_url().to_string(),
+        Login::Owner => database.owner_url().to_string(),
+        Login::Superuser => database
+            .superuser_url()
+            .ok_or_else(|| {
+                CliError::config(
+                    "the profile asks for a superuser login, which this database does not offer",
+                )
+            })?
+            .to_string(),
+    };
+    let conn = preflight_targets::Connection {
+        profile: Arc::clone(profile),
+        database_url,
+        profile_dir: profile_dir.to_string(),
+    };
+    // The first connection lists the tools; each scenario's principal gets its own as needed.
+    let first = preflight_enforcer::Principal {
+        tenant: "acme".to_string(),
+        user: "preflight-agent".to_string(),
+        roles: Vec::new(),
+    };
+    preflight_targets::RemoteGateway::connect(conn, &first)
+        .await
+        .map(preflight_targets::RemoteGateway::into_raw)
+        .map_err(|e| CliError::infra(format!("cannot reach the target: {e}")))
 }
 
 /// The built-in enforcement layer for the policy, checked against the live catalog, started the

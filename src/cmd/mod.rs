@@ -10,3 +10,4 @@ pub mod db_args;
 pub mod policy;
 pub mod probe;
 pub mod review;
+pub mod target_args;

@@ -26,7 +26,9 @@ use preflight_reports::{
 };
 
 use crate::cmd::db_args::{db_error, DbArgs};
+use crate::cmd::target_args::TargetArgs;
 use crate::error::{CliError, CmdResult, Outcome};
+use preflight_probes::target::TargetKind;
 
 /// The shipped policy, built in so `preflight probe` works from any folder.
 const EMBEDDED_POLICY: &str = include_str!("../../fixtures/shop/policy.yaml");
@@ -69,9 +71,8 @@ pub struct ProbeArgs {
     #[arg(long, value_enum, default_value_t = FailOn::NotVerified)]
     pub fail_on: FailOn,
 
-    /// The enforcement layer to probe.
-    #[arg(long, value_enum, default_value_t = TargetKind::Builtin)]
-    pub target: TargetKind,
+    #[command(flatten)]
+    pub target: TargetArgs,
 
     /// The caller's tenant (tenant A).
     #[arg(long, default_value = "acme", value_name = "TENANT")]
@@ -100,13 +101,6 @@ impl FailOn {
             Verdict::NotVerified => self == FailOn::NotVerified,
         }
     }
-}
-
-/// The enforcement layers `preflight probe` can reach.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum TargetKind {
-    /// The built-in layer (enforcer/src/builtin), started in-process.
-    Builtin,
 }
 
 /// Where the policy text comes from.
@@ -190,7 +184,7 @@ impl RunPlan {
             jobs: args.jobs,
             fail_on: args.fail_on,
             self_test: args.self_test,
-            target: args.target,
+            target: args.target.to_kind()?,
             tenant_a: args.tenant_a.clone(),
             tenant_b: args.tenant_b.clone(),
         })
@@ -258,19 +252,17 @@ pub async fn run(args: ProbeArgs) -> CmdResult {
             tenant_a: plan.tenant_a.clone(),
             tenant_b: plan.tenant_b.clone(),
             owner_connections: plan.jobs as u32 + 4,
-            target: match plan.target {
-                TargetKind::Builtin => preflight_probes::target::TargetKind::Builtin,
-            },
+            target: plan.target.clone(),
         },
     )
     .await
     .map_err(session_error)?;
-    let env = session.environment(fixtures_hash, started_at);
     let options = RunOptions {
         jobs: plan.jobs,
         ..RunOptions::default()
     };
     if plan.self_test {
+        let env = session.environment(fixtures_hash, started_at);
         return self_test(&plan, &session, options, env, started).await;
     }
     let lint = if plan.families.contains(&Family::Lint) {
@@ -282,6 +274,8 @@ pub async fn run(args: ProbeArgs) -> CmdResult {
         .context(Faults::none())
         .await
         .map_err(session_error)?;
+    // After the layer has been reached, so the report names its server and tool list.
+    let env = session.environment(fixtures_hash, started_at);
     let probe_plan = session.plan(&ctx, &plan.families, &lint);
     status(format!(
         "probing {} with {} probes in {} families ({} at a time) ...",
@@ -336,10 +330,24 @@ pub async fn run(args: ProbeArgs) -> CmdResult {
         ));
     }
     drop(ctx);
+    session.target.shutdown().await;
+    let remote = session.target.is_remote();
     drop(session);
     if let Some(e) = result.infrastructure_error {
         return Err(CliError::infra(format!(
             "{e}; the report was written to {}",
+            plan.out.display()
+        )));
+    }
+    // A layer preflight did not write that answered nothing: no claim was tested either way.
+    if remote
+        && !report
+            .findings
+            .iter()
+            .any(|f| matches!(f.verdict, Verdict::Pass | Verdict::Fail))
+    {
+        return Err(CliError::infra(format!(
+            "nothing could be probed: the target answered no probe (see the `error` findings); the report was written to {}",
             plan.out.display()
         )));
     }
@@ -393,7 +401,11 @@ async fn self_test(
              throwaway database or --allow-writes",
         ));
     }
-    let setup = session.self_test_setup(options, plan.families.clone());
+    let Some(setup) = session.self_test_setup(options, plan.families.clone()) else {
+        return Err(CliError::config(
+            "--self-test breaks the built-in layer on purpose; it runs with --target builtin only",
+        ));
+    };
     let controls = Control::all();
     status(format!(
         "self-test: the healthy layer, then each of {} controls against the probe instances that declare it ...",

@@ -6,3 +6,4 @@ mod bench_audit;
 mod db;
 mod policy;
 mod probe_cli;
+mod targets_cli;

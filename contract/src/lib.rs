@@ -1,8 +1,9 @@
 //! The enforcement-layer contract: the [`Gateway`] trait and its value types.
 //!
 //! Every enforcement layer, built-in or remote, is reached through this trait, so probes and the
-//! agent harness never know which one they are talking to. Implementations live beside this module
-//! (`builtin`, and the remote adapters); nothing here knows about SQL.
+//! agent harness never know which one they are talking to. Implementations live elsewhere (the
+//! built-in layer in `preflight-enforcer`, the remote adapters in `preflight-targets`); nothing
+//! here knows about SQL.
 
 use std::fmt;
 

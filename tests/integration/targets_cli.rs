@@ -1,0 +1,420 @@
+//! `preflight probe --target PROFILE.yaml` against layers preflight did not write: the Python
+//! test targets under tests/targets/, reached over MCP stdio through their profiles, on a real
+//! local Postgres.
+//!
+//! - the structured layer with each deliberate flaw switched on reports exactly that flaw's
+//!   probe codes as `fail`, and with none switched on nothing fails;
+//! - a layer that crashes at start, hangs, or speaks broken JSON-RPC gives `error` findings with
+//!   the evidence, a written report and exit 3, and leaves no process behind.
+//!
+//! The test targets need the virtualenv of scripts/setup-test-targets.sh; scripts/test exports
+//! its interpreter as PREFLIGHT_TARGETS_PYTHON. Without it these tests fail under CI=true and
+//! print a loud skip otherwise.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_preflight");
+const FAMILIES: &str = "cross_tenant,pii,write";
+
+/// The test-target virtualenv's `bin` folder, or `None` (after failing under CI, or printing a
+/// loud skip) when it is missing.
+fn venv_bin() -> Option<PathBuf> {
+    let why = match std::env::var("PREFLIGHT_TARGETS_PYTHON") {
+        Ok(python) => {
+            let python = PathBuf::from(python);
+            if python.is_file() {
+                return python.parent().map(Path::to_path_buf);
+            }
+            format!(
+                "PREFLIGHT_TARGETS_PYTHON={} does not exist",
+                python.display()
+            )
+        }
+        Err(_) => "PREFLIGHT_TARGETS_PYTHON is not set".to_string(),
+    };
+    let msg = format!(
+        "{why}: the Python test targets need the virtualenv of scripts/setup-test-targets.sh \
+         (run it and export PREFLIGHT_TARGETS_PYTHON=$(scripts/setup-test-targets.sh))"
+    );
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{msg}");
+    }
+    eprintln!("\n{}\nSKIPPED: {msg}\n{}\n", "#".repeat(78), "#".repeat(78));
+    None
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+struct Run {
+    out: Output,
+    findings: Vec<Value>,
+    report: Value,
+}
+
+impl Run {
+    fn log(&self) -> String {
+        format!(
+            "exit {:?}\n--- stderr\n{}\n--- stdout\n{}",
+            self.out.status.code(),
+            String::from_utf8_lossy(&self.out.stderr),
+            String::from_utf8_lossy(&self.out.stdout)
+        )
+    }
+
+    fn codes(&self, verdict: &str) -> BTreeSet<String> {
+        self.findings
+            .iter()
+            .filter(|f| f["verdict"] == verdict)
+            .map(|f| f["code"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    fn count(&self, verdict: &str) -> usize {
+        self.findings
+            .iter()
+            .filter(|f| f["verdict"] == verdict)
+            .count()
+    }
+}
+
+/// `preflight probe` on a fresh local database against `profile`, with `env` added.
+fn probe(bin: &Path, profile: &str, env: &[(&str, &str)]) -> Run {
+    let out_dir = tempfile::tempdir().expect("temp dir");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut cmd = Command::new(BIN);
+    cmd.args(["probe", "--db", "local", "--only", FAMILIES, "--policy"])
+        .arg(repo().join("tests/targets/structured/policy.yaml"))
+        .arg("--target")
+        .arg(repo().join(profile))
+        .arg("--out")
+        .arg(out_dir.path())
+        .env("PATH", path)
+        .env("NO_COLOR", "1");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run preflight");
+    let text = std::fs::read_to_string(out_dir.path().join("report.json")).unwrap_or_else(|e| {
+        panic!(
+            "no report.json ({e})\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let report: Value = serde_json::from_str(&text).expect("report.json is JSON");
+    let findings = report["findings"].as_array().cloned().unwrap_or_default();
+    Run {
+        out,
+        findings,
+        report,
+    }
+}
+
+/// What a healthy structured layer cannot show: it has no cursors, and the fixture has too few
+/// soft-deleted customers for the order oracle. Each is `not_verified` with its reason.
+fn expected_not_verified() -> BTreeSet<String> {
+    [
+        "cross_tenant.cursor_foreign",
+        "cross_tenant.cursor_rebound",
+        "pii.order_oracle",
+    ]
+    .into_iter()
+    .map(str::to_string)
+    .collect()
+}
+
+fn structured(flaw: &str) -> Option<Run> {
+    let bin = venv_bin()?;
+    Some(probe(
+        &bin,
+        "tests/targets/structured/profile.yaml",
+        &[("LAYER_FLAW", flaw)],
+    ))
+}
+
+#[test]
+fn the_structured_layer_without_flaws_fails_nothing() {
+    let Some(run) = structured("none") else {
+        return;
+    };
+    assert!(run.codes("fail").is_empty(), "{}", run.log());
+    assert!(run.codes("error").is_empty(), "{}", run.log());
+    assert_eq!(
+        run.codes("not_verified"),
+        expected_not_verified(),
+        "{}",
+        run.log()
+    );
+    for f in run
+        .findings
+        .iter()
+        .filter(|f| f["verdict"] == "not_verified")
+    {
+        assert!(
+            !f["message"].as_str().unwrap_or_default().is_empty(),
+            "not_verified without a reason: {f}"
+        );
+    }
+    assert!(run.count("pass") >= 50, "{}", run.log());
+    // Only not_verified findings remain, and the default --fail-on counts them.
+    assert_eq!(run.out.status.code(), Some(1), "{}", run.log());
+    // The report names the target: transport, command, profile hash, server and tool list.
+    let target = run.report["environment"]["target"]
+        .as_str()
+        .unwrap_or_default();
+    for want in [
+        "mcp-stdio",
+        "server.py",
+        "sha256:",
+        "server structured-test-layer",
+        "tools sha256:",
+    ] {
+        assert!(target.contains(want), "{want:?} not in target {target:?}");
+    }
+}
+
+/// Each flaw yields exactly its probes' failures, nothing else fails or errs.
+fn flaw_yields(flaw: &str, expected: &[&str]) {
+    let Some(run) = structured(flaw) else {
+        return;
+    };
+    let expected: BTreeSet<String> = expected.iter().map(|s| s.to_string()).collect();
+    assert_eq!(run.codes("fail"), expected, "{flaw}\n{}", run.log());
+    assert!(run.codes("error").is_empty(), "{flaw}\n{}", run.log());
+    assert_eq!(
+        run.codes("not_verified"),
+        expected_not_verified(),
+        "{}",
+        run.log()
+    );
+    assert_eq!(run.out.status.code(), Some(1), "{}", run.log());
+}
+
+#[test]
+fn a_tool_without_the_tenant_filter_fails_the_cross_tenant_probes() {
+    flaw_yields(
+        "no_tenant_filter",
+        &[
+            "cross_tenant.filter_foreign_keys",
+            "cross_tenant.filter_foreign_reference",
+        ],
+    );
+}
+
+#[test]
+fn a_masked_field_returned_raw_through_a_relation_fails_include_redacted() {
+    flaw_yields("raw_relation", &["pii.include_redacted"]);
+}
+
+#[test]
+fn a_filter_on_a_denied_field_fails_the_filter_oracle() {
+    flaw_yields("denied_filter", &["pii.filter_oracle"]);
+}
+
+#[test]
+fn a_write_without_a_reason_fails_reason_required() {
+    flaw_yields("no_reason", &["write.reason_required"]);
+}
+
+/// Processes whose command line carries `marker`.
+fn processes_with(marker: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let pid = entry.file_name().to_string_lossy().to_string();
+        if !pid.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if text.contains(marker) {
+                out.push(format!("{pid}: {text}"));
+            }
+        }
+    }
+    out
+}
+
+/// A faulty layer: every finding `error` or `not_verified`, at least one `error` carrying
+/// `evidence`, exit 3, the report written, and no process of it left.
+fn fault_is_a_finding(mode: &str, evidence: &[&str]) {
+    let Some(bin) = venv_bin() else {
+        return;
+    };
+    let run = probe(&bin, &format!("tests/targets/faulty/{mode}.yaml"), &[]);
+    assert_eq!(run.out.status.code(), Some(3), "{}", run.log());
+    assert!(!run.findings.is_empty(), "{}", run.log());
+    assert_eq!(run.count("pass") + run.count("fail"), 0, "{}", run.log());
+    assert!(run.count("error") > 0, "{}", run.log());
+    let messages: Vec<&str> = run
+        .findings
+        .iter()
+        .filter(|f| f["verdict"] == "error")
+        .filter_map(|f| f["message"].as_str())
+        .collect();
+    for want in evidence {
+        assert!(
+            messages.iter().any(|m| m.contains(want)),
+            "no error names {want:?}:\n{}",
+            messages.join("\n")
+        );
+    }
+    let all = serde_json::to_string(&run.report).unwrap_or_default();
+    assert!(!all.contains("hunter2"), "a password reached the report");
+    let left = processes_with(&format!("preflight-faulty-{mode}"));
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+}
+
+#[test]
+fn a_layer_that_crashes_at_start_is_an_error_with_its_stderr() {
+    fault_is_a_finding(
+        "crash",
+        &[
+            "could not be started",
+            "faulty layer: cannot connect to postgres://***@db.internal",
+        ],
+    );
+}
+
+#[test]
+fn a_layer_that_hangs_is_an_error_after_the_timeout() {
+    fault_is_a_finding("hang", &["did not answer within 3000 ms"]);
+}
+
+#[test]
+fn a_layer_that_speaks_broken_json_rpc_is_an_error() {
+    fault_is_a_finding("garbage", &["target fault"]);
+}
+
+#[test]
+fn a_malformed_profile_is_a_usage_error_with_every_problem() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "transport:\n  stdio: {comand: x}\ntools:\n  db_qeury: {}\n",
+    )
+    .expect("write");
+    let out = Command::new(BIN)
+        .args(["probe", "--db", "local", "--target"])
+        .arg(&path)
+        .output()
+        .expect("run preflight");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("bad.yaml:2:11: error: transport.stdio.comand: unknown key `comand`; did you mean `command`?"), "{err}");
+    assert!(
+        err.contains(
+            "tools.db_qeury: `db_qeury` is not a tool of the contract; did you mean `db_query`?"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("principal: missing"), "{err}");
+}
+
+/// A free TCP port on the loopback interface.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Ends the server process when the test ends, however it ends.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The structured layer served over streamable HTTP gives the same verdicts as over stdio,
+/// except the write-rate probe, which needs a fresh instance that a shared server cannot give.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_structured_layer_over_streamable_http_gives_the_same_verdicts() {
+    let Some(bin) = venv_bin() else {
+        return;
+    };
+    let db = preflight_probes::db::testing::database().await;
+    let port = free_port();
+    let server = Server(
+        Command::new(bin.join("python3"))
+            .arg(repo().join("tests/targets/structured/server.py"))
+            .args(["--http", &port.to_string(), "--flaw", "no_tenant_filter"])
+            .env("DATABASE_URL", db.agent_url())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("start the HTTP layer"),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the HTTP layer never listened"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let template =
+        std::fs::read_to_string(repo().join("tests/targets/structured/profile-http.yaml"))
+            .expect("profile-http.yaml");
+    let profile = dir.path().join("profile-http.yaml");
+    std::fs::write(&profile, template.replace("38917", &port.to_string())).expect("write");
+    let out_dir = dir.path().join("report");
+    let out = Command::new(BIN)
+        .args(["probe", "--allow-writes", "--only", FAMILIES, "--policy"])
+        .arg(repo().join("tests/targets/structured/policy.yaml"))
+        .arg("--target")
+        .arg(&profile)
+        .arg("--out")
+        .arg(&out_dir)
+        .env("PREFLIGHT_DB", db.owner_url())
+        .env("PREFLIGHT_AGENT_URL", db.agent_url())
+        .env("PREFLIGHT_AUDIT_URL", db.audit_url())
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run preflight");
+    drop(server);
+    let text = std::fs::read_to_string(out_dir.join("report.json"))
+        .unwrap_or_else(|e| panic!("no report ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    let report: Value = serde_json::from_str(&text).expect("JSON");
+    let run = Run {
+        findings: report["findings"].as_array().cloned().unwrap_or_default(),
+        report,
+        out,
+    };
+    let expected: BTreeSet<String> = [
+        "cross_tenant.filter_foreign_keys",
+        "cross_tenant.filter_foreign_reference",
+    ]
+    .into_iter()
+    .map(str::to_string)
+    .collect();
+    assert_eq!(run.codes("fail"), expected, "{}", run.log());
+    assert!(run.codes("error").is_empty(), "{}", run.log());
+    let mut not_verified = expected_not_verified();
+    not_verified.insert("write.rate_limit".to_string());
+    assert_eq!(run.codes("not_verified"), not_verified, "{}", run.log());
+    let target = run.report["environment"]["target"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        target.starts_with("mcp-http http://127.0.0.1:")
+            && target.contains("structured-test-layer"),
+        "{target}"
+    );
+}
