@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use preflight_enforcer::policy::{FieldAction, ModelPolicy};
 use preflight_enforcer::ErrorCode;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::common::{internal_is_inconclusive, structured};
 use super::hygiene::{role_settings, role_timeout_ms};

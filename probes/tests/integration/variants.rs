@@ -73,7 +73,10 @@ pub async fn ctx_with(
     faults: Faults,
     twist: Option<TwistFn>,
 ) -> Arc<ProbeCtx> {
-    let factory = s.target.factory();
+    let factory = s
+        .target
+        .factory()
+        .expect("the built-in target builds instances");
     let policy = Arc::new(policy);
     let mut gateway = factory
         .instance(Arc::new(families::instance_policy(&policy)), faults.clone())
