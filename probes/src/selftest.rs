@@ -381,6 +381,7 @@ async fn run_variant(
             let input = PlanInput {
                 policy: &policy,
                 tools: &ctx.tools,
+                native_tools: &ctx.native_tools,
                 truth: &setup.truth,
                 tenant_a: &setup.principals.a.tenant,
                 tenant_b: &setup.principals.b.tenant,

@@ -119,10 +119,12 @@ fn probe(bin: &Path, profile: &str, env: &[(&str, &str)]) -> Run {
     }
 }
 
-/// What a healthy structured layer cannot show: it has no cursors, and the fixture has too few
+/// What a healthy structured layer cannot show: it has no cursors, its search tools take no
+/// argument that can carry a tenant or a key (the every-tool probe), and the fixture has too few
 /// soft-deleted customers for the order oracle. Each is `not_verified` with its reason.
 fn expected_not_verified() -> BTreeSet<String> {
     [
+        "cross_tenant.every_tool",
         "cross_tenant.cursor_foreign",
         "cross_tenant.cursor_rebound",
         "pii.order_oracle",
@@ -223,6 +225,77 @@ fn a_filter_on_a_denied_field_fails_the_filter_oracle() {
 #[test]
 fn a_write_without_a_reason_fails_reason_required() {
     flaw_yields("no_reason", &["write.reason_required"]);
+}
+
+/// The domain-tool layer: business tools only. The one that trusts its `tenant_id` argument
+/// fails the every-tool probe; the ones that scope by the session pass.
+#[test]
+fn the_every_tool_probe_catches_the_domain_tool_that_trusts_a_tenant_argument() {
+    let Some(bin) = venv_bin() else {
+        return;
+    };
+    let out_dir = tempfile::tempdir().expect("temp dir");
+    let out = Command::new(BIN)
+        .args([
+            "probe",
+            "--db",
+            "local",
+            "--only",
+            "cross_tenant",
+            "--target",
+        ])
+        .arg(repo().join("tests/targets/domain/profile.yaml"))
+        .arg("--out")
+        .arg(out_dir.path())
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                bin.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run preflight");
+    let text = std::fs::read_to_string(out_dir.path().join("report.json")).expect("report");
+    let report: Value = serde_json::from_str(&text).expect("JSON");
+    let verdicts: Vec<(String, String, String)> = report["findings"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|f| {
+            (
+                f["code"].as_str().unwrap_or_default().to_string(),
+                f["title"].as_str().unwrap_or_default().to_string(),
+                f["verdict"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let log = format!(
+        "{verdicts:#?}
+{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(verdicts.len(), 3, "{log}");
+    for (code, title, verdict) in &verdicts {
+        assert_eq!(code, "cross_tenant.every_tool", "{log}");
+        let want = if title.starts_with("list_tickets") {
+            "fail"
+        } else {
+            "pass"
+        };
+        assert_eq!(verdict, want, "{title}\n{log}");
+    }
+    let leak = report["findings"]
+        .as_array()
+        .and_then(|f| f.iter().find(|f| f["verdict"] == "fail"))
+        .and_then(|f| f["message"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    assert!(leak.contains("globex.support_tickets"), "{leak}");
+    assert_eq!(out.status.code(), Some(1), "{log}");
 }
 
 /// Processes whose command line carries `marker`.
