@@ -491,3 +491,78 @@ async fn the_structured_layer_over_streamable_http_gives_the_same_verdicts() {
         "{target}"
     );
 }
+
+/// Plain HTTP tool endpoints (`--target` profile with `protocol: http`): the every-tool probe
+/// reaches the domain tools through reqwest and catches the one that trusts its tenant argument.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_every_tool_probe_works_over_plain_http_tool_endpoints() {
+    let Some(bin) = venv_bin() else {
+        return;
+    };
+    let db = preflight_probes::db::testing::database().await;
+    let port = free_port();
+    let server = Server(
+        Command::new(bin.join("python3"))
+            .arg(repo().join("tests/targets/http/server.py"))
+            .arg(port.to_string())
+            .env("DATABASE_URL", db.agent_url())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("start the HTTP layer"),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the HTTP layer never listened"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let template =
+        std::fs::read_to_string(repo().join("tests/targets/http/profile.yaml")).expect("profile");
+    let profile = dir.path().join("profile.yaml");
+    std::fs::write(&profile, template.replace("38918", &port.to_string())).expect("write");
+    let out_dir = dir.path().join("report");
+    let out = Command::new(BIN)
+        .args(["probe", "--only", "cross_tenant", "--target"])
+        .arg(&profile)
+        .arg("--out")
+        .arg(&out_dir)
+        .env("PREFLIGHT_DB", db.owner_url())
+        .env("PREFLIGHT_AGENT_URL", db.agent_url())
+        .env("PREFLIGHT_AUDIT_URL", db.audit_url())
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run preflight");
+    drop(server);
+    let text = std::fs::read_to_string(out_dir.join("report.json"))
+        .unwrap_or_else(|e| panic!("no report ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    let report: Value = serde_json::from_str(&text).expect("JSON");
+    let verdicts: BTreeSet<(String, String)> = report["findings"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|f| {
+            (
+                f["title"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .split(' ')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+                f["verdict"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let want: BTreeSet<(String, String)> = [("get_order", "pass"), ("list_tickets", "fail")]
+        .into_iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    assert_eq!(verdicts, want, "{}", String::from_utf8_lossy(&out.stderr));
+    let target = report["environment"]["target"].as_str().unwrap_or_default();
+    assert!(target.starts_with("http http://127.0.0.1:"), "{target}");
+}
