@@ -566,3 +566,78 @@ async fn the_every_tool_probe_works_over_plain_http_tool_endpoints() {
     let target = report["environment"]["target"].as_str().unwrap_or_default();
     assert!(target.starts_with("http http://127.0.0.1:"), "{target}");
 }
+
+/// Ctrl-C in the middle of a run against a hung layer: preflight exits and no layer process is
+/// left behind.
+#[test]
+fn an_interrupt_leaves_no_layer_process_behind() {
+    use std::io::{BufRead, BufReader};
+    let Some(bin) = venv_bin() else {
+        return;
+    };
+    let out_dir = tempfile::tempdir().expect("temp dir");
+    let mut child = Command::new(BIN)
+        .args(["probe", "--db", "local", "--only", FAMILIES, "--policy"])
+        .arg(repo().join("tests/targets/structured/policy.yaml"))
+        .arg("--target")
+        .arg(repo().join("tests/targets/faulty/hang.yaml"))
+        .arg("--out")
+        .arg(out_dir.path())
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                bin.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start preflight");
+    // Read stderr on a thread to the end, so preflight never writes into a closed pipe.
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut log = Vec::new();
+    while let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(120)) {
+        let started = line.starts_with("probing ");
+        log.push(line);
+        if started {
+            break;
+        }
+    }
+    // The layer is up (it listed its tools); give the first call time to reach it and hang.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert!(
+        !processes_with("preflight-faulty-hang").is_empty(),
+        "no layer process while probing:\n{}",
+        log.join("\n")
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT");
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(130), "{}", log.join("\n"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let left = processes_with("preflight-faulty-hang");
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "processes left behind after Ctrl-C: {left:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
