@@ -195,6 +195,13 @@ pub trait Gateway: Send + Sync {
 
     fn tools(&self) -> Vec<ToolSpec>;
 
+    /// The layer's own tool list, under its own names, whatever view [`tools`](Gateway::tools)
+    /// gives; [`call`](Gateway::call) accepts these names too. The every-tool probes read it.
+    /// The same as `tools` for a layer that speaks the contract natively.
+    fn native_tools(&self) -> Vec<ToolSpec> {
+        self.tools()
+    }
+
     async fn call(
         &self,
         ctx: &CallContext,

@@ -74,6 +74,7 @@ pub enum ProbeCode {
     WriteForgedTenant,
     WriteForeignRow,
     WriteForeignReference,
+    EveryTool,
     // pii
     GetRedacted,
     QueryRedacted,
@@ -116,7 +117,7 @@ pub enum ProbeCode {
 }
 
 impl ProbeCode {
-    pub const ALL: [ProbeCode; 44] = [
+    pub const ALL: [ProbeCode; 45] = [
         ProbeCode::GetForeignRow,
         ProbeCode::FilterForgedTenant,
         ProbeCode::FilterForeignKeys,
@@ -128,6 +129,7 @@ impl ProbeCode {
         ProbeCode::WriteForgedTenant,
         ProbeCode::WriteForeignRow,
         ProbeCode::WriteForeignReference,
+        ProbeCode::EveryTool,
         ProbeCode::GetRedacted,
         ProbeCode::QueryRedacted,
         ProbeCode::IncludeRedacted,
@@ -176,6 +178,7 @@ impl ProbeCode {
             ProbeCode::WriteForgedTenant => "cross_tenant.write_forged_tenant",
             ProbeCode::WriteForeignRow => "cross_tenant.write_foreign_row",
             ProbeCode::WriteForeignReference => "cross_tenant.write_foreign_reference",
+            ProbeCode::EveryTool => "cross_tenant.every_tool",
             ProbeCode::GetRedacted => "pii.get_redacted",
             ProbeCode::QueryRedacted => "pii.query_redacted",
             ProbeCode::IncludeRedacted => "pii.include_redacted",
@@ -229,7 +232,8 @@ impl ProbeCode {
             | CursorRebound
             | WriteForgedTenant
             | WriteForeignRow
-            | WriteForeignReference => Family::CrossTenant,
+            | WriteForeignReference
+            | EveryTool => Family::CrossTenant,
             GetRedacted | QueryRedacted | IncludeRedacted | DescribeSchema | FilterOracle
             | OrderOracle | AggregateOracle | ErrorLeak => Family::Pii,
             UnboundedScan | RowLimit | JoinDepth | StatementTimeout | Quota => Family::Budget,
@@ -258,6 +262,7 @@ impl ProbeCode {
             CursorRebound => &["ISO-1"],
             WriteForgedTenant | WriteForeignRow => &["PRE-1", "ISO-1", "ISO-3"],
             WriteForeignReference => &["PRE-1", "ISO-1"],
+            EveryTool => &["PRE-1", "ISO-1", "ISO-3"],
             GetRedacted => &["PRE-2", "RED-1", "RED-2", "RED-5"],
             QueryRedacted => &["PRE-2", "RED-1", "RED-2", "RED-3", "RED-5"],
             IncludeRedacted => &["PRE-2", "RED-6"],
@@ -301,6 +306,7 @@ impl ProbeCode {
             | AggregateForgedTenant
             | WriteForgedTenant
             | WriteForeignRow
+            | EveryTool
             | GetRedacted
             | QueryRedacted
             | IncludeRedacted
@@ -348,6 +354,7 @@ impl ProbeCode {
             WriteForgedTenant => "a create naming another tenant in its data is refused and creates nothing",
             WriteForeignRow => "an update or delete of another tenant's row changes nothing",
             WriteForeignReference => "a write whose foreign key points at another tenant's row is refused and changes nothing",
+            EveryTool => "every tool the layer lists, called with the other tenant's id in every tenant-like argument and its keys in every id-like one, returns none of that tenant's data",
             GetRedacted => "db_get returns masked fields masked and denied fields absent, never a raw canary",
             QueryRedacted => "db_query returns masked fields masked and denied fields absent, never a raw canary",
             IncludeRedacted => "included (joined) rows are redacted exactly like direct reads",

@@ -183,6 +183,8 @@ pub struct ProbeCtx {
     pub audit_url: Option<String>,
     /// The gateway's tool names.
     pub tools: BTreeSet<String>,
+    /// The layer's own tools under its own names (the every-tool probes call each).
+    pub native_tools: Vec<preflight_enforcer::ToolSpec>,
     /// The approvals store, when the target has one (approval probes need it).
     pub approvals: Option<Arc<dyn crate::families::approval::ApprovalDesk>>,
     /// The database role the layer connects as, and the audit writer's.
@@ -222,6 +224,7 @@ pub struct CtxParts {
 impl ProbeCtx {
     pub fn new(parts: CtxParts) -> Self {
         let tools = parts.gateway.tools().into_iter().map(|t| t.name).collect();
+        let native_tools = parts.gateway.native_tools();
         Self {
             gateway: parts.gateway,
             factory: parts.factory,
@@ -233,6 +236,7 @@ impl ProbeCtx {
             access: parts.access,
             audit_url: parts.audit_url,
             tools,
+            native_tools,
             approvals: parts.approvals,
             agent_role: parts.agent_role,
             audit_role: parts.audit_role,

@@ -465,6 +465,7 @@ fn variant_plan(
     let input = PlanInput {
         policy,
         tools: &ctx.tools,
+        native_tools: &ctx.native_tools,
         truth: &setup.truth,
         tenant_a: &setup.principals.a.tenant,
         tenant_b: &setup.principals.b.tenant,

@@ -204,6 +204,7 @@ impl Session {
         let input = PlanInput {
             policy: &self.policy,
             tools: &ctx.tools,
+            native_tools: &ctx.native_tools,
             truth: &self.truth,
             tenant_a: &self.principals.a.tenant,
             tenant_b: &self.principals.b.tenant,

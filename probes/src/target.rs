@@ -136,6 +136,11 @@ impl Target {
 /// be shut down at the end of the run.
 #[derive(Clone)]
 pub struct RemoteTarget {
+    /// Kills the layer's child processes on Ctrl-C (the interrupt handler exits the process,
+    /// so nothing is dropped); unregistered when the last clone goes.
+    _interrupt: Arc<crate::db::registry::Registration>,
+    /// Set once every connection has been closed: the interrupt teardown then has nothing to do.
+    closed: Arc<std::sync::atomic::AtomicBool>,
     conn: Connection,
     /// The principal whose connection lists the tools (tenant A's first user).
     first: preflight_enforcer::Principal,
@@ -153,10 +158,18 @@ impl std::fmt::Debug for RemoteTarget {
 
 impl RemoteTarget {
     pub fn new(conn: Connection, first: preflight_enforcer::Principal) -> RemoteTarget {
+        let opened: Arc<std::sync::Mutex<Vec<Arc<RemoteGateway>>>> = Arc::default();
+        let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let registration = crate::db::registry::register(Arc::new(KillChildren {
+            opened: Arc::clone(&opened),
+            closed: Arc::clone(&closed),
+        }));
         RemoteTarget {
+            _interrupt: Arc::new(registration),
+            closed,
             conn,
             first,
-            opened: Arc::default(),
+            opened,
             info: Arc::default(),
         }
     }
@@ -185,6 +198,7 @@ impl RemoteTarget {
         for g in opened {
             g.shutdown().await;
         }
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn child_pids(&self) -> Vec<u32> {
@@ -194,6 +208,49 @@ impl RemoteTarget {
             .iter()
             .flat_map(|g| g.child_pids())
             .collect()
+    }
+}
+
+/// The interrupt-time teardown of a remote target: SIGKILL to every child process that is still
+/// ours (its parent is this process), so a Ctrl-C leaves no layer process behind.
+struct KillChildren {
+    opened: Arc<std::sync::Mutex<Vec<Arc<RemoteGateway>>>>,
+    closed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl crate::db::registry::Teardown for KillChildren {
+    fn describe(&self) -> String {
+        "the target's processes".to_string()
+    }
+
+    fn teardown(&self) {
+        if self.closed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let pids: Vec<u32> = self
+            .opened
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .flat_map(|g| g.child_pids())
+            .collect();
+        let me = std::process::id();
+        for pid in pids {
+            // A reaped child's id may have been reused: only a process whose parent is us is
+            // still our child.
+            let parent = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let after = s.rsplit_once(')')?.1.to_string();
+                    after.split_whitespace().nth(1)?.parse::<u32>().ok()
+                });
+            if parent == Some(me) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
     }
 }
 

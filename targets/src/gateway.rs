@@ -320,14 +320,20 @@ impl Gateway for RemoteGateway {
         }
     }
 
+    fn native_tools(&self) -> Vec<ToolSpec> {
+        self.raw_tools.clone()
+    }
+
     async fn call(
         &self,
         ctx: &CallContext,
         tool: &str,
         arguments: Value,
     ) -> Result<Value, ToolError> {
+        let native = !self.conn.profile.tools.contains_key(tool)
+            && self.raw_tools.iter().any(|t| t.name == tool);
         match self.view {
-            View::Contract => {
+            View::Contract if !native => {
                 let Some(map) = self.conn.profile.tools.get(tool) else {
                     return Err(ToolError::new(
                         ErrorCode::Internal,
@@ -338,7 +344,7 @@ impl Gateway for RemoteGateway {
                 };
                 self.call_layer(&ctx.principal, tool, map, &arguments).await
             }
-            View::Raw => {
+            View::Contract | View::Raw => {
                 let identity = ToolMap {
                     name: tool.to_string(),
                     args: BTreeMap::new(),

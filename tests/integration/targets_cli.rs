@@ -119,10 +119,12 @@ fn probe(bin: &Path, profile: &str, env: &[(&str, &str)]) -> Run {
     }
 }
 
-/// What a healthy structured layer cannot show: it has no cursors, and the fixture has too few
+/// What a healthy structured layer cannot show: it has no cursors, its search tools take no
+/// argument that can carry a tenant or a key (the every-tool probe), and the fixture has too few
 /// soft-deleted customers for the order oracle. Each is `not_verified` with its reason.
 fn expected_not_verified() -> BTreeSet<String> {
     [
+        "cross_tenant.every_tool",
         "cross_tenant.cursor_foreign",
         "cross_tenant.cursor_rebound",
         "pii.order_oracle",
@@ -223,6 +225,77 @@ fn a_filter_on_a_denied_field_fails_the_filter_oracle() {
 #[test]
 fn a_write_without_a_reason_fails_reason_required() {
     flaw_yields("no_reason", &["write.reason_required"]);
+}
+
+/// The domain-tool layer: business tools only. The one that trusts its `tenant_id` argument
+/// fails the every-tool probe; the ones that scope by the session pass.
+#[test]
+fn the_every_tool_probe_catches_the_domain_tool_that_trusts_a_tenant_argument() {
+    let Some(bin) = venv_bin() else {
+        return;
+    };
+    let out_dir = tempfile::tempdir().expect("temp dir");
+    let out = Command::new(BIN)
+        .args([
+            "probe",
+            "--db",
+            "local",
+            "--only",
+            "cross_tenant",
+            "--target",
+        ])
+        .arg(repo().join("tests/targets/domain/profile.yaml"))
+        .arg("--out")
+        .arg(out_dir.path())
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                bin.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run preflight");
+    let text = std::fs::read_to_string(out_dir.path().join("report.json")).expect("report");
+    let report: Value = serde_json::from_str(&text).expect("JSON");
+    let verdicts: Vec<(String, String, String)> = report["findings"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|f| {
+            (
+                f["code"].as_str().unwrap_or_default().to_string(),
+                f["title"].as_str().unwrap_or_default().to_string(),
+                f["verdict"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let log = format!(
+        "{verdicts:#?}
+{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(verdicts.len(), 3, "{log}");
+    for (code, title, verdict) in &verdicts {
+        assert_eq!(code, "cross_tenant.every_tool", "{log}");
+        let want = if title.starts_with("list_tickets") {
+            "fail"
+        } else {
+            "pass"
+        };
+        assert_eq!(verdict, want, "{title}\n{log}");
+    }
+    let leak = report["findings"]
+        .as_array()
+        .and_then(|f| f.iter().find(|f| f["verdict"] == "fail"))
+        .and_then(|f| f["message"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    assert!(leak.contains("globex.support_tickets"), "{leak}");
+    assert_eq!(out.status.code(), Some(1), "{log}");
 }
 
 /// Processes whose command line carries `marker`.
@@ -417,4 +490,154 @@ async fn the_structured_layer_over_streamable_http_gives_the_same_verdicts() {
             && target.contains("structured-test-layer"),
         "{target}"
     );
+}
+
+/// Plain HTTP tool endpoints (`--target` profile with `protocol: http`): the every-tool probe
+/// reaches the domain tools through reqwest and catches the one that trusts its tenant argument.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_every_tool_probe_works_over_plain_http_tool_endpoints() {
+    let Some(bin) = venv_bin() else {
+        return;
+    };
+    let db = preflight_probes::db::testing::database().await;
+    let port = free_port();
+    let server = Server(
+        Command::new(bin.join("python3"))
+            .arg(repo().join("tests/targets/http/server.py"))
+            .arg(port.to_string())
+            .env("DATABASE_URL", db.agent_url())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("start the HTTP layer"),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the HTTP layer never listened"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let template =
+        std::fs::read_to_string(repo().join("tests/targets/http/profile.yaml")).expect("profile");
+    let profile = dir.path().join("profile.yaml");
+    std::fs::write(&profile, template.replace("38918", &port.to_string())).expect("write");
+    let out_dir = dir.path().join("report");
+    let out = Command::new(BIN)
+        .args(["probe", "--only", "cross_tenant", "--target"])
+        .arg(&profile)
+        .arg("--out")
+        .arg(&out_dir)
+        .env("PREFLIGHT_DB", db.owner_url())
+        .env("PREFLIGHT_AGENT_URL", db.agent_url())
+        .env("PREFLIGHT_AUDIT_URL", db.audit_url())
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run preflight");
+    drop(server);
+    let text = std::fs::read_to_string(out_dir.join("report.json"))
+        .unwrap_or_else(|e| panic!("no report ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    let report: Value = serde_json::from_str(&text).expect("JSON");
+    let verdicts: BTreeSet<(String, String)> = report["findings"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|f| {
+            (
+                f["title"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .split(' ')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+                f["verdict"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let want: BTreeSet<(String, String)> = [("get_order", "pass"), ("list_tickets", "fail")]
+        .into_iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    assert_eq!(verdicts, want, "{}", String::from_utf8_lossy(&out.stderr));
+    let target = report["environment"]["target"].as_str().unwrap_or_default();
+    assert!(target.starts_with("http http://127.0.0.1:"), "{target}");
+}
+
+/// Ctrl-C in the middle of a run against a hung layer: preflight exits and no layer process is
+/// left behind.
+#[test]
+fn an_interrupt_leaves_no_layer_process_behind() {
+    use std::io::{BufRead, BufReader};
+    let Some(bin) = venv_bin() else {
+        return;
+    };
+    let out_dir = tempfile::tempdir().expect("temp dir");
+    let mut child = Command::new(BIN)
+        .args(["probe", "--db", "local", "--only", FAMILIES, "--policy"])
+        .arg(repo().join("tests/targets/structured/policy.yaml"))
+        .arg("--target")
+        .arg(repo().join("tests/targets/faulty/hang.yaml"))
+        .arg("--out")
+        .arg(out_dir.path())
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                bin.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start preflight");
+    // Read stderr on a thread to the end, so preflight never writes into a closed pipe.
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut log = Vec::new();
+    while let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(120)) {
+        let started = line.starts_with("probing ");
+        log.push(line);
+        if started {
+            break;
+        }
+    }
+    // The layer is up (it listed its tools); give the first call time to reach it and hang.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert!(
+        !processes_with("preflight-faulty-hang").is_empty(),
+        "no layer process while probing:\n{}",
+        log.join("\n")
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT");
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(130), "{}", log.join("\n"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let left = processes_with("preflight-faulty-hang");
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "processes left behind after Ctrl-C: {left:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }

@@ -22,7 +22,7 @@ mod fixtures;
 mod local;
 mod provision;
 mod redact;
-mod registry;
+pub(crate) mod registry;
 pub mod testing;
 mod url;
 

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod budget;
 pub(crate) mod common;
 pub mod cross_tenant;
+pub mod every_tool;
 pub mod hygiene;
 pub mod lint;
 pub mod pii;
@@ -26,6 +27,8 @@ pub struct PlanInput<'a> {
     pub policy: &'a Policy,
     /// The tool names the layer offers.
     pub tools: &'a BTreeSet<String>,
+    /// The layer's own tools under its own names.
+    pub native_tools: &'a [preflight_enforcer::ToolSpec],
     pub truth: &'a GroundTruth,
     /// Tenant A (the caller) and B (the victim), for titles.
     pub tenant_a: &'a str,
@@ -74,7 +77,11 @@ pub fn plan(input: &PlanInput<'_>, families: &BTreeSet<Family>) -> ProbePlan {
             continue;
         }
         probes.extend(match family {
-            Family::CrossTenant => cross_tenant::probes(input),
+            Family::CrossTenant => {
+                let mut p = cross_tenant::probes(input);
+                p.extend(every_tool::probes(input));
+                p
+            }
             Family::Pii => pii::probes(input),
             Family::Budget => budget::probes(input),
             Family::Write => write::probes(input),

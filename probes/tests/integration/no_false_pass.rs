@@ -425,6 +425,7 @@ async fn database_variants_the_old_probes_passed() {
         let input = preflight_probes::families::PlanInput {
             policy: &policy,
             tools: &ctx.tools,
+            native_tools: &ctx.native_tools,
             truth: &s.truth,
             tenant_a: &a,
             tenant_b: &s.principals.b.tenant,

@@ -115,6 +115,7 @@ pub async fn run_matching(
     let input = PlanInput {
         policy: &s.policy,
         tools: &ctx.tools,
+        native_tools: &ctx.native_tools,
         truth: &s.truth,
         tenant_a: &s.principals.a.tenant,
         tenant_b: &s.principals.b.tenant,

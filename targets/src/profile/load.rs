@@ -366,7 +366,7 @@ fn walk(d: &mut Diag, root: &Node, path: &str, text: &str) -> Option<Profile> {
             d.error(
                 at(root),
                 "tools",
-                "missing: name at least one of the contract's tools the layer offers",
+                "missing: map the contract's tools the layer offers (`tools: {}` for a layer with domain tools only)",
             );
             BTreeMap::new()
         }
