@@ -1,4 +1,4 @@
-//! Tool-call arguments in the enforcement-layer contract's shapes (DESIGN.md), built in one place
+//! Tool-call arguments in the enforcement-layer contract's shapes (docs/gateway.md), built in one place
 //! so every family speaks the same dialect: `where` as a list of `{field, op, value}`,
 //! `order_by` as `{field, direction}`, `include` as dotted relation paths, writes as
 //! `{model, id?, data, reason?}`.

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::gateway::{ErrorCode, ToolError};
 
-/// Filter operators, exactly as DESIGN.md lists them.
+/// Filter operators, exactly as the contract lists them (docs/gateway.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Op {
     Eq,
@@ -63,7 +63,7 @@ impl Op {
     }
 }
 
-/// Aggregate functions, exactly as DESIGN.md lists them.
+/// Aggregate functions, exactly as the contract lists them (docs/gateway.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum AggFn {
     Count,

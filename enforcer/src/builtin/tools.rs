@@ -35,7 +35,7 @@ pub(crate) const APPROVAL_STATUS: &str = "db_approval_status";
 /// Write tools a model can enable; `db_dry_run` and `db_approval_status` follow them.
 pub(crate) const WRITE_TOOLS: [&str; 4] = [CREATE, UPDATE, DELETE, BULK_UPDATE];
 
-/// Every tool name DESIGN.md defines, in the order the list presents them.
+/// Every tool name the contract defines (docs/gateway.md, "Tools"), in the order the list presents them.
 pub(crate) const ALL_TOOLS: [&str; 10] = [
     DESCRIBE,
     QUERY,
