@@ -11,6 +11,21 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// The tool names of the contract, in the order a tool list presents them (see docs/gateway.md,
+/// "Tools"). A remote layer's own names map onto these through its target profile.
+pub const CONTRACT_TOOLS: [&str; 10] = [
+    "db_describe_schema",
+    "db_query",
+    "db_get",
+    "db_aggregate",
+    "db_create",
+    "db_update",
+    "db_delete",
+    "db_bulk_update",
+    "db_dry_run",
+    "db_approval_status",
+];
+
 /// Who is calling. It comes from the run's context (the authenticated session), never from tool
 /// arguments: nothing an agent puts in a call can change it (ISO-1).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -25,25 +25,12 @@ use crate::codes::ProbeCode;
 use crate::runner::{Probe, ProbeCtx, ProbeOutcome, ProbeResult};
 use crate::truth::key_text;
 
-/// The contract's tool names: probed by the structured families.
-const CONTRACT: [&str; 10] = [
-    "db_describe_schema",
-    "db_query",
-    "db_get",
-    "db_aggregate",
-    "db_create",
-    "db_update",
-    "db_delete",
-    "db_bulk_update",
-    "db_dry_run",
-    "db_approval_status",
-];
-
 pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
     input
         .native_tools
         .iter()
-        .filter(|t| !CONTRACT.contains(&t.name.as_str()))
+        // Tools under the contract's names are probed in depth by the structured families.
+        .filter(|t| !preflight_enforcer::gateway::CONTRACT_TOOLS.contains(&t.name.as_str()))
         .map(|t| {
             let tool = t.clone();
             Probe::new(

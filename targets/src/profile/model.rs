@@ -9,18 +9,7 @@ use preflight_contract::ErrorCode;
 use regex::Regex;
 
 /// The tools of the enforcement-layer contract, the keys of a profile's `tools:` section.
-pub const CONTRACT_TOOLS: [&str; 10] = [
-    "db_describe_schema",
-    "db_query",
-    "db_get",
-    "db_aggregate",
-    "db_create",
-    "db_update",
-    "db_delete",
-    "db_bulk_update",
-    "db_dry_run",
-    "db_approval_status",
-];
+pub use preflight_contract::CONTRACT_TOOLS;
 
 /// The default per-call timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
