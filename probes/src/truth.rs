@@ -564,6 +564,38 @@ impl GroundTruth {
     }
 
     /// `pg_stat_user_tables` counters for a model's table.
+    /// Publishes the pending table statistics of ground truth's own sessions now
+    /// (`pg_stat_force_next_flush()`, PostgreSQL 15+). A backend publishes its counters when it
+    /// goes idle at most once a second, or up to ten seconds later; without this, ground
+    /// truth's own full reads (a checksum, a fingerprint) could land in the counters while a
+    /// probe watches them and be taken for a scan the layer made. Waits until every pooled
+    /// session is idle, then flushes each. `Err` when the login may not call the function (a
+    /// staging role): the caller must then allow for its own reads.
+    pub async fn publish_own_stats(&self) -> Result<(), TruthError> {
+        let started = std::time::Instant::now();
+        while self.pool.num_idle() < self.pool.size() as usize
+            && started.elapsed() < Duration::from_secs(5)
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut held = Vec::new();
+        for _ in 0..self.pool.num_idle() {
+            let mut conn = self
+                .pool
+                .acquire()
+                .await
+                .map_err(TruthError::query("take a ground-truth session".to_string()))?;
+            sqlx::query("SELECT pg_stat_force_next_flush()")
+                .execute(&mut *conn)
+                .await
+                .map_err(TruthError::query(
+                    "publish ground truth's own statistics".to_string(),
+                ))?;
+            held.push(conn);
+        }
+        Ok(())
+    }
+
     pub async fn table_stats(&self, model: &ModelPolicy) -> Result<TableStats, TruthError> {
         let row: Option<(i64, i64, i64, i64, i64)> = sqlx::query_as(
             "SELECT GREATEST(c.reltuples, 0)::bigint, coalesce(s.seq_scan, 0), \
