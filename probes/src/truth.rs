@@ -572,28 +572,7 @@ impl GroundTruth {
     /// session is idle, then flushes each. `Err` when the login may not call the function (a
     /// staging role): the caller must then allow for its own reads.
     pub async fn publish_own_stats(&self) -> Result<(), TruthError> {
-        let started = std::time::Instant::now();
-        while self.pool.num_idle() < self.pool.size() as usize
-            && started.elapsed() < Duration::from_secs(5)
-        {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let mut held = Vec::new();
-        for _ in 0..self.pool.num_idle() {
-            let mut conn = self
-                .pool
-                .acquire()
-                .await
-                .map_err(TruthError::query("take a ground-truth session".to_string()))?;
-            sqlx::query("SELECT pg_stat_force_next_flush()")
-                .execute(&mut *conn)
-                .await
-                .map_err(TruthError::query(
-                    "publish ground truth's own statistics".to_string(),
-                ))?;
-            held.push(conn);
-        }
-        Ok(())
+        publish_pool_stats(&self.pool).await
     }
 
     pub async fn table_stats(&self, model: &ModelPolicy) -> Result<TableStats, TruthError> {
@@ -769,6 +748,32 @@ impl GroundTruth {
             .filter(|m| m.table == table)
             .any(|m| m.action(column) == Some(FieldAction::Allow))
     }
+}
+
+/// Publishes the pending table statistics of every session of `pool` now
+/// (`pg_stat_force_next_flush()`, PostgreSQL 15+; the login needs EXECUTE on it). Connections go
+/// back to a pool in a task of their own after each use, so this waits (up to 5 s) until every
+/// open session is idle, then takes them all, so none is missed or opened anew.
+pub async fn publish_pool_stats(pool: &PgPool) -> Result<(), TruthError> {
+    let started = std::time::Instant::now();
+    while pool.num_idle() < pool.size() as usize && started.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut held = Vec::new();
+    for _ in 0..pool.num_idle() {
+        let mut conn = pool
+            .acquire()
+            .await
+            .map_err(TruthError::query("take a pooled session".to_string()))?;
+        sqlx::query("SELECT pg_stat_force_next_flush()")
+            .execute(&mut *conn)
+            .await
+            .map_err(TruthError::query(
+                "publish a session's statistics".to_string(),
+            ))?;
+        held.push(conn);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

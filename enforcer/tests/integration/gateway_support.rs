@@ -534,50 +534,15 @@ pub async fn flush_stats(env: &Env, gw: &BuiltinGateway) {
         .superuser_url()
         .expect("a superuser for the test database");
     let mut su = PgConnection::connect(superuser).await.expect("superuser");
-    let owner: String = sqlx::query_scalar("SELECT current_user::text")
-        .fetch_one(&env.owner)
-        .await
-        .expect("owner role");
-    for role in ["preflight_agent", owner.as_str()] {
-        let exists: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1)")
-                .bind(role)
-                .fetch_one(&mut su)
-                .await
-                .expect("pg_roles");
-        assert!(exists, "role {role} is not in the catalog");
-        sqlx::query(&format!(
-            "GRANT EXECUTE ON FUNCTION pg_stat_force_next_flush() TO \"{}\"",
-            role.replace('"', "\"\"")
-        ))
+    // The fixtures let ground truth's login publish its statistics; the agent's is granted here.
+    sqlx::query("GRANT EXECUTE ON FUNCTION pg_stat_force_next_flush() TO preflight_agent")
         .execute(&mut su)
         .await
         .expect("grant pg_stat_force_next_flush");
-    }
     su.close().await.ok();
-    flush_pool(gw.pool()).await;
-    flush_pool(&env.owner).await;
-}
-
-/// Flushes the pending statistics of every session of `pool`.
-async fn flush_pool(pool: &PgPool) {
-    // Connections go back to the pool in a task of their own after each use: wait until every
-    // open session is idle, then take them all, so none is missed or opened anew.
-    let started = std::time::Instant::now();
-    while pool.num_idle() < pool.size() as usize {
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(30),
-            "connections did not return to their pool"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    let mut held = Vec::new();
-    for _ in 0..pool.size() {
-        let mut conn = pool.acquire().await.expect("a pooled session");
-        sqlx::query("SELECT pg_stat_force_next_flush()")
-            .execute(&mut *conn)
+    for pool in [gw.pool(), &env.owner] {
+        preflight_probes::truth::publish_pool_stats(pool)
             .await
-            .expect("flush the session's statistics");
-        held.push(conn);
+            .expect("publish the sessions' statistics");
     }
 }
