@@ -69,6 +69,39 @@ pub struct CallEntry {
     pub outcome: Result<(), ErrorCode>,
     /// Which probe made it.
     pub probe: String,
+    /// Whether the call reached the layer (an adapter can refuse a call before sending it, and
+    /// a transport fault leaves it unknown).
+    pub delivery: Delivery,
+}
+
+/// Whether a call reached the layer, as far as the caller can tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// The layer answered it.
+    Sent,
+    /// Refused before it was sent: the adapter could not translate it, or the layer does not
+    /// offer the tool.
+    NotSent,
+    /// A transport fault or timeout: the layer may or may not have seen it.
+    Unknown,
+}
+
+impl Delivery {
+    /// From a call's result: adapters mark their own refusals in the error's details
+    /// (`not_sent`, `unsupported`) and faults of the target (`target_fault`).
+    pub fn of(result: &Result<Value, ToolError>) -> Delivery {
+        let Err(e) = result else {
+            return Delivery::Sent;
+        };
+        let flag = |k: &str| e.details.get(k).and_then(Value::as_bool) == Some(true);
+        if flag("not_sent") || flag("unsupported") {
+            Delivery::NotSent
+        } else if flag("target_fault") {
+            Delivery::Unknown
+        } else {
+            Delivery::Sent
+        }
+    }
 }
 
 /// Counts and logs every tool call the run makes.
@@ -192,6 +225,11 @@ pub struct ProbeCtx {
     pub audit_role: Option<String>,
     /// Rows probes planted, removed at the end of the run whatever happened.
     pub scratch: crate::scratch::ScratchRegistry,
+    /// A layer preflight did not write: its profile and where its own audit log is; `None` for
+    /// the built-in layer, whose log is `preflight_audit.audit_log`.
+    pub foreign: Option<crate::target::ForeignAudit>,
+    /// When the context was made: records of a foreign log from before it are not this run's.
+    pub started: std::time::SystemTime,
     /// Which probe is running, per task (for the call log).
     current: Mutex<BTreeMap<tokio::task::Id, String>>,
 }
@@ -219,6 +257,7 @@ pub struct CtxParts {
     pub approvals: Option<Arc<dyn crate::families::approval::ApprovalDesk>>,
     pub agent_role: Option<String>,
     pub audit_role: Option<String>,
+    pub foreign: Option<crate::target::ForeignAudit>,
 }
 
 impl ProbeCtx {
@@ -241,6 +280,8 @@ impl ProbeCtx {
             agent_role: parts.agent_role,
             audit_role: parts.audit_role,
             scratch: crate::scratch::ScratchRegistry::new(),
+            foreign: parts.foreign,
+            started: std::time::SystemTime::now(),
             current: Mutex::new(BTreeMap::new()),
         }
     }
@@ -279,6 +320,7 @@ impl ProbeCtx {
             arguments: arguments.clone(),
             outcome: result.as_ref().map(|_| ()).map_err(|e| e.code),
             probe,
+            delivery: Delivery::of(&result),
         });
         CallOutcome {
             tool: tool.to_string(),

@@ -614,6 +614,7 @@ async fn run_instances(
         approvals: setup.approvals.clone(),
         agent_role: Some(setup.agent_role.clone()),
         audit_role: setup.audit_role.clone(),
+        foreign: None,
     }));
     let plan = variant_plan(setup, &ctx, policy, families, targets);
     on_plan(&plan);

@@ -133,14 +133,14 @@ impl Session {
                             ))
                         })?,
                 };
-                let remote = RemoteTarget::new(
-                    Connection {
-                        profile: Arc::clone(profile),
-                        database_url,
-                        profile_dir: profile_dir.clone(),
-                    },
-                    principals.a.clone(),
-                );
+                let conn = Connection::new(Arc::clone(profile), database_url, profile_dir.clone())
+                    .map_err(|e| {
+                        SessionError::Target(TargetError::Connect {
+                            target: profile.path.clone(),
+                            source: Box::new(e),
+                        })
+                    })?;
+                let remote = RemoteTarget::new(conn, principals.a.clone());
                 match profile.transport {
                     Transport::McpStdio { .. } | Transport::McpHttp { .. } => Target::Mcp(remote),
                     Transport::Http { .. } => Target::Http(remote),
@@ -186,6 +186,7 @@ impl Session {
             approvals: self.target.approvals(),
             agent_role: self.agent_role.clone(),
             audit_role: self.audit_role.clone(),
+            foreign: self.target.foreign_audit(),
         })))
     }
 

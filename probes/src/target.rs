@@ -126,10 +126,30 @@ impl Target {
         }
     }
 
+    /// What the audit family needs to judge a remote layer's own log; `None` for the built-in
+    /// layer.
+    pub fn foreign_audit(&self) -> Option<ForeignAudit> {
+        match self {
+            Target::Builtin(_) => None,
+            Target::Mcp(r) | Target::Http(r) => Some(ForeignAudit {
+                profile: Arc::clone(&r.conn.profile),
+                jsonl_path: r.conn.audit_path(),
+            }),
+        }
+    }
+
     /// Whether this is a layer preflight did not write.
     pub fn is_remote(&self) -> bool {
         !matches!(self, Target::Builtin(_))
     }
+}
+
+/// A layer preflight did not write, as the audit family sees it: the profile (its `audit:`
+/// section, its tool names, its codes) and the resolved path of a JSONL log.
+#[derive(Clone, Debug)]
+pub struct ForeignAudit {
+    pub profile: Arc<Profile>,
+    pub jsonl_path: Option<std::path::PathBuf>,
 }
 
 /// How to reach a layer through its profile; keeps every gateway it opened so that they can all

@@ -368,11 +368,12 @@ async fn connect_remote(
             })?
             .to_string(),
     };
-    let conn = preflight_targets::Connection {
-        profile: Arc::clone(profile),
+    let conn = preflight_targets::Connection::new(
+        Arc::clone(profile),
         database_url,
-        profile_dir: profile_dir.to_string(),
-    };
+        profile_dir.to_string(),
+    )
+    .map_err(|e| CliError::infra(format!("cannot create the run folder for the target: {e}")))?;
     // The first connection lists the tools; each scenario's principal gets its own as needed.
     let first = preflight_enforcer::Principal {
         tenant: "acme".to_string(),

@@ -67,6 +67,9 @@ pub struct Connection {
     pub database_url: String,
     /// What `{profile_dir}` is.
     pub profile_dir: String,
+    /// What `{run_dir}` is: a folder of this run's own (removed when the last clone goes), where
+    /// a layer can be told to write its audit log.
+    run_dir: Arc<tempfile::TempDir>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -79,6 +82,46 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
+    /// A connection with a new run folder for `{run_dir}`.
+    pub fn new(
+        profile: Arc<Profile>,
+        database_url: String,
+        profile_dir: String,
+    ) -> std::io::Result<Connection> {
+        let run_dir = tempfile::Builder::new()
+            .prefix("preflight-target-")
+            .tempdir()?;
+        Ok(Connection {
+            profile,
+            database_url,
+            profile_dir,
+            run_dir: Arc::new(run_dir),
+        })
+    }
+
+    /// What `{run_dir}` is.
+    pub fn run_dir(&self) -> &std::path::Path {
+        self.run_dir.path()
+    }
+
+    /// Where the layer writes its JSONL audit log (`{audit_path}`), when the profile names one.
+    pub fn audit_path(&self) -> Option<std::path::PathBuf> {
+        match self.profile.audit.as_ref().map(|a| &a.source) {
+            Some(crate::profile::AuditSource::Jsonl { path }) => {
+                Some(template::expand(path, &self.dir_vars()).into())
+            }
+            Some(crate::profile::AuditSource::Table { .. }) | None => None,
+        }
+    }
+
+    /// `{profile_dir}` and `{run_dir}`.
+    fn dir_vars(&self) -> BTreeMap<&'static str, String> {
+        BTreeMap::from([
+            ("profile_dir", self.profile_dir.clone()),
+            ("run_dir", self.run_dir.path().display().to_string()),
+        ])
+    }
+
     fn principal_vars(who: &Principal) -> BTreeMap<&'static str, String> {
         BTreeMap::from([
             ("tenant", who.tenant.clone()),
@@ -92,8 +135,11 @@ impl Connection {
         let p = &self.profile;
         let pvars = Self::principal_vars(who);
         let mut vars = pvars.clone();
+        vars.extend(self.dir_vars());
         vars.insert("database_url", self.database_url.clone());
-        vars.insert("profile_dir", self.profile_dir.clone());
+        if let Some(path) = self.audit_path() {
+            vars.insert("audit_path", path.display().to_string());
+        }
         match &p.transport {
             Transport::McpStdio { command, args, env } => {
                 let mut full_env: BTreeMap<String, String> = env
@@ -111,31 +157,44 @@ impl Connection {
                 ))
             }
             Transport::McpHttp { url } => {
-                let headers = self.headers(&pvars);
+                let headers = self.headers(who, &pvars)?;
                 Ok(Arc::new(McpLink::http(url, &headers, p.timeout).await?))
             }
             Transport::Http { url } => {
-                let headers = self.headers(&pvars);
+                let headers = self.headers(who, &pvars)?;
                 Ok(Arc::new(HttpLink::connect(url, &headers, p.timeout).await?))
             }
         }
     }
 
-    fn headers(&self, pvars: &BTreeMap<&'static str, String>) -> BTreeMap<String, String> {
-        self.profile
+    /// The session's headers: the profile's principal headers, and the bearer token minted for
+    /// `who` when the principal travels as a JWT.
+    fn headers(
+        &self,
+        who: &Principal,
+        pvars: &BTreeMap<&'static str, String>,
+    ) -> Result<BTreeMap<String, String>, LinkError> {
+        let mut out: BTreeMap<String, String> = self
+            .profile
             .principal
             .headers
             .iter()
             .map(|(k, v)| (k.clone(), template::expand(v, pvars)))
-            .collect()
+            .collect();
+        if let Some(jwt) = &self.profile.principal.jwt {
+            let token = crate::jwt::mint(jwt, who).map_err(|reason| LinkError::Start {
+                reason,
+                stderr: String::new(),
+            })?;
+            out.insert(jwt.header.clone(), format!("Bearer {token}"));
+        }
+        Ok(out)
     }
 
     /// The command line or URL with credentials masked, for reports.
     fn endpoint(&self) -> String {
-        let vars = BTreeMap::from([
-            ("database_url", "<database_url>".to_string()),
-            ("profile_dir", self.profile_dir.clone()),
-        ]);
+        let mut vars = self.dir_vars();
+        vars.insert("database_url", "<database_url>".to_string());
         let text = match &self.profile.transport {
             Transport::McpStdio { command, args, .. } => std::iter::once(command)
                 .chain(args)
@@ -258,12 +317,14 @@ impl RemoteGateway {
 
     async fn call_layer(
         &self,
-        who: &Principal,
+        cctx: &CallContext,
         contract_tool: &str,
         map: &ToolMap,
         arguments: &Value,
     ) -> Result<Value, ToolError> {
-        let (name, mut args) = adapt::outgoing(contract_tool, map, arguments)?;
+        let who = &cctx.principal;
+        let (name, mut args) = adapt::outgoing(contract_tool, map, arguments)
+            .map_err(|e| e.with_details(json!({"not_sent": true})))?;
         let link = self.link_for(who).await.map_err(fault)?;
         if !link.tools().iter().any(|t| t.name == name) {
             return Err(ToolError::new(
@@ -276,6 +337,15 @@ impl RemoteGateway {
         if let Some((arg, value)) = &self.conn.profile.principal.argument {
             let vars = Connection::principal_vars(who);
             args.insert(arg.clone(), Value::String(template::expand(value, &vars)));
+        }
+        if let Some(arg) = self
+            .conn
+            .profile
+            .audit
+            .as_ref()
+            .and_then(|a| a.trace_argument.as_ref())
+        {
+            args.insert(arg.clone(), Value::String(cctx.trace_id.clone()));
         }
         let reply = link.call(&name, args).await.map_err(fault)?;
         adapt::incoming(contract_tool, map, &self.conn.profile.denials, reply)
@@ -342,7 +412,7 @@ impl Gateway for RemoteGateway {
                     )
                     .with_details(json!({"unsupported": true})));
                 };
-                self.call_layer(&ctx.principal, tool, map, &arguments).await
+                self.call_layer(ctx, tool, map, &arguments).await
             }
             View::Contract | View::Raw => {
                 let identity = ToolMap {
@@ -353,8 +423,7 @@ impl Gateway for RemoteGateway {
                     rows: None,
                     row: None,
                 };
-                self.call_layer(&ctx.principal, tool, &identity, &arguments)
-                    .await
+                self.call_layer(ctx, tool, &identity, &arguments).await
             }
         }
     }

@@ -9,6 +9,7 @@
 mod adapt;
 mod gateway;
 mod http;
+mod jwt;
 mod link;
 mod mcp;
 pub mod profile;

@@ -7,6 +7,12 @@
 //! recomputed here from the documented canonical form (fixtures/shop/README.md), independently
 //! of the layer's own verifier, and the tamper probe edits a record inside a transaction it rolls
 //! back, so the log is never left changed.
+//!
+//! A layer preflight did not write keeps its own log, which its target profile names (a JSONL
+//! file or a table); [`foreign`] judges it. The probes that need preflight's own hash-chained
+//! table (chain, tamper, writer, sanitized arguments) are `not_verified` there, with the reason.
+
+mod foreign;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -75,6 +81,19 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
         .at("audit"),
     );
     out
+}
+
+/// `Err(not_verified)` on a layer preflight did not write, for probes that read preflight's own
+/// hash-chained `preflight_audit.audit_log`.
+fn needs_own_log(ctx: &ProbeCtx, what: &str) -> Result<(), ProbeOutcome> {
+    let Some(f) = &ctx.foreign else {
+        return Ok(());
+    };
+    foreign::section(f)?;
+    Err(ProbeOutcome::not_verified(format!(
+        "the target keeps its own audit log (named by its profile), not preflight's \
+         preflight_audit.audit_log; {what}"
+    )))
 }
 
 fn audits_to_postgres(ctx: &ProbeCtx) -> Result<(), ProbeOutcome> {
@@ -150,6 +169,11 @@ async fn records_by_trace(
 }
 
 async fn every_call(ctx: Arc<ProbeCtx>, tool: String) -> ProbeResult {
+    if let Some(f) = ctx.foreign.clone() {
+        foreign::section(&f)?;
+        own_call(&ctx, &tool).await;
+        return foreign::every_call(ctx, &f, &tool).await;
+    }
     audits_to_postgres(&ctx)?;
     own_call(&ctx, &tool).await;
     let entries: Vec<CallEntry> = ctx
@@ -262,6 +286,10 @@ pub fn canonical_json(value: &Value) -> String {
 }
 
 async fn arguments_sanitized(ctx: Arc<ProbeCtx>) -> ProbeResult {
+    needs_own_log(
+        &ctx,
+        "the profile maps no stored arguments or their hash, so sanitization cannot be checked",
+    )?;
     audits_to_postgres(&ctx)?;
     let a = &ctx.principals.a;
     // Secrets under innocent keys: a sanitizer that only looks at key names lets them through.
@@ -360,6 +388,10 @@ async fn arguments_sanitized(ctx: Arc<ProbeCtx>) -> ProbeResult {
 }
 
 async fn writer_append_only(ctx: Arc<ProbeCtx>) -> ProbeResult {
+    needs_own_log(
+        &ctx,
+        "the profile names no writer login for it, so append-only cannot be tried",
+    )?;
     let Some(url) = ctx.audit_url.clone() else {
         return Err(ProbeOutcome::not_verified(
             "no audit writer login is known for this database",
@@ -549,6 +581,10 @@ pub async fn walk_chain(conn: &mut PgConnection) -> Result<ChainWalk, sqlx::Erro
 }
 
 async fn chain_verifies(ctx: Arc<ProbeCtx>) -> ProbeResult {
+    needs_own_log(
+        &ctx,
+        "the profile describes no hash chain for it, so there is no chain to verify",
+    )?;
     let mut conn =
         ctx.truth.pool().acquire().await.map_err(|e| {
             ProbeOutcome::error(format!("cannot reach the database as the owner: {e}"))
@@ -580,6 +616,10 @@ async fn chain_verifies(ctx: Arc<ProbeCtx>) -> ProbeResult {
 }
 
 async fn tamper_detected(ctx: Arc<ProbeCtx>) -> ProbeResult {
+    needs_own_log(
+        &ctx,
+        "the profile describes no hash chain for it, so an edit has nothing to break",
+    )?;
     ctx.require_writes()?;
     let mut conn =
         ctx.truth.pool().acquire().await.map_err(|e| {

@@ -100,6 +100,7 @@ pub async fn ctx_with(
         approvals: s.target.approvals(),
         agent_role: s.agent_role.clone(),
         audit_role: s.audit_role.clone(),
+        foreign: None,
     }))
 }
 

@@ -8,14 +8,13 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
-use std::time::Duration;
 
-use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
 use marked_yaml::{LoaderOptions, Node};
 use preflight_contract::ErrorCode;
 use regex::Regex;
 
 use super::model::*;
+use super::nodes::*;
 
 /// One problem in a profile.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -137,195 +136,6 @@ fn load_error_mark(e: &marked_yaml::LoadError) -> Option<(usize, usize)> {
     m.map(|m| (m.line(), m.column()))
 }
 
-struct Diag {
-    file: String,
-    errors: Vec<ProfileError>,
-}
-
-impl Diag {
-    fn error(&mut self, node_at: (usize, usize), path: &str, message: impl Into<String>) {
-        self.errors.push(ProfileError {
-            file: self.file.clone(),
-            at: Some(node_at),
-            key_path: path.to_string(),
-            message: message.into(),
-        });
-    }
-
-    fn finish(mut self) -> Result<(), ProfileErrors> {
-        if self.errors.is_empty() {
-            return Ok(());
-        }
-        self.errors.sort_by_key(|e| e.at.unwrap_or((0, 0)));
-        self.errors.dedup();
-        Err(ProfileErrors {
-            errors: self.errors,
-        })
-    }
-}
-
-fn at(node: &Node) -> (usize, usize) {
-    if let Node::Mapping(m) = node {
-        if let Some(k) = m.keys().next() {
-            return key_at(k);
-        }
-    }
-    node.span()
-        .start()
-        .map(|m| (m.line(), m.column()))
-        .unwrap_or((0, 0))
-}
-
-fn key_at(k: &MarkedScalarNode) -> (usize, usize) {
-    k.span()
-        .start()
-        .map(|m| (m.line(), m.column()))
-        .unwrap_or((0, 0))
-}
-
-fn join(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_string()
-    } else {
-        format!("{path}.{key}")
-    }
-}
-
-fn describe(node: &Node) -> String {
-    match node {
-        Node::Mapping(_) => "a mapping".into(),
-        Node::Sequence(_) => "a list".into(),
-        Node::Scalar(s) => format!("`{}`", s.as_str()),
-    }
-}
-
-fn mapping<'a>(d: &mut Diag, node: &'a Node, path: &str) -> Option<&'a MarkedMappingNode> {
-    match node {
-        Node::Mapping(m) => Some(m),
-        Node::Scalar(_) | Node::Sequence(_) => {
-            d.error(
-                at(node),
-                path,
-                format!("expected a mapping of keys, found {}", describe(node)),
-            );
-            None
-        }
-    }
-}
-
-fn string(d: &mut Diag, node: &Node, path: &str) -> Option<String> {
-    match node {
-        Node::Scalar(s) if !s.as_str().trim().is_empty() => Some(s.as_str().to_string()),
-        Node::Scalar(_) | Node::Mapping(_) | Node::Sequence(_) => {
-            d.error(
-                at(node),
-                path,
-                format!("expected a non-empty string, found {}", describe(node)),
-            );
-            None
-        }
-    }
-}
-
-fn string_list(d: &mut Diag, node: &Node, path: &str) -> Vec<String> {
-    match node {
-        Node::Sequence(items) => items
-            .iter()
-            .enumerate()
-            .filter_map(|(i, n)| string(d, n, &format!("{path}[{i}]")))
-            .collect(),
-        Node::Scalar(_) | Node::Mapping(_) => {
-            d.error(
-                at(node),
-                path,
-                format!("expected a list of strings, found {}", describe(node)),
-            );
-            Vec::new()
-        }
-    }
-}
-
-fn string_map(d: &mut Diag, node: &Node, path: &str) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    if let Some(m) = mapping(d, node, path) {
-        for (k, v) in m.iter() {
-            if let Some(s) = string(d, v, &join(path, k.as_str())) {
-                out.insert(k.as_str().to_string(), s);
-            }
-        }
-    }
-    out
-}
-
-/// Reports keys of `map` outside `allowed`, with a "did you mean".
-fn check_keys(d: &mut Diag, map: &MarkedMappingNode, path: &str, allowed: &[&str]) {
-    for key in map.keys() {
-        if !allowed.contains(&key.as_str()) {
-            let hint = did_you_mean(key.as_str(), allowed)
-                .map(|s| format!("; did you mean `{s}`?"))
-                .unwrap_or_else(|| format!("; expected one of: {}", allowed.join(", ")));
-            d.error(
-                key_at(key),
-                &join(path, key.as_str()),
-                format!("unknown key `{}`{hint}", key.as_str()),
-            );
-        }
-    }
-}
-
-fn get<'a>(map: &'a MarkedMappingNode, key: &str) -> Option<&'a Node> {
-    map.iter().find(|(k, _)| k.as_str() == key).map(|(_, v)| v)
-}
-
-/// The closest candidate within a third of the word's length in edits.
-fn did_you_mean<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    let limit = (word.chars().count() / 3).max(1);
-    candidates
-        .iter()
-        .map(|c| (levenshtein(&word.to_lowercase(), &c.to_lowercase()), *c))
-        .filter(|(dist, _)| *dist <= limit)
-        .min_by_key(|(dist, c)| (*dist, c.len()))
-        .map(|(_, c)| c)
-}
-
-fn levenshtein(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
-                .min(prev[j + 1] + 1)
-                .min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
-/// Checks that every `{placeholder}` in `template` is one of `allowed`.
-fn check_template(d: &mut Diag, node: &Node, path: &str, template: &str, allowed: &[&str]) {
-    for name in crate::template::placeholders(template) {
-        if !allowed.contains(&name.as_str()) {
-            let hint = did_you_mean(&name, allowed)
-                .map(|s| format!("; did you mean `{{{s}}}`?"))
-                .unwrap_or_default();
-            d.error(
-                at(node),
-                path,
-                format!(
-                    "unknown placeholder `{{{name}}}`{hint}; expected one of: {}",
-                    allowed
-                        .iter()
-                        .map(|a| format!("{{{a}}}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            );
-        }
-    }
-}
-
 const TOP: &[&str] = &[
     "name",
     "transport",
@@ -334,6 +144,7 @@ const TOP: &[&str] = &[
     "principal",
     "tools",
     "denials",
+    "audit",
 ];
 const PRINCIPAL_VARS: &[&str] = &["tenant", "user", "roles"];
 
@@ -344,10 +155,19 @@ fn walk(d: &mut Diag, root: &Node, path: &str, text: &str) -> Option<Profile> {
         .and_then(|n| string(d, n, "name"))
         .unwrap_or_else(|| path.to_string());
     let principal = get(top, "principal")
-        .map(|n| principal(d, n))
+        .map(|n| principal(d, n, path))
         .unwrap_or_default();
+    let audit = get(top, "audit").and_then(|n| super::audit::audit(d, n));
+    // Judged from the file, not the parsed sections, so that a mistake inside `audit:` or
+    // `principal:` is reported once, not again as a missing section or an unknown placeholder.
+    let has_key = |section: &str, keys: &[&str]| match get(top, section) {
+        Some(Node::Mapping(m)) => keys.iter().any(|k| get(m, k).is_some()),
+        Some(_) | None => false,
+    };
+    let audit_jsonl = has_key("audit", &["jsonl"]);
+    let principal_given = has_key("principal", &["env", "headers", "argument", "jwt"]);
     let transport = match get(top, "transport") {
-        Some(n) => transport(d, n, &principal),
+        Some(n) => transport(d, n, &principal, audit_jsonl),
         None => {
             d.error(at(root), "transport", "missing: say how to reach the layer (`stdio: {command, args, env}` or `url:` with `protocol: mcp|http`)");
             None
@@ -374,14 +194,24 @@ fn walk(d: &mut Diag, root: &Node, path: &str, text: &str) -> Option<Profile> {
     let denials = get(top, "denials")
         .map(|n| denials(d, n))
         .unwrap_or_default();
-    if principal.env.is_empty() && principal.headers.is_empty() && principal.argument.is_none() {
+    if !principal_given {
         d.error(
             at(root),
             "principal",
-            "missing: say how the tenant, user and roles reach the layer (`env:`, `headers:` or `argument:`)",
+            "missing: say how the tenant, user and roles reach the layer (`env:`, `headers:`, `argument:` or `jwt:`)",
         );
     }
     let transport = transport?;
+    if matches!(transport, Transport::McpStdio { .. }) && principal.jwt.is_some() {
+        d.error(
+            at(root),
+            "principal.jwt",
+            "a bearer token travels in an HTTP header; a stdio layer has none (reach the layer by `url:`, or pass the principal in `env:`)",
+        );
+    }
+    if let (Some(a), Some(n)) = (&audit, get(top, "audit")) {
+        super::audit::check_fits_transport(d, n, a, &transport);
+    }
     if matches!(transport, Transport::McpStdio { .. })
         && !principal.headers.is_empty()
         && principal.env.is_empty()
@@ -409,10 +239,16 @@ fn walk(d: &mut Diag, root: &Node, path: &str, text: &str) -> Option<Profile> {
         principal,
         tools,
         denials,
+        audit,
     })
 }
 
-fn transport(d: &mut Diag, node: &Node, principal: &PrincipalDelivery) -> Option<Transport> {
+fn transport(
+    d: &mut Diag,
+    node: &Node,
+    principal: &PrincipalDelivery,
+    audit_jsonl: bool,
+) -> Option<Transport> {
     let m = mapping(d, node, "transport")?;
     check_keys(d, m, "transport", &["stdio", "url", "protocol"]);
     let stdio = get(m, "stdio");
@@ -428,9 +264,12 @@ fn transport(d: &mut Diag, node: &Node, principal: &PrincipalDelivery) -> Option
             }
             let sm = mapping(d, s, "transport.stdio")?;
             check_keys(d, sm, "transport.stdio", &["command", "args", "env"]);
-            let mut allowed = vec!["database_url", "profile_dir"];
+            let mut allowed = vec!["database_url", "profile_dir", "run_dir"];
             if !principal.env.is_empty() {
                 allowed.extend_from_slice(PRINCIPAL_VARS);
+            }
+            if audit_jsonl {
+                allowed.push("audit_path");
             }
             let command = match get(sm, "command") {
                 Some(n) => {
@@ -524,33 +363,6 @@ fn transport(d: &mut Diag, node: &Node, principal: &PrincipalDelivery) -> Option
     }
 }
 
-fn duration(d: &mut Diag, node: &Node, path: &str) -> Option<Duration> {
-    let s = string(d, node, path)?;
-    let parsed = if let Some(ms) = s.strip_suffix("ms") {
-        ms.trim().parse::<u64>().ok().map(Duration::from_millis)
-    } else if let Some(secs) = s.strip_suffix('s') {
-        secs.trim().parse::<u64>().ok().map(Duration::from_secs)
-    } else if let Some(mins) = s.strip_suffix('m') {
-        mins.trim()
-            .parse::<u64>()
-            .ok()
-            .map(|m| Duration::from_secs(m * 60))
-    } else {
-        None
-    };
-    match parsed {
-        Some(d) if !d.is_zero() => Some(d),
-        Some(_) | None => {
-            d.error(
-                at(node),
-                path,
-                format!("expected a positive duration such as `500ms`, `30s` or `2m`, found `{s}`"),
-            );
-            None
-        }
-    }
-}
-
 fn database(d: &mut Diag, node: &Node) -> Option<Login> {
     let m = mapping(d, node, "database")?;
     check_keys(d, m, "database", &["login"]);
@@ -571,12 +383,15 @@ fn database(d: &mut Diag, node: &Node) -> Option<Login> {
     }
 }
 
-fn principal(d: &mut Diag, node: &Node) -> PrincipalDelivery {
+fn principal(d: &mut Diag, node: &Node, profile_path: &str) -> PrincipalDelivery {
     let mut out = PrincipalDelivery::default();
     let Some(m) = mapping(d, node, "principal") else {
         return out;
     };
-    check_keys(d, m, "principal", &["env", "headers", "argument"]);
+    check_keys(d, m, "principal", &["env", "headers", "argument", "jwt"]);
+    if let Some(n) = get(m, "jwt") {
+        out.jwt = super::jwt::jwt(d, n, profile_path);
+    }
     if let Some(n) = get(m, "env") {
         out.env = string_map(d, n, "principal.env");
         for v in out.env.values() {
@@ -844,7 +659,7 @@ denials:
     fn a_good_profile_loads() {
         let p = load_str(GOOD, "p.yaml").unwrap();
         assert_eq!(p.name, "test layer");
-        assert_eq!(p.timeout, Duration::from_secs(5));
+        assert_eq!(p.timeout, std::time::Duration::from_secs(5));
         assert_eq!(p.login, Login::Owner);
         assert!(matches!(p.transport, Transport::McpStdio { ref args, .. } if args.len() == 3));
         let q = &p.tools["db_query"];

@@ -1,6 +1,7 @@
 //! What a validated target profile says ([`Profile`]): how to reach a layer, which database login
-//! it gets, how the principal reaches it, which of the contract's tools it offers under which
-//! names and shapes, and how its denials look.
+//! it gets, how the principal reaches it (environment, headers, an argument, or a bearer JWT
+//! preflight mints), which of the contract's tools it offers under which names and shapes, how its
+//! denials look, and where it keeps its own audit log.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -29,6 +30,9 @@ pub struct Profile {
     /// Contract tool name → how the layer offers it.
     pub tools: BTreeMap<String, ToolMap>,
     pub denials: Denials,
+    /// The layer's own audit log; `None`: the profile names none, and no audit claim about the
+    /// layer can be judged.
+    pub audit: Option<AuditLog>,
 }
 
 /// How the layer is reached.
@@ -92,13 +96,111 @@ pub struct PrincipalDelivery {
     pub headers: BTreeMap<String, String>,
     /// An argument added to every call.
     pub argument: Option<(String, String)>,
+    /// A bearer token preflight mints per principal and sends in a header on every request.
+    pub jwt: Option<Jwt>,
 }
 
 impl PrincipalDelivery {
     /// Whether each principal needs a connection of its own (the principal is fixed per
     /// process or per session).
     pub fn per_connection(&self) -> bool {
-        !self.env.is_empty() || !self.headers.is_empty()
+        !self.env.is_empty() || !self.headers.is_empty() || self.jwt.is_some()
+    }
+}
+
+/// A signing algorithm preflight mints tokens with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JwtAlg {
+    Hs256,
+    Rs256,
+    Es256,
+}
+
+impl JwtAlg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JwtAlg::Hs256 => "HS256",
+            JwtAlg::Rs256 => "RS256",
+            JwtAlg::Es256 => "ES256",
+        }
+    }
+}
+
+/// Key material for signing: an HMAC secret, or a PEM private key. A secret: its `Debug` shows
+/// only where it came from, and it is never written to a report or a log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct JwtKey {
+    pub(crate) bytes: Vec<u8>,
+    /// `key`, `key_file: PATH` or `key_env: NAME`, for messages.
+    pub source: String,
+}
+
+impl std::fmt::Debug for JwtKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "JwtKey({}, ***)", self.source)
+    }
+}
+
+/// How a bearer JWT is minted for each principal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Jwt {
+    pub alg: JwtAlg,
+    pub key: JwtKey,
+    /// The header that carries the token (`Authorization`), its value `Bearer <token>`.
+    pub header: String,
+    /// Claim names of the tenant, the user and the roles (a JSON list).
+    pub tenant_claim: String,
+    pub user_claim: String,
+    pub roles_claim: Option<String>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    /// How long a minted token is valid (`exp` = now + ttl).
+    pub ttl: Duration,
+}
+
+/// Where the layer writes its own audit log, and how its records read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditLog {
+    pub source: AuditSource,
+    pub fields: AuditFields,
+    /// The values of the decision field that mean allowed, and those that mean refused (denied
+    /// or failed).
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+    /// The argument that carries preflight's trace id to the layer on every call; with
+    /// `fields.trace_id`, records are matched to calls by trace id instead of by counts.
+    pub trace_argument: Option<String>,
+}
+
+/// A JSONL file or a database table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuditSource {
+    /// A path template over `{profile_dir}` and `{run_dir}` (a folder preflight creates for the
+    /// run); the layer is told the path through `{audit_path}` in its arguments or environment.
+    Jsonl { path: String },
+    /// `schema.table` in the run's database; identifiers are checked against the catalog.
+    Table { schema: String, table: String },
+}
+
+/// Where each part of a record sits: dotted paths in a JSONL record, column names in a table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditFields {
+    /// RFC 3339 text or seconds since the epoch; records before the run are left out.
+    pub time: Option<String>,
+    pub tenant: String,
+    pub user: Option<String>,
+    /// The tool under the layer's own name (`orders_search`).
+    pub tool: String,
+    pub decision: String,
+    /// The layer's error code (mapped through `denials.codes`).
+    pub code: Option<String>,
+    pub trace_id: Option<String>,
+}
+
+impl AuditLog {
+    /// Whether records can be matched to calls by trace id.
+    pub fn matches_by_trace(&self) -> bool {
+        self.trace_argument.is_some() && self.fields.trace_id.is_some()
     }
 }
 
@@ -171,6 +273,18 @@ impl Default for Denials {
 }
 
 impl Profile {
+    /// The layer's own name for a call of `tool` with `arguments`: the mapped name with
+    /// `{model}` filled in, or `tool` itself for a tool the profile does not map (the layer's
+    /// own tools, called by their names). `None` when the name cannot be formed.
+    pub fn layer_tool(&self, tool: &str, arguments: &serde_json::Value) -> Option<String> {
+        match self.tools.get(tool) {
+            Some(map) => crate::adapt::outgoing(tool, map, arguments)
+                .ok()
+                .map(|(name, _)| name),
+            None => Some(tool.to_string()),
+        }
+    }
+
     /// The profile the shorthands use: our contract's tool names and shapes, denials as the
     /// contract's structured errors, the principal in the environment (stdio) or in headers
     /// (HTTP).
@@ -226,6 +340,7 @@ impl Profile {
             principal,
             tools,
             denials: Denials::default(),
+            audit: None,
         }
     }
 }

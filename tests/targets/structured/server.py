@@ -11,14 +11,24 @@ It serves the shop fixture database over MCP, on stdio (default) or streamable H
 LAYER_FLAW environment variable); see FLAWS.
 
 Environment: DATABASE_URL (the login the profile names), LAYER_TENANT, LAYER_USER, LAYER_ROLES.
-Over HTTP the principal comes from the X-Layer-Tenant/-User/-Roles headers instead.
+Over HTTP the principal comes from the X-Layer-Tenant/-User/-Roles headers instead, or, with
+`--jwt-secret` (LAYER_JWT_SECRET), ONLY from a bearer token verified with PyJWT (HS256, audience
+`structured-layer`, issuer `preflight`): claims `tid`, `sub`, `roles`. A request without a valid
+token is refused with HTTP 401 before it reaches MCP.
+
+Every call, allowed or denied, is appended to the JSONL audit log named by `--audit PATH`
+(LAYER_AUDIT): {"at", "tenant", "user", "tool", "outcome": "allowed"|"denied", "code"}.
 """
 
 import argparse
+import datetime
 import functools
+import json
 import os
 import sys
 import time
+
+import jwt
 
 import psycopg
 from psycopg import sql
@@ -30,6 +40,7 @@ FLAWS = {
     "raw_relation": "an included customer is returned with its masked fields raw",
     "denied_filter": "a filter on a denied or masked customer field is accepted (an oracle)",
     "no_reason": "orders_update accepts a write without a reason",
+    "no_audit_denied": "denied calls leave no audit record",
 }
 
 # What the layer lets an agent see, per model: field -> allow | mask. Anything else is denied
@@ -67,6 +78,10 @@ OPS = {
 }
 
 flaw = "none"
+audit_path = None
+jwt_secret = None
+JWT_AUDIENCE = "structured-layer"
+JWT_ISSUER = "preflight"
 
 
 class Denied(Exception):
@@ -85,9 +100,33 @@ def snake(name):
     return "".join("_" + c.lower() if c.isupper() else c for c in name)
 
 
+def verified_claims(authorization):
+    """The claims of a valid bearer token, or None."""
+    if not authorization or not authorization.startswith("Bearer "):
+        return None
+    try:
+        return jwt.decode(
+            authorization[len("Bearer "):],
+            jwt_secret,
+            algorithms=["HS256"],
+            audience=JWT_AUDIENCE,
+            issuer=JWT_ISSUER,
+            options={"require": ["exp", "iat"]},
+        )
+    except jwt.InvalidTokenError:
+        return None
+
+
 def principal(ctx):
-    """Who is calling: the X-Layer-* headers over HTTP, the environment over stdio."""
+    """Who is calling: the verified token (with --jwt-secret), the X-Layer-* headers over HTTP,
+    the environment over stdio."""
     request = ctx.request_context.request if ctx is not None else None
+    if request is not None and jwt_secret:
+        claims = verified_claims(request.headers.get("authorization"))
+        if not claims or not claims.get("tid"):
+            raise Denied("UNAUTHENTICATED", "no valid token in this session")
+        roles = claims.get("roles") or []
+        return {"tenant": claims["tid"], "user": claims.get("sub", ""), "roles": ",".join(roles)}
     if request is not None:
         headers = request.headers
         if not headers.get("x-layer-tenant"):
@@ -197,21 +236,47 @@ def refuse(code, message):
     return {"success": False, "error": {"code": code, "message": message}}
 
 
+def audit(ctx, tool, result):
+    """Appends the call's record to the audit log (one line, flushed before the reply)."""
+    if not audit_path:
+        return
+    denied = not result.get("success", False)
+    if denied and flaw == "no_audit_denied":
+        return
+    try:
+        who = principal(ctx)
+    except Denied:
+        who = {"tenant": "", "user": ""}
+    record = {
+        "at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "tenant": who["tenant"],
+        "user": who["user"],
+        "tool": tool,
+        "outcome": "denied" if denied else "allowed",
+        "code": result["error"]["code"] if denied else None,
+    }
+    with open(audit_path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
 def guarded(fn):
-    """Every failure becomes a denial inside a successful result; nothing internal leaks."""
+    """Every failure becomes a denial inside a successful result; nothing internal leaks. Every
+    outcome is audited."""
 
     @functools.wraps(fn)
     def run(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
         except Denied as d:
-            return refuse(d.code, d.message)
+            result = refuse(d.code, d.message)
         except (psycopg.errors.DataError, psycopg.errors.IntegrityError):
-            return refuse("BAD_REQUEST", "the values do not fit the data")
+            result = refuse("BAD_REQUEST", "the values do not fit the data")
         except psycopg.Error:
-            return refuse("INTERNAL", "the request could not be completed")
+            result = refuse("INTERNAL", "the request could not be completed")
         except (TypeError, ValueError):
-            return refuse("BAD_REQUEST", "invalid arguments")
+            result = refuse("BAD_REQUEST", "invalid arguments")
+        audit(kwargs.get("ctx"), fn.__name__, result)
+        return result
 
     return run
 
@@ -243,7 +308,19 @@ def get(ctx, model, id, include):
         return ok(item=with_includes(conn, model, p["tenant"], rows, include)[0])
 
 
-mcp = FastMCP("structured-test-layer")
+class AuditedMCP(FastMCP):
+    """Calls refused before a tool runs (arguments that fail the tool's schema, an unknown tool)
+    are audited too."""
+
+    async def call_tool(self, name, arguments):
+        try:
+            return await super().call_tool(name, arguments)
+        except Exception:
+            audit(self.get_context(), name, refuse("BAD_REQUEST", "invalid arguments"))
+            raise
+
+
+mcp = AuditedMCP("structured-test-layer")
 
 
 @mcp.tool()
@@ -306,19 +383,50 @@ def orders_update(id: int, data: dict, reason: str | None = None, ctx: Context |
         return ok(item=present("orders", rows[0]))
 
 
+def bearer_required(app):
+    """Refuses any HTTP request without a valid bearer token with 401, before MCP sees it."""
+
+    async def guard(scope, receive, send):
+        if scope["type"] == "http":
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            if verified_claims(headers.get("authorization")) is None:
+                body = b'{"error": "invalid or missing bearer token"}'
+                await send({
+                    "type": "http.response.start",
+                    "status": 401,
+                    "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")],
+                })
+                await send({"type": "http.response.body", "body": body})
+                return
+        await app(scope, receive, send)
+
+    return guard
+
+
 def serve_http(port):
     import uvicorn
 
-    uvicorn.run(mcp.streamable_http_app(), host="127.0.0.1", port=port, log_level="warning")
+    app = mcp.streamable_http_app()
+    if jwt_secret:
+        app = bearer_required(app)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
 def main():
-    global flaw
+    global flaw, audit_path, jwt_secret
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--flaw", default=os.environ.get("LAYER_FLAW", "none"), choices=sorted(FLAWS))
     parser.add_argument("--http", type=int, metavar="PORT", help="serve streamable HTTP on 127.0.0.1:PORT")
+    parser.add_argument("--audit", default=os.environ.get("LAYER_AUDIT"), metavar="PATH", help="append a JSONL audit record per call")
+    parser.add_argument(
+        "--jwt-secret",
+        default=os.environ.get("LAYER_JWT_SECRET"),
+        help="over HTTP, take the principal only from an HS256 bearer token signed with this secret",
+    )
     args = parser.parse_args()
     flaw = args.flaw
+    audit_path = args.audit
+    jwt_secret = args.jwt_secret
     if args.http:
         serve_http(args.http)
     else:
