@@ -662,9 +662,12 @@ async fn a_wrong_signing_key_is_an_error_not_a_pass() {
         .filter(|f| f["verdict"] == "error")
         .filter_map(|f| f["message"].as_str())
         .collect();
+    // rmcp reports the layer's HTTP 401 as "Auth required".
     assert!(
-        messages.iter().any(|m| m.contains("401")),
-        "no error names the 401:\n{}",
+        messages
+            .iter()
+            .any(|m| m.contains("Auth required") || m.contains("401")),
+        "no error names the refusal:\n{}",
         messages.join("\n")
     );
     let all = format!("{}{}", run.report, run.log());
