@@ -7,3 +7,4 @@ mod db;
 mod policy;
 mod probe_cli;
 mod targets_cli;
+mod targets_jwt;

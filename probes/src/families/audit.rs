@@ -13,6 +13,7 @@
 //! table (chain, tamper, writer, sanitized arguments) are `not_verified` there, with the reason.
 
 mod foreign;
+mod foreign_log;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
