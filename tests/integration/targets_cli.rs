@@ -227,23 +227,16 @@ fn a_write_without_a_reason_fails_reason_required() {
     flaw_yields("no_reason", &["write.reason_required"]);
 }
 
-/// The domain-tool layer: business tools only. The one that trusts its `tenant_id` argument
-/// fails the every-tool probe; the ones that scope by the session pass.
-#[test]
-fn the_every_tool_probe_catches_the_domain_tool_that_trusts_a_tenant_argument() {
-    let Some(bin) = venv_bin() else {
-        return;
-    };
+/// One finding's code, title, verdict and message.
+type Verdict = (String, String, String, String);
+
+/// `preflight probe --only FAMILIES` against the domain-tool layer with `flaw` switched on:
+/// each finding's [`Verdict`], and the run.
+fn domain(families: &str, flaw: &str) -> Option<(Vec<Verdict>, Run)> {
+    let bin = venv_bin()?;
     let out_dir = tempfile::tempdir().expect("temp dir");
     let out = Command::new(BIN)
-        .args([
-            "probe",
-            "--db",
-            "local",
-            "--only",
-            "cross_tenant",
-            "--target",
-        ])
+        .args(["probe", "--db", "local", "--only", families, "--target"])
         .arg(repo().join("tests/targets/domain/profile.yaml"))
         .arg("--out")
         .arg(out_dir.path())
@@ -255,31 +248,45 @@ fn the_every_tool_probe_catches_the_domain_tool_that_trusts_a_tenant_argument() 
                 std::env::var("PATH").unwrap_or_default()
             ),
         )
+        .env("LAYER_FLAW", flaw)
         .env("NO_COLOR", "1")
         .output()
         .expect("run preflight");
-    let text = std::fs::read_to_string(out_dir.path().join("report.json")).expect("report");
+    let text = std::fs::read_to_string(out_dir.path().join("report.json")).unwrap_or_else(|e| {
+        panic!(
+            "no report.json ({e})\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
     let report: Value = serde_json::from_str(&text).expect("JSON");
-    let verdicts: Vec<(String, String, String)> = report["findings"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+    let findings = report["findings"].as_array().cloned().unwrap_or_default();
+    let verdicts = findings
         .iter()
         .map(|f| {
-            (
-                f["code"].as_str().unwrap_or_default().to_string(),
-                f["title"].as_str().unwrap_or_default().to_string(),
-                f["verdict"].as_str().unwrap_or_default().to_string(),
-            )
+            let s = |k: &str| f[k].as_str().unwrap_or_default().to_string();
+            (s("code"), s("title"), s("verdict"), s("message"))
         })
         .collect();
-    let log = format!(
-        "{verdicts:#?}
-{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    Some((
+        verdicts,
+        Run {
+            out,
+            findings,
+            report,
+        },
+    ))
+}
+
+/// The domain-tool layer: business tools only. The one that trusts its `tenant_id` argument
+/// fails the every-tool probe; the ones that scope by the session pass.
+#[test]
+fn the_every_tool_probe_catches_the_domain_tool_that_trusts_a_tenant_argument() {
+    let Some((verdicts, run)) = domain("cross_tenant", "none") else {
+        return;
+    };
+    let log = format!("{verdicts:#?}\n{}", run.log());
     assert_eq!(verdicts.len(), 3, "{log}");
-    for (code, title, verdict) in &verdicts {
+    for (code, title, verdict, _) in &verdicts {
         assert_eq!(code, "cross_tenant.every_tool", "{log}");
         let want = if title.starts_with("list_tickets") {
             "fail"
@@ -288,14 +295,73 @@ fn the_every_tool_probe_catches_the_domain_tool_that_trusts_a_tenant_argument() 
         };
         assert_eq!(verdict, want, "{title}\n{log}");
     }
-    let leak = report["findings"]
-        .as_array()
-        .and_then(|f| f.iter().find(|f| f["verdict"] == "fail"))
-        .and_then(|f| f["message"].as_str())
-        .unwrap_or_default()
-        .to_string();
+    let leak = verdicts
+        .iter()
+        .find(|v| v.2 == "fail")
+        .map(|v| v.3.clone())
+        .unwrap_or_default();
     assert!(leak.contains("globex.support_tickets"), "{leak}");
-    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert_eq!(run.out.status.code(), Some(1), "{log}");
+}
+
+/// Rows that nothing attributes to a tenant (no id, no tenant column, no canary) are never
+/// clean: the tool that hands out another tenant's tickets stripped of everything that says
+/// whose they are is `not_verified` with the count, not a pass.
+#[test]
+fn rows_nothing_attributes_make_the_every_tool_probe_not_verified() {
+    let Some((verdicts, run)) = domain("cross_tenant", "strip_ids") else {
+        return;
+    };
+    let log = format!("{verdicts:#?}\n{}", run.log());
+    let tickets = verdicts
+        .iter()
+        .find(|v| v.1.starts_with("list_tickets"))
+        .unwrap_or_else(|| panic!("no list_tickets finding\n{log}"));
+    assert_eq!(tickets.2, "not_verified", "{log}");
+    assert!(
+        tickets
+            .3
+            .contains("row(s) that nothing attributes to a tenant"),
+        "{log}"
+    );
+    assert!(verdicts
+        .iter()
+        .all(|v| v.2 != "pass" || !v.1.starts_with("list_tickets")));
+}
+
+/// Malformed arguments on every domain tool: a healthy layer passes each instance; the layer
+/// that answers a database error with psycopg's raw text and its SQL fails, with the SQL as
+/// evidence.
+#[test]
+fn the_malformed_input_probe_passes_a_careful_layer_and_fails_one_that_leaks_errors() {
+    let Some((verdicts, run)) = domain("pii", "none") else {
+        return;
+    };
+    let log = format!("{verdicts:#?}\n{}", run.log());
+    let malformed: Vec<_> = verdicts
+        .iter()
+        .filter(|v| v.0 == "pii.malformed_input")
+        .collect();
+    assert_eq!(malformed.len(), 3, "one instance per tool\n{log}");
+    for v in &malformed {
+        assert_eq!(v.2, "pass", "{log}");
+    }
+    let Some((verdicts, run)) = domain("pii", "leak_errors") else {
+        return;
+    };
+    let log = format!("{verdicts:#?}\n{}", run.log());
+    let failed: Vec<_> = verdicts
+        .iter()
+        .filter(|v| v.0 == "pii.malformed_input" && v.2 == "fail")
+        .collect();
+    assert!(
+        failed.iter().any(|v| v.1.starts_with("find_customer")),
+        "{log}"
+    );
+    let evidence = serde_json::to_string(&run.findings).unwrap_or_default();
+    assert!(evidence.contains("SQL text"), "{log}");
+    assert!(evidence.contains("NUL character"), "{log}");
+    assert_eq!(run.out.status.code(), Some(1), "{log}");
 }
 
 /// Processes whose command line carries `marker`.
@@ -320,10 +386,11 @@ fn processes_with(marker: &str) -> Vec<String> {
 }
 
 /// A faulty layer: every finding `error` or `not_verified`, at least one `error` carrying
-/// `evidence`, exit 3, the report written, and no process of it left.
-fn fault_is_a_finding(mode: &str, evidence: &[&str]) {
+/// `evidence`, exit 3, the report written, and no process of it left. Returns the errors'
+/// messages.
+fn fault_is_a_finding(mode: &str, evidence: &[&str]) -> Vec<String> {
     let Some(bin) = venv_bin() else {
-        return;
+        return Vec::new();
     };
     let run = probe(&bin, &format!("tests/targets/faulty/{mode}.yaml"), &[]);
     assert_eq!(run.out.status.code(), Some(3), "{}", run.log());
@@ -347,11 +414,12 @@ fn fault_is_a_finding(mode: &str, evidence: &[&str]) {
     assert!(!all.contains("hunter2"), "a password reached the report");
     let left = processes_with(&format!("preflight-faulty-{mode}"));
     assert!(left.is_empty(), "processes left behind: {left:?}");
+    messages.into_iter().map(str::to_string).collect()
 }
 
 #[test]
 fn a_layer_that_crashes_at_start_is_an_error_with_its_stderr() {
-    fault_is_a_finding(
+    let _ = fault_is_a_finding(
         "crash",
         &[
             "could not be started",
@@ -362,12 +430,27 @@ fn a_layer_that_crashes_at_start_is_an_error_with_its_stderr() {
 
 #[test]
 fn a_layer_that_hangs_is_an_error_after_the_timeout() {
-    fault_is_a_finding("hang", &["did not answer within 3000 ms"]);
+    let _ = fault_is_a_finding("hang", &["did not answer within 3000 ms"]);
 }
 
 #[test]
 fn a_layer_that_speaks_broken_json_rpc_is_an_error() {
-    fault_is_a_finding("garbage", &["target fault"]);
+    // Named as broken output with the offending line, not mistaken for a timeout.
+    let messages = fault_is_a_finding(
+        "garbage",
+        &[
+            "target fault",
+            "the layer's output was not JSON-RPC",
+            "its last unreadable line: Traceback (most recent call last): this is not JSON-RPC",
+        ],
+    );
+    assert!(
+        messages
+            .iter()
+            .all(|m| !m.contains("did not answer within")),
+        "{}",
+        messages.join("\n")
+    );
 }
 
 #[test]
