@@ -120,14 +120,16 @@ fn probe(bin: &Path, profile: &str, env: &[(&str, &str)]) -> Run {
 }
 
 /// What a healthy structured layer cannot show: it has no cursors, its search tools take no
-/// argument that can carry a tenant or a key (the every-tool probe), and the fixture has too few
-/// soft-deleted customers for the order oracle. Each is `not_verified` with its reason.
+/// argument that can carry a tenant or a key (the every-tool probe), the fixture has too few
+/// soft-deleted customers for the order oracle, and it offers no describe tool. Each is
+/// `not_verified` with its reason.
 fn expected_not_verified() -> BTreeSet<String> {
     [
         "cross_tenant.every_tool",
         "cross_tenant.cursor_foreign",
         "cross_tenant.cursor_rebound",
         "pii.order_oracle",
+        "pii.describe_schema",
     ]
     .into_iter()
     .map(str::to_string)
@@ -230,6 +232,54 @@ fn a_write_without_a_reason_fails_reason_required() {
 /// One finding's code, title, verdict and message.
 type Verdict = (String, String, String, String);
 
+/// A profile that maps only `db_query` (the layer lists more): every probe that needs another
+/// contract tool is `not_verified`, saying which tool the target does not offer; none passes or
+/// fails. The probes that only query still run and pass.
+#[test]
+fn probes_needing_a_tool_the_profile_does_not_map_are_not_verified() {
+    let Some(bin) = venv_bin() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let full = std::fs::read_to_string(repo().join("tests/targets/structured/profile.yaml"))
+        .expect("profile");
+    let server = repo().join("tests/targets/structured/server.py");
+    let only_query: String = full
+        .lines()
+        .filter(|l| !l.starts_with("  db_get:") && !l.starts_with("  db_update:"))
+        .map(|l| l.replace("{profile_dir}/server.py", &server.display().to_string()))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let profile = dir.path().join("only-query.yaml");
+    std::fs::write(&profile, only_query).expect("write profile");
+    let run = probe(&bin, &profile.display().to_string(), &[]);
+    let mut lacking = BTreeSet::new();
+    for f in &run.findings {
+        let message = f["message"].as_str().unwrap_or_default();
+        if let Some(rest) = message.strip_prefix("the target offers no `") {
+            assert_eq!(f["verdict"], "not_verified", "{f}\n{}", run.log());
+            lacking.insert(rest.split('`').next().unwrap_or_default().to_string());
+        } else {
+            assert_ne!(
+                f["title"].as_str().unwrap_or_default().split(' ').next(),
+                Some("db_get"),
+                "a db_get probe ran: {f}"
+            );
+        }
+    }
+    for tool in ["db_get", "db_update", "db_describe_schema"] {
+        assert!(lacking.contains(tool), "{tool} not named\n{}", run.log());
+    }
+    assert!(!lacking.contains("db_query"), "{}", run.log());
+    assert!(run.codes("fail").is_empty(), "{}", run.log());
+    assert!(
+        run.codes("pass")
+            .contains("cross_tenant.filter_forged_tenant"),
+        "{}",
+        run.log()
+    );
+}
+
 /// `preflight probe --only FAMILIES` against the domain-tool layer with `flaw` switched on:
 /// each finding's [`Verdict`], and the run.
 fn domain(families: &str, flaw: &str) -> Option<(Vec<Verdict>, Run)> {
@@ -285,9 +335,17 @@ fn the_every_tool_probe_catches_the_domain_tool_that_trusts_a_tenant_argument() 
         return;
     };
     let log = format!("{verdicts:#?}\n{}", run.log());
+    // The contract's probes have no tool to call here: each is not_verified, saying so.
+    for (_, _, verdict, message) in verdicts.iter().filter(|v| v.0 != "cross_tenant.every_tool") {
+        assert_eq!(verdict, "not_verified", "{log}");
+        assert!(message.starts_with("the target offers no `db_"), "{log}");
+    }
+    let verdicts: Vec<&Verdict> = verdicts
+        .iter()
+        .filter(|v| v.0 == "cross_tenant.every_tool")
+        .collect();
     assert_eq!(verdicts.len(), 3, "{log}");
-    for (code, title, verdict, _) in &verdicts {
-        assert_eq!(code, "cross_tenant.every_tool", "{log}");
+    for (_, title, verdict, _) in verdicts.iter().copied() {
         let want = if title.starts_with("list_tickets") {
             "fail"
         } else {
@@ -623,11 +681,14 @@ async fn the_every_tool_probe_works_over_plain_http_tool_endpoints() {
     let text = std::fs::read_to_string(out_dir.join("report.json"))
         .unwrap_or_else(|e| panic!("no report ({e}): {}", String::from_utf8_lossy(&out.stderr)));
     let report: Value = serde_json::from_str(&text).expect("JSON");
+    // The contract's probes have no tool here (not_verified, saying so); the layer's own tools
+    // are the every-tool probe's.
     let verdicts: BTreeSet<(String, String)> = report["findings"]
         .as_array()
         .cloned()
         .unwrap_or_default()
         .iter()
+        .filter(|f| f["code"] == "cross_tenant.every_tool")
         .map(|f| {
             (
                 f["title"]
