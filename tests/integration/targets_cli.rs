@@ -345,7 +345,7 @@ fn the_every_tool_probe_catches_the_domain_tool_that_trusts_a_tenant_argument() 
         .filter(|v| v.0 == "cross_tenant.every_tool")
         .collect();
     assert_eq!(verdicts.len(), 3, "{log}");
-    for (_, title, verdict, _) in verdicts {
+    for (_, title, verdict, _) in &verdicts {
         let want = if title.starts_with("list_tickets") {
             "fail"
         } else {
