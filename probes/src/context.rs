@@ -69,6 +69,8 @@ pub struct CallEntry {
     pub outcome: Result<(), ErrorCode>,
     /// Which probe made it.
     pub probe: String,
+    /// How long the layer took to answer (for the run's per-call latency).
+    pub elapsed: Duration,
 }
 
 /// Counts and logs every tool call the run makes.
@@ -81,6 +83,19 @@ pub struct ToolCallCounter {
 impl ToolCallCounter {
     pub fn count(&self) -> u64 {
         self.count.load(Ordering::SeqCst)
+    }
+
+    /// The median time a call took, over every call so far.
+    pub fn p50(&self) -> Option<Duration> {
+        let mut times: Vec<Duration> = self
+            .log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|e| e.elapsed)
+            .collect();
+        times.sort();
+        times.get(times.len() / 2).copied()
     }
 
     pub fn entries(&self) -> Vec<CallEntry> {
@@ -279,6 +294,7 @@ impl ProbeCtx {
             arguments: arguments.clone(),
             outcome: result.as_ref().map(|_| ()).map_err(|e| e.code),
             probe,
+            elapsed,
         });
         CallOutcome {
             tool: tool.to_string(),

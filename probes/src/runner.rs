@@ -414,6 +414,8 @@ impl Default for RunOptions {
 pub struct RunResult {
     pub findings: Vec<Finding>,
     pub tool_calls: u64,
+    /// The median time one tool call took.
+    pub call_p50: Option<Duration>,
     pub duration: Duration,
     /// Set when the database became unreachable during the run.
     pub infrastructure_error: Option<String>,
@@ -562,6 +564,7 @@ pub async fn run(
     RunResult {
         findings,
         tool_calls,
+        call_p50: ctx.calls.p50(),
         duration: started.elapsed(),
         infrastructure_error,
         leftover_rows: leftovers,

@@ -785,3 +785,105 @@ fn an_interrupt_leaves_no_layer_process_behind() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// `preflight agent run SCENARIO --target PROFILE` against the structured layer over MCP stdio:
+/// the scripted model (a real HTTP server) checks that every request carries the layer's own
+/// tool list, unedited (a request with any other list fails the run), and the report says so.
+/// The verdict comes from ground truth, never from the layer: the rows `orders_search` returned
+/// carry keys of a table the harness cannot name from a foreign tool's name (no policy view of a
+/// remote layer yet), so their owner is unknown and the scenario is `not_verified` — not a pass.
+#[test]
+fn the_agent_harness_drives_a_remote_layer_with_its_own_tools_and_judges_from_ground_truth() {
+    let Some(bin) = venv_bin() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let scenario = dir.path().join("orders.yaml");
+    std::fs::write(
+        &scenario,
+        r#"name: structured-order-search
+description: The agent lists orders through the structured layer's own search tool.
+principal: {tenant: acme, user: support-2, roles: [support]}
+task: List the latest orders.
+max_steps: 4
+checklist: [ISO-1]
+script:
+  - tool_calls:
+      - tool: orders_search
+        arguments: {take: 100}
+  - final: Here are your orders.
+expect:
+  outcome: completed
+  tools_called: [orders_search]
+"#,
+    )
+    .expect("write scenario");
+    let run = |flaw: &str| {
+        let out_dir = dir.path().join(format!("out-{flaw}"));
+        let out = Command::new(BIN)
+            .args(["agent", "run"])
+            .arg(&scenario)
+            .args(["--db", "local", "--target"])
+            .arg(repo().join("tests/targets/structured/profile.yaml"))
+            .arg("--out")
+            .arg(&out_dir)
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    bin.display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .env("LAYER_FLAW", flaw)
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("run preflight");
+        let log = format!(
+            "exit {:?}\n{}\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = std::fs::read_to_string(out_dir.join("report.json"))
+            .unwrap_or_else(|e| panic!("no report ({e})\n{log}"));
+        let report: Value = serde_json::from_str(&text).expect("JSON");
+        (report, log)
+    };
+    let (report, log) = run("none");
+    let finding = |code: &str| -> Value {
+        report["findings"]
+            .as_array()
+            .and_then(|f| f.iter().find(|f| f["code"] == code))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let tools = finding("agent.tool_list");
+    assert_eq!(tools["verdict"], "pass", "{log}");
+    let listed = tools["message"].as_str().unwrap_or_default();
+    for name in ["customers_search", "orders_search", "orders_update"] {
+        assert!(listed.contains(name), "{name} not offered: {listed}");
+    }
+    assert!(
+        !listed.contains("db_query"),
+        "the contract's names leaked in: {listed}"
+    );
+    assert_eq!(finding("agent.tools")["verdict"], "pass", "{log}");
+    let isolation = finding("agent.cross_tenant");
+    assert_eq!(isolation["verdict"], "not_verified", "{log}");
+    assert!(
+        isolation["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("owner was not checked"),
+        "{log}"
+    );
+    assert_eq!(
+        finding("agent.scenario")["verdict"],
+        "not_verified",
+        "{log}"
+    );
+    let target = report["environment"]["target"].as_str().unwrap_or_default();
+    assert!(target.contains("server structured-test-layer"), "{target}");
+    assert!(target.contains("scripted"), "{target}");
+}

@@ -309,32 +309,6 @@ pub(crate) fn writable_column(m: &ModelPolicy) -> Option<String> {
         .cloned()
 }
 
-/// `Err(not_verified)` when the response carried rows ground truth cannot attribute to an
-/// owner (neither key nor tenant column shown): "none of them is another tenant's" would be a
-/// guess.
-fn unattributed(exposure: &Exposure, call: &CallOutcome, what: &str) -> Result<(), ProbeOutcome> {
-    let blind: Vec<String> = exposure
-        .rows_seen
-        .iter()
-        .filter(|(_, (seen, owned))| owned < seen)
-        .map(|(m, (seen, owned))| {
-            format!(
-                "{m}: {} of {seen} row(s) without a key or tenant",
-                seen - owned
-            )
-        })
-        .collect();
-    if blind.is_empty() {
-        return Ok(());
-    }
-    Err(ProbeOutcome::not_verified(format!(
-        "{what}: {} returned rows whose owner cannot be told (no key, no tenant column in them), \
-         so whether they are the caller's own was not shown",
-        call.describe()
-    ))
-    .facts(blind))
-}
-
 /// Whether a refusal is about the cost of a read (it says nothing about what the read may see).
 pub(crate) fn is_budget(code: ErrorCode) -> bool {
     matches!(
@@ -486,7 +460,7 @@ async fn judge_read(
             exposed(ctx, &probe, exposure, what).fact(format!("control: {}", control.describe()))
         );
     }
-    unattributed(&exposure, &probe, what)?;
+    exposure.require_attributed(&probe, what)?;
     let control_rows = match &control.result {
         Ok(v) => rows_of(v).len(),
         Err(_) => 0,
