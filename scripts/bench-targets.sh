@@ -4,14 +4,20 @@
 # each run's summary line (wall time, tool calls, calls/s, p50 per call). Figures, not a test.
 #
 # Needs the test-target virtualenv (scripts/setup-test-targets.sh) and a local Postgres for
-# `--db local`. Usage: scripts/bench-targets.sh [RUNS]
+# `--db local`. Usage: scripts/bench-targets.sh [RUNS]; PREFLIGHT_BENCH_PROFILE=debug measures
+# the debug build instead of building the release one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs="${1:-3}"
 venv_python="$(scripts/setup-test-targets.sh)"
 export PATH="$(dirname "$venv_python"):$PATH"
-cargo build --release --quiet --bin preflight
-bin="${CARGO_TARGET_DIR:-target}/release/preflight"
+profile="${PREFLIGHT_BENCH_PROFILE:-release}"
+if [ "$profile" = release ]; then
+  cargo build --release --quiet --bin preflight
+else
+  cargo build --quiet --bin preflight
+fi
+bin="${CARGO_TARGET_DIR:-target}/$profile/preflight"
 policy=tests/targets/structured/policy.yaml
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
