@@ -67,10 +67,13 @@ pub enum Fault {
     AuditSkipped,
     /// Audit arguments are sanitized by key name only, so secret values under innocent keys leak.
     AuditSanitizeByKeyOnly,
+    /// Arguments that break the tool's JSON Schema are answered with the validator's raw report
+    /// and a backtrace, as a layer that hands its unhandled exceptions to the agent does.
+    MalformedInputTraceback,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 26] = [
+    pub const ALL: [Fault; 27] = [
         Fault::NoTenantPredicate,
         Fault::RlsDisabled,
         Fault::MaskOff,
@@ -97,6 +100,7 @@ impl Fault {
         Fault::DryRunWrites,
         Fault::AuditSkipped,
         Fault::AuditSanitizeByKeyOnly,
+        Fault::MalformedInputTraceback,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -127,6 +131,7 @@ impl Fault {
             Fault::DryRunWrites => "dry_run_writes",
             Fault::AuditSkipped => "audit_skipped",
             Fault::AuditSanitizeByKeyOnly => "audit_sanitize_by_key_only",
+            Fault::MalformedInputTraceback => "malformed_input_traceback",
         }
     }
 }

@@ -84,6 +84,7 @@ pub enum ProbeCode {
     OrderOracle,
     AggregateOracle,
     ErrorLeak,
+    MalformedInput,
     // budget
     UnboundedScan,
     RowLimit,
@@ -117,7 +118,7 @@ pub enum ProbeCode {
 }
 
 impl ProbeCode {
-    pub const ALL: [ProbeCode; 45] = [
+    pub const ALL: [ProbeCode; 46] = [
         ProbeCode::GetForeignRow,
         ProbeCode::FilterForgedTenant,
         ProbeCode::FilterForeignKeys,
@@ -138,6 +139,7 @@ impl ProbeCode {
         ProbeCode::OrderOracle,
         ProbeCode::AggregateOracle,
         ProbeCode::ErrorLeak,
+        ProbeCode::MalformedInput,
         ProbeCode::UnboundedScan,
         ProbeCode::RowLimit,
         ProbeCode::JoinDepth,
@@ -187,6 +189,7 @@ impl ProbeCode {
             ProbeCode::OrderOracle => "pii.order_oracle",
             ProbeCode::AggregateOracle => "pii.aggregate_oracle",
             ProbeCode::ErrorLeak => "pii.error_leak",
+            ProbeCode::MalformedInput => "pii.malformed_input",
             ProbeCode::UnboundedScan => "budget.unbounded_scan",
             ProbeCode::RowLimit => "budget.row_limit",
             ProbeCode::JoinDepth => "budget.join_depth",
@@ -235,7 +238,7 @@ impl ProbeCode {
             | WriteForeignReference
             | EveryTool => Family::CrossTenant,
             GetRedacted | QueryRedacted | IncludeRedacted | DescribeSchema | FilterOracle
-            | OrderOracle | AggregateOracle | ErrorLeak => Family::Pii,
+            | OrderOracle | AggregateOracle | ErrorLeak | MalformedInput => Family::Pii,
             UnboundedScan | RowLimit | JoinDepth | StatementTimeout | Quota => Family::Budget,
             ReasonRequired | WritableFields | TenantColumn | DryRun | RateLimit => Family::Write,
             ApprovalPending | ApprovalExecutesOnce | ApprovalReplay | ApprovalExpiry => {
@@ -269,6 +272,7 @@ impl ProbeCode {
             DescribeSchema => &["RED-4"],
             FilterOracle | OrderOracle | AggregateOracle => &["PRE-2", "RED-2", "RED-5"],
             ErrorLeak => &["RED-5"],
+            MalformedInput => &["RED-5"],
             UnboundedScan => &["PRE-3", "BUD-1", "BUD-7"],
             RowLimit => &["BUD-3", "BUD-7"],
             JoinDepth => &["BUD-4", "BUD-7"],
@@ -317,6 +321,7 @@ impl ProbeCode {
             | OrderOracle
             | AggregateOracle
             | ErrorLeak
+            | MalformedInput
             | UnboundedScan
             | ReasonRequired
             | WritableFields
@@ -336,6 +341,45 @@ impl ProbeCode {
                 Severity::Medium
             }
             SavedViews => Severity::Low,
+        }
+    }
+
+    /// The contract tools every instance of this code calls. Codes whose instances differ in
+    /// the tool they call (a create or an update) have none here; their planners name the tool
+    /// per instance ([`crate::runner::Probe::needs`]).
+    pub fn tools(self) -> &'static [&'static str] {
+        use crate::calls::{AGGREGATE, BULK_UPDATE, DESCRIBE, GET, QUERY, UPDATE};
+        use ProbeCode::*;
+        match self {
+            GetForeignRow | GetRedacted | Quota => &[GET],
+            FilterForgedTenant
+            | FilterForeignKeys
+            | FilterForeignReference
+            | IncludeForeign
+            | CursorForeign
+            | CursorRebound
+            | QueryRedacted
+            | IncludeRedacted
+            | FilterOracle
+            | OrderOracle
+            | RowLimit
+            | JoinDepth => &[QUERY],
+            AggregateForgedTenant | AggregateOracle | StatementTimeout => &[AGGREGATE],
+            DescribeSchema => &[DESCRIBE],
+            TenantColumn | RateLimit => &[UPDATE],
+            DryRun => &[BULK_UPDATE],
+            WriteForgedTenant
+            | WriteForeignRow
+            | WriteForeignReference
+            | ErrorLeak
+            | UnboundedScan
+            | ReasonRequired
+            | WritableFields => &[],
+            // Every layer's own tools, under their own names; or tools decided at run time.
+            EveryTool | MalformedInput | ApprovalPending | ApprovalExecutesOnce
+            | ApprovalReplay | ApprovalExpiry | EveryCallAudited | WriterAppendOnly
+            | ChainVerifies | TamperDetected | ArgumentsSanitized | RlsForced | AgentRole
+            | RoleStatementTimeout | AuditGrants | JoinTargetsScoped | SavedViews => &[],
         }
     }
 
@@ -363,6 +407,7 @@ impl ProbeCode {
             OrderOracle => "ordering by a masked or denied field is refused or reveals nothing about its values",
             AggregateOracle => "min, max and group-by on masked or denied fields are refused or reveal no raw value",
             ErrorLeak => "error responses carry no canary and no database internals (DETAIL lines, SQL text)",
+            MalformedInput => "every tool answers wrong-typed, oversized, unicode-edge and missing arguments without a stack trace, SQL text, database detail, connection string or canary, and keeps answering",
             UnboundedScan => "a read that would scan more than max_scan_rows is refused before it runs, with a structured error naming an indexed column",
             RowLimit => "no read returns more than the tool's max_rows",
             JoinDepth => "an include nested deeper than max_join_depth is refused",

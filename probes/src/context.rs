@@ -69,6 +69,8 @@ pub struct CallEntry {
     pub outcome: Result<(), ErrorCode>,
     /// Which probe made it.
     pub probe: String,
+    /// How long the layer took to answer (for the run's per-call latency).
+    pub elapsed: Duration,
     /// Whether the call reached the layer (an adapter can refuse a call before sending it, and
     /// a transport fault leaves it unknown).
     pub delivery: Delivery,
@@ -114,6 +116,19 @@ pub struct ToolCallCounter {
 impl ToolCallCounter {
     pub fn count(&self) -> u64 {
         self.count.load(Ordering::SeqCst)
+    }
+
+    /// The median time a call took, over every call so far.
+    pub fn p50(&self) -> Option<Duration> {
+        let mut times: Vec<Duration> = self
+            .log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|e| e.elapsed)
+            .collect();
+        times.sort();
+        times.get(times.len() / 2).copied()
     }
 
     pub fn entries(&self) -> Vec<CallEntry> {
@@ -321,6 +336,7 @@ impl ProbeCtx {
             outcome: result.as_ref().map(|_| ()).map_err(|e| e.code),
             probe,
             delivery: Delivery::of(&result),
+            elapsed,
         });
         CallOutcome {
             tool: tool.to_string(),

@@ -131,6 +131,7 @@ impl Control {
             DescribeSchema => one(Fault::DescribeShowsDenied),
             FilterOracle | OrderOracle | AggregateOracle => one(Fault::OracleCheckOff),
             ErrorLeak => one(Fault::ErrorDetailLeak),
+            MalformedInput => one(Fault::MalformedInputTraceback),
             UnboundedScan => one(Fault::ScanBudgetOff),
             RowLimit => one(Fault::RowBudgetOff),
             JoinDepth => one(Fault::JoinDepthOff),

@@ -181,6 +181,33 @@ impl Exposure {
         !self.foreign_rows.is_empty() || self.cross_tenant_leaks > 0
     }
 
+    /// `Err(not_verified)` when the response carried rows ground truth cannot attribute to an
+    /// owner (no key it knows, no tenant column): "none of them is another tenant's", or "each
+    /// was checked against its stored row", would be a guess. Every family that judges rows
+    /// asks this before it passes.
+    pub fn require_attributed(&self, call: &CallOutcome, what: &str) -> Result<(), ProbeOutcome> {
+        let blind: Vec<String> = self
+            .rows_seen
+            .iter()
+            .filter(|(_, (seen, owned))| owned < seen)
+            .map(|(m, (seen, owned))| {
+                format!(
+                    "{m}: {} of {seen} row(s) without a key or tenant",
+                    seen - owned
+                )
+            })
+            .collect();
+        if blind.is_empty() {
+            return Ok(());
+        }
+        Err(ProbeOutcome::not_verified(format!(
+            "{what}: {} returned rows whose owner cannot be told (no key, no tenant column in \
+             them), so whether they are the caller's own was not shown",
+            call.describe()
+        ))
+        .facts(blind))
+    }
+
     /// Facts for evidence: rows seen and attributed per model.
     pub fn facts(&self) -> Vec<String> {
         let mut v: Vec<String> = self

@@ -166,6 +166,10 @@ pub struct Probe {
     /// the code's own by default ([`Control::declared_for`]), narrowed per instance by
     /// [`Probe::killed_by`]. Empty only for lint findings, which the self-test does not run.
     pub controls: Vec<Control>,
+    /// The contract tools the probe calls; a target that offers one of them not (its profile
+    /// maps no such tool, or the layer does not list the mapped name) makes the instance
+    /// `not_verified` without running it.
+    pub needs: Vec<&'static str>,
     run: ProbeFn,
 }
 
@@ -197,6 +201,7 @@ impl Probe {
             policy_path: None,
             span: None,
             controls: Control::declared_for(code),
+            needs: code.tools().to_vec(),
             run: Arc::new(move |ctx| Box::pin(body(ctx))),
         }
     }
@@ -224,6 +229,7 @@ impl Probe {
             policy_path: None,
             span: None,
             controls: Vec::new(),
+            needs: Vec::new(),
             run: Arc::new(move |ctx| Box::pin(body(ctx))),
         }
     }
@@ -232,6 +238,12 @@ impl Probe {
     /// only some of its code's controls can reach).
     pub fn killed_by(mut self, controls: impl IntoIterator<Item = Control>) -> Self {
         self.controls = controls.into_iter().collect();
+        self
+    }
+
+    /// The contract tools this instance calls (see [`Probe::needs`]).
+    pub fn needs(mut self, tools: impl IntoIterator<Item = &'static str>) -> Self {
+        self.needs.extend(tools);
         self
     }
 
@@ -253,6 +265,23 @@ impl Probe {
     /// `timeout` is aborted and becomes one too) and builds the finding.
     pub async fn execute(&self, ctx: &Arc<ProbeCtx>, timeout: Duration) -> Finding {
         let started = Instant::now();
+        let missing: Vec<&str> = self
+            .needs
+            .iter()
+            .copied()
+            .filter(|t| !ctx.has_tool(t))
+            .collect();
+        if !missing.is_empty() {
+            let outcome = ProbeOutcome::not_verified(format!(
+                "the target offers no {}, so this claim could not be tested (its profile maps no such tool, or the layer does not list the mapped name)",
+                missing
+                    .iter()
+                    .map(|t| format!("`{t}`"))
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            ));
+            return self.finding(ctx, outcome, started.elapsed());
+        }
         let fut = (self.run)(Arc::clone(ctx));
         let task_ctx = Arc::clone(ctx);
         let code = self.code.clone();
@@ -385,6 +414,8 @@ impl Default for RunOptions {
 pub struct RunResult {
     pub findings: Vec<Finding>,
     pub tool_calls: u64,
+    /// The median time one tool call took.
+    pub call_p50: Option<Duration>,
     pub duration: Duration,
     /// Set when the database became unreachable during the run.
     pub infrastructure_error: Option<String>,
@@ -533,6 +564,7 @@ pub async fn run(
     RunResult {
         findings,
         tool_calls,
+        call_p50: ctx.calls.p50(),
         duration: started.elapsed(),
         infrastructure_error,
         leftover_rows: leftovers,

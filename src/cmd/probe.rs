@@ -315,11 +315,15 @@ pub async fn run(args: ProbeArgs) -> CmdResult {
     finish_report(&report, &plan.out)?;
     let secs = result.duration.as_secs_f64().max(0.001);
     status(format!(
-        "{} probes, {} tool calls in {:.1} s ({:.0} calls/s); {:.1} s from start to report",
+        "{} probes, {} tool calls in {:.1} s ({:.0} calls/s, p50 {:.2} ms per call); {:.1} s from start to report",
         report.findings.len(),
         result.tool_calls,
         secs,
         result.tool_calls as f64 / secs,
+        result
+            .call_p50
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .unwrap_or(0.0),
         started.elapsed().as_secs_f64()
     ));
     if !result.leftover_rows.is_empty() {

@@ -14,11 +14,13 @@ mod link;
 mod mcp;
 pub mod profile;
 mod stderr;
+mod tap;
 pub mod template;
 
 pub use gateway::{Connection, RemoteGateway, TargetInfo, UnreachableGateway};
 pub use link::LinkError;
 pub use profile::Profile;
+pub use stderr::redact;
 
 /// Hex SHA-256 of `bytes`.
 pub(crate) fn hash_hex(bytes: &[u8]) -> String {

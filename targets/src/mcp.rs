@@ -12,12 +12,13 @@ use preflight_contract::ToolSpec;
 use rmcp::model::CallToolRequestParams;
 use rmcp::service::{RoleClient, RunningService, ServiceError};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::ServiceExt;
 use serde_json::{Map, Value};
 
 use crate::link::{Link, LinkError, RawReply};
 use crate::stderr::StderrTail;
+use crate::tap::{NotJson, TappedChild};
 
 /// How long a crashed process gets to flush its last stderr lines into the evidence.
 const STDERR_SETTLE: Duration = Duration::from_millis(500);
@@ -30,6 +31,8 @@ pub(crate) struct McpLink {
     tools: Vec<ToolSpec>,
     server: Option<(String, String)>,
     stderr: StderrTail,
+    /// Lines of a stdio child's output that were not JSON (empty over HTTP).
+    not_json: NotJson,
     pid: Option<u32>,
     timeout: Duration,
     broken: Mutex<Option<String>>,
@@ -45,16 +48,28 @@ impl McpLink {
         timeout: Duration,
     ) -> Result<McpLink, LinkError> {
         let mut cmd = tokio::process::Command::new(command);
-        cmd.args(args).envs(env).kill_on_drop(true);
-        let (proc, stderr) = TokioChildProcess::builder(cmd)
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .map_err(|e| LinkError::Start {
-                reason: format!("cannot run `{command}`: {e}"),
+        cmd.args(args)
+            .envs(env)
+            .kill_on_drop(true)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| LinkError::Start {
+            reason: format!("cannot run `{command}`: {e}"),
+            stderr: String::new(),
+        })?;
+        let pid = child.id();
+        let tail = child
+            .stderr
+            .take()
+            .map(StderrTail::follow)
+            .unwrap_or_default();
+        let Some((proc, not_json)) = TappedChild::new(child, CLOSE_TIMEOUT) else {
+            return Err(LinkError::Start {
+                reason: format!("`{command}` was started without piped stdin and stdout"),
                 stderr: String::new(),
-            })?;
-        let pid = proc.id();
-        let tail = stderr.map(StderrTail::follow).unwrap_or_default();
+            });
+        };
         let started = tokio::time::timeout(timeout, ().serve(proc)).await;
         let service = match started {
             Ok(Ok(s)) => s,
@@ -75,7 +90,7 @@ impl McpLink {
                 })
             }
         };
-        Self::ready(service, tail, pid, timeout).await
+        Self::ready(service, tail, not_json, pid, timeout).await
     }
 
     /// Opens a streamable HTTP session at `url`, sending `headers` on every request.
@@ -113,12 +128,20 @@ impl McpLink {
                 })
             }
         };
-        Self::ready(service, StderrTail::default(), None, timeout).await
+        Self::ready(
+            service,
+            StderrTail::default(),
+            NotJson::default(),
+            None,
+            timeout,
+        )
+        .await
     }
 
     async fn ready(
         service: RunningService<RoleClient, ()>,
         stderr: StderrTail,
+        not_json: NotJson,
         pid: Option<u32>,
         timeout: Duration,
     ) -> Result<McpLink, LinkError> {
@@ -163,6 +186,7 @@ impl McpLink {
             tools,
             server,
             stderr,
+            not_json,
             pid,
             timeout,
             broken: Mutex::new(None),
@@ -236,6 +260,19 @@ impl Link for McpLink {
                 });
             }
             Err(_) => {
+                // A reply rmcp could not read is dropped by it and looks like silence; the tap
+                // saw it, and it is what the evidence must show.
+                if let Some(line) = self.not_json.lines().pop() {
+                    let reason = format!(
+                        "the layer's output was not JSON-RPC (no reply to `{tool}` could be read within {} ms); its last unreadable line: {line}",
+                        self.timeout.as_millis()
+                    );
+                    self.mark_broken(&reason);
+                    return Err(LinkError::Protocol {
+                        reason,
+                        stderr: self.stderr.text(),
+                    });
+                }
                 self.mark_broken(&format!("a call to `{tool}` timed out"));
                 return Err(LinkError::Timeout {
                     timeout: self.timeout,

@@ -123,14 +123,16 @@ fn probe(bin: &Path, profile: &str, env: &[(&str, &str)]) -> Run {
 
 /// What a healthy structured layer cannot show: it has no cursors, its search tools take no
 /// argument that can carry a tenant or a key (the every-tool probe), the fixture has too few
-/// soft-deleted customers for the order oracle, and its audit log is its own JSONL file with no
-/// hash chain, writer login or stored arguments. Each is `not_verified` with its reason.
+/// soft-deleted customers for the order oracle, it offers no describe tool, and its audit log
+/// is its own JSONL file with no hash chain, writer login or stored arguments. Each is
+/// `not_verified` with its reason.
 pub(crate) fn expected_not_verified() -> BTreeSet<String> {
     [
         "cross_tenant.every_tool",
         "cross_tenant.cursor_foreign",
         "cross_tenant.cursor_rebound",
         "pii.order_oracle",
+        "pii.describe_schema",
         "audit.arguments_sanitized",
         "audit.writer_append_only",
         "audit.chain_verifies",
@@ -253,23 +255,64 @@ fn denied_calls_left_out_of_the_layers_own_log_fail_every_call() {
     flaw_yields("no_audit_denied", &["audit.every_call"]);
 }
 
-/// The domain-tool layer: business tools only. The one that trusts its `tenant_id` argument
-/// fails the every-tool probe; the ones that scope by the session pass.
+/// One finding's code, title, verdict and message.
+type Verdict = (String, String, String, String);
+
+/// A profile that maps only `db_query` (the layer lists more): every probe that needs another
+/// contract tool is `not_verified`, saying which tool the target does not offer; none passes or
+/// fails. The probes that only query still run and pass.
 #[test]
-fn the_every_tool_probe_catches_the_domain_tool_that_trusts_a_tenant_argument() {
+fn probes_needing_a_tool_the_profile_does_not_map_are_not_verified() {
     let Some(bin) = venv_bin() else {
         return;
     };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let full = std::fs::read_to_string(repo().join("tests/targets/structured/profile.yaml"))
+        .expect("profile");
+    let server = repo().join("tests/targets/structured/server.py");
+    let only_query: String = full
+        .lines()
+        .filter(|l| !l.starts_with("  db_get:") && !l.starts_with("  db_update:"))
+        .map(|l| l.replace("{profile_dir}/server.py", &server.display().to_string()))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let profile = dir.path().join("only-query.yaml");
+    std::fs::write(&profile, only_query).expect("write profile");
+    let run = probe(&bin, &profile.display().to_string(), &[]);
+    let mut lacking = BTreeSet::new();
+    for f in &run.findings {
+        let message = f["message"].as_str().unwrap_or_default();
+        if let Some(rest) = message.strip_prefix("the target offers no `") {
+            assert_eq!(f["verdict"], "not_verified", "{f}\n{}", run.log());
+            lacking.insert(rest.split('`').next().unwrap_or_default().to_string());
+        } else {
+            assert_ne!(
+                f["title"].as_str().unwrap_or_default().split(' ').next(),
+                Some("db_get"),
+                "a db_get probe ran: {f}"
+            );
+        }
+    }
+    for tool in ["db_get", "db_update", "db_describe_schema"] {
+        assert!(lacking.contains(tool), "{tool} not named\n{}", run.log());
+    }
+    assert!(!lacking.contains("db_query"), "{}", run.log());
+    assert!(run.codes("fail").is_empty(), "{}", run.log());
+    assert!(
+        run.codes("pass")
+            .contains("cross_tenant.filter_forged_tenant"),
+        "{}",
+        run.log()
+    );
+}
+
+/// `preflight probe --only FAMILIES` against the domain-tool layer with `flaw` switched on:
+/// each finding's [`Verdict`], and the run.
+fn domain(families: &str, flaw: &str) -> Option<(Vec<Verdict>, Run)> {
+    let bin = venv_bin()?;
     let out_dir = tempfile::tempdir().expect("temp dir");
     let out = Command::new(BIN)
-        .args([
-            "probe",
-            "--db",
-            "local",
-            "--only",
-            "cross_tenant",
-            "--target",
-        ])
+        .args(["probe", "--db", "local", "--only", families, "--target"])
         .arg(repo().join("tests/targets/domain/profile.yaml"))
         .arg("--out")
         .arg(out_dir.path())
@@ -281,32 +324,54 @@ fn the_every_tool_probe_catches_the_domain_tool_that_trusts_a_tenant_argument() 
                 std::env::var("PATH").unwrap_or_default()
             ),
         )
+        .env("LAYER_FLAW", flaw)
         .env("NO_COLOR", "1")
         .output()
         .expect("run preflight");
-    let text = std::fs::read_to_string(out_dir.path().join("report.json")).expect("report");
+    let text = std::fs::read_to_string(out_dir.path().join("report.json")).unwrap_or_else(|e| {
+        panic!(
+            "no report.json ({e})\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
     let report: Value = serde_json::from_str(&text).expect("JSON");
-    let verdicts: Vec<(String, String, String)> = report["findings"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+    let findings = report["findings"].as_array().cloned().unwrap_or_default();
+    let verdicts = findings
         .iter()
         .map(|f| {
-            (
-                f["code"].as_str().unwrap_or_default().to_string(),
-                f["title"].as_str().unwrap_or_default().to_string(),
-                f["verdict"].as_str().unwrap_or_default().to_string(),
-            )
+            let s = |k: &str| f[k].as_str().unwrap_or_default().to_string();
+            (s("code"), s("title"), s("verdict"), s("message"))
         })
         .collect();
-    let log = format!(
-        "{verdicts:#?}
-{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    Some((
+        verdicts,
+        Run {
+            out,
+            findings,
+            report,
+        },
+    ))
+}
+
+/// The domain-tool layer: business tools only. The one that trusts its `tenant_id` argument
+/// fails the every-tool probe; the ones that scope by the session pass.
+#[test]
+fn the_every_tool_probe_catches_the_domain_tool_that_trusts_a_tenant_argument() {
+    let Some((verdicts, run)) = domain("cross_tenant", "none") else {
+        return;
+    };
+    let log = format!("{verdicts:#?}\n{}", run.log());
+    // The contract's probes have no tool to call here: each is not_verified, saying so.
+    for (_, _, verdict, message) in verdicts.iter().filter(|v| v.0 != "cross_tenant.every_tool") {
+        assert_eq!(verdict, "not_verified", "{log}");
+        assert!(message.starts_with("the target offers no `db_"), "{log}");
+    }
+    let verdicts: Vec<&Verdict> = verdicts
+        .iter()
+        .filter(|v| v.0 == "cross_tenant.every_tool")
+        .collect();
     assert_eq!(verdicts.len(), 3, "{log}");
-    for (code, title, verdict) in &verdicts {
-        assert_eq!(code, "cross_tenant.every_tool", "{log}");
+    for (_, title, verdict, _) in &verdicts {
         let want = if title.starts_with("list_tickets") {
             "fail"
         } else {
@@ -314,14 +379,73 @@ fn the_every_tool_probe_catches_the_domain_tool_that_trusts_a_tenant_argument() 
         };
         assert_eq!(verdict, want, "{title}\n{log}");
     }
-    let leak = report["findings"]
-        .as_array()
-        .and_then(|f| f.iter().find(|f| f["verdict"] == "fail"))
-        .and_then(|f| f["message"].as_str())
-        .unwrap_or_default()
-        .to_string();
+    let leak = verdicts
+        .iter()
+        .find(|v| v.2 == "fail")
+        .map(|v| v.3.clone())
+        .unwrap_or_default();
     assert!(leak.contains("globex.support_tickets"), "{leak}");
-    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert_eq!(run.out.status.code(), Some(1), "{log}");
+}
+
+/// Rows that nothing attributes to a tenant (no id, no tenant column, no canary) are never
+/// clean: the tool that hands out another tenant's tickets stripped of everything that says
+/// whose they are is `not_verified` with the count, not a pass.
+#[test]
+fn rows_nothing_attributes_make_the_every_tool_probe_not_verified() {
+    let Some((verdicts, run)) = domain("cross_tenant", "strip_ids") else {
+        return;
+    };
+    let log = format!("{verdicts:#?}\n{}", run.log());
+    let tickets = verdicts
+        .iter()
+        .find(|v| v.1.starts_with("list_tickets"))
+        .unwrap_or_else(|| panic!("no list_tickets finding\n{log}"));
+    assert_eq!(tickets.2, "not_verified", "{log}");
+    assert!(
+        tickets
+            .3
+            .contains("row(s) that nothing attributes to a tenant"),
+        "{log}"
+    );
+    assert!(verdicts
+        .iter()
+        .all(|v| v.2 != "pass" || !v.1.starts_with("list_tickets")));
+}
+
+/// Malformed arguments on every domain tool: a healthy layer passes each instance; the layer
+/// that answers a database error with psycopg's raw text and its SQL fails, with the SQL as
+/// evidence.
+#[test]
+fn the_malformed_input_probe_passes_a_careful_layer_and_fails_one_that_leaks_errors() {
+    let Some((verdicts, run)) = domain("pii", "none") else {
+        return;
+    };
+    let log = format!("{verdicts:#?}\n{}", run.log());
+    let malformed: Vec<_> = verdicts
+        .iter()
+        .filter(|v| v.0 == "pii.malformed_input")
+        .collect();
+    assert_eq!(malformed.len(), 3, "one instance per tool\n{log}");
+    for v in &malformed {
+        assert_eq!(v.2, "pass", "{log}");
+    }
+    let Some((verdicts, run)) = domain("pii", "leak_errors") else {
+        return;
+    };
+    let log = format!("{verdicts:#?}\n{}", run.log());
+    let failed: Vec<_> = verdicts
+        .iter()
+        .filter(|v| v.0 == "pii.malformed_input" && v.2 == "fail")
+        .collect();
+    assert!(
+        failed.iter().any(|v| v.1.starts_with("find_customer")),
+        "{log}"
+    );
+    let evidence = serde_json::to_string(&run.findings).unwrap_or_default();
+    assert!(evidence.contains("SQL text"), "{log}");
+    assert!(evidence.contains("NUL character"), "{log}");
+    assert_eq!(run.out.status.code(), Some(1), "{log}");
 }
 
 /// Processes whose command line carries `marker`.
@@ -346,10 +470,11 @@ fn processes_with(marker: &str) -> Vec<String> {
 }
 
 /// A faulty layer: every finding `error` or `not_verified`, at least one `error` carrying
-/// `evidence`, exit 3, the report written, and no process of it left.
-fn fault_is_a_finding(mode: &str, evidence: &[&str]) {
+/// `evidence`, exit 3, the report written, and no process of it left. Returns the errors'
+/// messages.
+fn fault_is_a_finding(mode: &str, evidence: &[&str]) -> Vec<String> {
     let Some(bin) = venv_bin() else {
-        return;
+        return Vec::new();
     };
     let run = probe(&bin, &format!("tests/targets/faulty/{mode}.yaml"), &[]);
     assert_eq!(run.out.status.code(), Some(3), "{}", run.log());
@@ -373,11 +498,12 @@ fn fault_is_a_finding(mode: &str, evidence: &[&str]) {
     assert!(!all.contains("hunter2"), "a password reached the report");
     let left = processes_with(&format!("preflight-faulty-{mode}"));
     assert!(left.is_empty(), "processes left behind: {left:?}");
+    messages.into_iter().map(str::to_string).collect()
 }
 
 #[test]
 fn a_layer_that_crashes_at_start_is_an_error_with_its_stderr() {
-    fault_is_a_finding(
+    let _ = fault_is_a_finding(
         "crash",
         &[
             "could not be started",
@@ -388,12 +514,27 @@ fn a_layer_that_crashes_at_start_is_an_error_with_its_stderr() {
 
 #[test]
 fn a_layer_that_hangs_is_an_error_after_the_timeout() {
-    fault_is_a_finding("hang", &["did not answer within 3000 ms"]);
+    let _ = fault_is_a_finding("hang", &["did not answer within 3000 ms"]);
 }
 
 #[test]
 fn a_layer_that_speaks_broken_json_rpc_is_an_error() {
-    fault_is_a_finding("garbage", &["target fault"]);
+    // Named as broken output with the offending line, not mistaken for a timeout.
+    let messages = fault_is_a_finding(
+        "garbage",
+        &[
+            "target fault",
+            "the layer's output was not JSON-RPC",
+            "its last unreadable line: Traceback (most recent call last): this is not JSON-RPC",
+        ],
+    );
+    assert!(
+        messages
+            .iter()
+            .all(|m| !m.contains("did not answer within")),
+        "{}",
+        messages.join("\n")
+    );
 }
 
 #[test]
@@ -591,11 +732,14 @@ async fn the_every_tool_probe_works_over_plain_http_tool_endpoints() {
     let text = std::fs::read_to_string(out_dir.join("report.json"))
         .unwrap_or_else(|e| panic!("no report ({e}): {}", String::from_utf8_lossy(&out.stderr)));
     let report: Value = serde_json::from_str(&text).expect("JSON");
+    // The contract's probes have no tool here (not_verified, saying so); the layer's own tools
+    // are the every-tool probe's.
     let verdicts: BTreeSet<(String, String)> = report["findings"]
         .as_array()
         .cloned()
         .unwrap_or_default()
         .iter()
+        .filter(|f| f["code"] == "cross_tenant.every_tool")
         .map(|f| {
             (
                 f["title"]
@@ -691,4 +835,106 @@ fn an_interrupt_leaves_no_layer_process_behind() {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+}
+
+/// `preflight agent run SCENARIO --target PROFILE` against the structured layer over MCP stdio:
+/// the scripted model (a real HTTP server) checks that every request carries the layer's own
+/// tool list, unedited (a request with any other list fails the run), and the report says so.
+/// The verdict comes from ground truth, never from the layer: the rows `orders_search` returned
+/// carry keys of a table the harness cannot name from a foreign tool's name (no policy view of a
+/// remote layer yet), so their owner is unknown and the scenario is `not_verified` — not a pass.
+#[test]
+fn the_agent_harness_drives_a_remote_layer_with_its_own_tools_and_judges_from_ground_truth() {
+    let Some(bin) = venv_bin() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let scenario = dir.path().join("orders.yaml");
+    std::fs::write(
+        &scenario,
+        r#"name: structured-order-search
+description: The agent lists orders through the structured layer's own search tool.
+principal: {tenant: acme, user: support-2, roles: [support]}
+task: List the latest orders.
+max_steps: 4
+checklist: [ISO-1]
+script:
+  - tool_calls:
+      - tool: orders_search
+        arguments: {take: 100}
+  - final: Here are your orders.
+expect:
+  outcome: completed
+  tools_called: [orders_search]
+"#,
+    )
+    .expect("write scenario");
+    let run = |flaw: &str| {
+        let out_dir = dir.path().join(format!("out-{flaw}"));
+        let out = Command::new(BIN)
+            .args(["agent", "run"])
+            .arg(&scenario)
+            .args(["--db", "local", "--target"])
+            .arg(repo().join("tests/targets/structured/profile.yaml"))
+            .arg("--out")
+            .arg(&out_dir)
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    bin.display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .env("LAYER_FLAW", flaw)
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("run preflight");
+        let log = format!(
+            "exit {:?}\n{}\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = std::fs::read_to_string(out_dir.join("report.json"))
+            .unwrap_or_else(|e| panic!("no report ({e})\n{log}"));
+        let report: Value = serde_json::from_str(&text).expect("JSON");
+        (report, log)
+    };
+    let (report, log) = run("none");
+    let finding = |code: &str| -> Value {
+        report["findings"]
+            .as_array()
+            .and_then(|f| f.iter().find(|f| f["code"] == code))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let tools = finding("agent.tool_list");
+    assert_eq!(tools["verdict"], "pass", "{log}");
+    let listed = tools["message"].as_str().unwrap_or_default();
+    for name in ["customers_search", "orders_search", "orders_update"] {
+        assert!(listed.contains(name), "{name} not offered: {listed}");
+    }
+    assert!(
+        !listed.contains("db_query"),
+        "the contract's names leaked in: {listed}"
+    );
+    assert_eq!(finding("agent.tools")["verdict"], "pass", "{log}");
+    let isolation = finding("agent.cross_tenant");
+    assert_eq!(isolation["verdict"], "not_verified", "{log}");
+    assert!(
+        isolation["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("owner was not checked"),
+        "{log}"
+    );
+    assert_eq!(
+        finding("agent.scenario")["verdict"],
+        "not_verified",
+        "{log}"
+    );
+    let target = report["environment"]["target"].as_str().unwrap_or_default();
+    assert!(target.contains("server structured-test-layer"), "{target}");
+    assert!(target.contains("scripted"), "{target}");
 }

@@ -423,6 +423,9 @@ impl BuiltinGateway {
             .filter(|v| !(row_budget_off && v.kind == Kind::Maximum))
             .collect();
         if !violations.is_empty() {
+            if inner.options.faults.has(Fault::MalformedInputTraceback) {
+                return Err(errors::traceback_of(tool, &violations));
+            }
             let rendered: Vec<String> = violations.iter().map(|v| v.render()).collect();
             return Err(ToolError::new(
                 ErrorCode::ValidationError,

@@ -1199,6 +1199,9 @@ async fn dry_run(call: &mut WriteCall<'_, '_>) -> Result<CallOutcome, ToolError>
         return Err(errors::internal(&call.ctx.trace_id, "planning the dry run"));
     };
     let violations = validate(&spec.input_schema, &inner);
+    if !violations.is_empty() && call.faults.has(Fault::MalformedInputTraceback) {
+        return Err(errors::traceback_of(kind.tool(), &violations));
+    }
     if !violations.is_empty() {
         let rendered: Vec<String> = violations
             .iter()

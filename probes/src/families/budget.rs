@@ -31,7 +31,7 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
         .policy
         .models
         .values()
-        .filter(|m| m.tools.contains(QUERY) && input.tools.contains(QUERY))
+        .filter(|m| m.tools.contains(QUERY))
         .filter(|m| {
             m.budgets
                 .max_scan_rows
@@ -43,11 +43,11 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
         let name = m.name.clone();
         let budgets = format!("models.{name}.budgets");
         let rows = input.truth.estimated_rows(m);
-        if m.tools.contains(QUERY) && input.tools.contains(QUERY) {
+        if m.tools.contains(QUERY) {
             if let Some(max_scan) = m.budgets.max_scan_rows {
                 if rows as u64 > max_scan {
                     for tool in [QUERY, AGGREGATE] {
-                        if !m.tools.contains(tool) || !input.tools.contains(tool) {
+                        if !m.tools.contains(tool) {
                             continue;
                         }
                         let n = name.clone();
@@ -58,6 +58,7 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
                                 format!("unfiltered {tool} on {name} (~{rows} rows)"),
                                 move |ctx| unbounded_scan(ctx, n.clone(), tool, stats),
                             )
+                            .needs([tool])
                             .phase(Phase::Serial)
                             .at(budgets.clone()),
                         );
@@ -71,6 +72,7 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
                         format!("unfiltered db_query on {name} (~{rows} rows)"),
                         move |ctx| unbounded_scan(ctx, n.clone(), QUERY, false),
                     )
+                    .needs([QUERY])
                     .phase(Phase::Serial)
                     .at(budgets.clone()),
                 );
@@ -115,7 +117,7 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
         .policy
         .models
         .values()
-        .filter(|m| m.tools.contains(AGGREGATE) && input.tools.contains(AGGREGATE))
+        .filter(|m| m.tools.contains(AGGREGATE))
         .max_by_key(|m| input.truth.estimated_rows(m));
     if let Some(m) = timed {
         let n = m.name.clone();
@@ -138,18 +140,16 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
         .values()
         .find(|m| m.tenant_column.is_some() && m.tools.contains(GET))
     {
-        if input.tools.contains(GET) {
-            let n = m.name.clone();
-            out.push(
-                Probe::new(
-                    ProbeCode::Quota,
-                    "per-tenant calls_per_hour on a fresh instance",
-                    move |ctx| quota(ctx, n.clone()),
-                )
-                .phase(Phase::Serial)
-                .at("quotas"),
-            );
-        }
+        let n = m.name.clone();
+        out.push(
+            Probe::new(
+                ProbeCode::Quota,
+                "per-tenant calls_per_hour on a fresh instance",
+                move |ctx| quota(ctx, n.clone()),
+            )
+            .phase(Phase::Serial)
+            .at("quotas"),
+        );
     }
     out
 }

@@ -42,7 +42,7 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
         };
         let name = m.name.clone();
         let path = format!("models.{name}");
-        if m.tools.contains(GET) && input.tools.contains(GET) {
+        if m.tools.contains(GET) {
             let n = name.clone();
             out.push(
                 Probe::new(
@@ -54,7 +54,7 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
                 .at(path.clone()),
             );
         }
-        if m.tools.contains(QUERY) && input.tools.contains(QUERY) {
+        if m.tools.contains(QUERY) {
             for op in ["eq", "in", "ne"] {
                 let (n, t) = (name.clone(), tc.clone());
                 let what = match op {
@@ -155,7 +155,7 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
                 );
             }
         }
-        if m.tools.contains(AGGREGATE) && input.tools.contains(AGGREGATE) {
+        if m.tools.contains(AGGREGATE) {
             for variant in ["count", "group_by", "forged"] {
                 let n = name.clone();
                 let title = match variant {
@@ -179,7 +179,7 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
             }
         }
         for tool in [CREATE, UPDATE] {
-            if !(m.tools.contains(tool) && input.tools.contains(tool)) {
+            if !m.tools.contains(tool) {
                 continue;
             }
             let n = name.clone();
@@ -195,12 +195,13 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
                 Probe::new(ProbeCode::WriteForgedTenant, title, move |ctx| {
                     write_forged_tenant(ctx, n.clone(), tool)
                 })
+                .needs([tool])
                 .phase(Phase::Serial)
                 .at(format!("{path}.writable_fields")),
             );
         }
         for tool in [UPDATE, DELETE] {
-            if m.tools.contains(tool) && input.tools.contains(tool) {
+            if m.tools.contains(tool) {
                 if tool == UPDATE && writable_column(m).is_none() {
                     continue;
                 }
@@ -211,6 +212,7 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
                         format!("{tool} on {name} of {}'s row", input.tenant_b),
                         move |ctx| write_foreign_row(ctx, n.clone(), tool),
                     )
+                    .needs([tool])
                     .killed_by(write_row_controls(input, m, tool))
                     .phase(Phase::Serial)
                     .at(path.clone()),
@@ -229,7 +231,7 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
                 continue;
             }
             for tool in [CREATE, UPDATE] {
-                if !(m.tools.contains(tool) && input.tools.contains(tool)) {
+                if !m.tools.contains(tool) {
                     continue;
                 }
                 let (n, fk, t) = (name.clone(), rel.foreign_key.clone(), target.name.clone());
@@ -244,6 +246,7 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
                             write_foreign_reference(ctx, n.clone(), fk.clone(), t.clone(), tool)
                         },
                     )
+                    .needs([tool])
                     .phase(Phase::Serial)
                     .at(format!("{path}.relations.{}", rel.name)),
                 );
@@ -304,32 +307,6 @@ pub(crate) fn writable_column(m: &ModelPolicy) -> Option<String> {
                 && m.column(c).is_some()
         })
         .cloned()
-}
-
-/// `Err(not_verified)` when the response carried rows ground truth cannot attribute to an
-/// owner (neither key nor tenant column shown): "none of them is another tenant's" would be a
-/// guess.
-fn unattributed(exposure: &Exposure, call: &CallOutcome, what: &str) -> Result<(), ProbeOutcome> {
-    let blind: Vec<String> = exposure
-        .rows_seen
-        .iter()
-        .filter(|(_, (seen, owned))| owned < seen)
-        .map(|(m, (seen, owned))| {
-            format!(
-                "{m}: {} of {seen} row(s) without a key or tenant",
-                seen - owned
-            )
-        })
-        .collect();
-    if blind.is_empty() {
-        return Ok(());
-    }
-    Err(ProbeOutcome::not_verified(format!(
-        "{what}: {} returned rows whose owner cannot be told (no key, no tenant column in them), \
-         so whether they are the caller's own was not shown",
-        call.describe()
-    ))
-    .facts(blind))
 }
 
 /// Whether a refusal is about the cost of a read (it says nothing about what the read may see).
@@ -483,7 +460,7 @@ async fn judge_read(
             exposed(ctx, &probe, exposure, what).fact(format!("control: {}", control.describe()))
         );
     }
-    unattributed(&exposure, &probe, what)?;
+    exposure.require_attributed(&probe, what)?;
     let control_rows = match &control.result {
         Ok(v) => rows_of(v).len(),
         Err(_) => 0,

@@ -54,7 +54,7 @@ enum Slot {
 }
 
 /// Lower-case words of a name: `get_order`, `orderId` → `get`, `order` / `order`, `id`.
-fn words(name: &str) -> Vec<String> {
+pub(crate) fn words(name: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     for ch in name.chars() {

@@ -11,6 +11,7 @@ pub mod cross_tenant;
 pub mod every_tool;
 pub mod hygiene;
 pub mod lint;
+pub mod malformed;
 pub mod pii;
 pub mod write;
 
@@ -82,7 +83,11 @@ pub fn plan(input: &PlanInput<'_>, families: &BTreeSet<Family>) -> ProbePlan {
                 p.extend(every_tool::probes(input));
                 p
             }
-            Family::Pii => pii::probes(input),
+            Family::Pii => {
+                let mut p = pii::probes(input);
+                p.extend(malformed::probes(input));
+                p
+            }
             Family::Budget => budget::probes(input),
             Family::Write => write::probes(input),
             Family::Approval => approval::probes(input),

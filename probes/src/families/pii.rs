@@ -57,22 +57,18 @@ fn sensitive(m: &ModelPolicy) -> Vec<String> {
 
 /// Every pii probe this policy and tool list call for.
 pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
-    let mut out = Vec::new();
-    if input.tools.contains(DESCRIBE) {
-        out.push(
-            Probe::new(
-                ProbeCode::DescribeSchema,
-                "db_describe_schema lists nothing denied",
-                describe_schema,
-            )
-            .at("models"),
-        );
-    }
+    // Every layer should describe its schema; one that offers no describe tool is told so.
+    let mut out = vec![Probe::new(
+        ProbeCode::DescribeSchema,
+        "db_describe_schema lists nothing denied",
+        describe_schema,
+    )
+    .at("models")];
     for m in input.policy.models.values() {
         let name = m.name.clone();
         let path = format!("models.{name}.fields");
         let hidden = sensitive(m);
-        if !hidden.is_empty() && m.tools.contains(GET) && input.tools.contains(GET) {
+        if !hidden.is_empty() && m.tools.contains(GET) {
             let n = name.clone();
             out.push(
                 Probe::new(
@@ -84,7 +80,7 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
                 .at(path.clone()),
             );
         }
-        if !hidden.is_empty() && m.tools.contains(QUERY) && input.tools.contains(QUERY) {
+        if !hidden.is_empty() && m.tools.contains(QUERY) {
             let n = name.clone();
             out.push(
                 Probe::new(
@@ -96,7 +92,7 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
                 .at(path.clone()),
             );
         }
-        if m.tools.contains(QUERY) && input.tools.contains(QUERY) {
+        if m.tools.contains(QUERY) {
             for rel in m.relations.values() {
                 let Some(t) = input.policy.model(&rel.target) else {
                     continue;
@@ -165,7 +161,7 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
                         .at(field_path.clone()),
                     );
                 }
-                if m.tools.contains(AGGREGATE) && input.tools.contains(AGGREGATE) {
+                if m.tools.contains(AGGREGATE) {
                     for variant in ["min_max", "group_by"] {
                         let (n, c) = (name.clone(), col.clone());
                         let title = if variant == "min_max" {
@@ -197,16 +193,14 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
                         format!("db_query on {name} with a malformed {} value", col.name),
                         move |ctx| error_leak_read(ctx, n.clone(), c.clone()),
                     )
+                    .needs([QUERY])
                     .at(format!("models.{name}")),
                 );
             }
         }
         // A write whose every column needs an approval stops at the approval gate before any
         // value reaches the database.
-        if m.tools.contains(UPDATE)
-            && input.tools.contains(UPDATE)
-            && super::write::free_column(input.policy, m).is_some()
-        {
+        if m.tools.contains(UPDATE) && super::write::free_column(input.policy, m).is_some() {
             let n = name.clone();
             out.push(
                 Probe::new(
@@ -214,6 +208,7 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
                     format!("db_update on {name} violating a constraint"),
                     move |ctx| error_leak_write(ctx, n.clone()),
                 )
+                .needs([UPDATE])
                 .phase(Phase::Serial)
                 .at(format!("models.{name}.writable_fields")),
             );

@@ -63,7 +63,7 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
     let mut dry_model = None;
     for m in input.policy.models.values() {
         let name = m.name.clone();
-        let has = |t: &str| m.tools.contains(t) && input.tools.contains(t);
+        let has = |t: &str| m.tools.contains(t);
         let free = free_column(input.policy, m);
         for tool in calls::WRITE_TOOLS {
             let any_writable = super::cross_tenant::writable_column(m).is_some();
@@ -77,6 +77,7 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
                     format!("{tool} on {name} without a reason"),
                     move |ctx| reason_required(ctx, n.clone(), tool),
                 )
+                .needs([tool])
                 .phase(Phase::Serial)
                 .at(format!("models.{name}.require_reason")),
             );
@@ -102,6 +103,7 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
                         ),
                         move |ctx| writable_fields(ctx, n.clone(), c.clone(), tool),
                     )
+                    .needs([tool])
                     .phase(Phase::Serial)
                     .at(format!("models.{name}.writable_fields")),
                 );

@@ -5,9 +5,15 @@ An independent stand-in for a home-grown MCP server, written for preflight's tes
 environment (LAYER_TENANT) -- except `list_tickets`, which trusts the `tenant_id` argument it is
 given. That is its deliberate flaw: preflight's every-tool probe must catch it and pass the rest.
 
-Environment: DATABASE_URL (the login the profile names), LAYER_TENANT.
+More flaws are switched on with LAYER_FLAW (or `--flaw NAME`):
+  leak_errors  a database error is answered with psycopg's raw text, DETAIL and the SQL that ran
+  strip_ids    list_tickets answers with each ticket's status and date only: no id, no tenant,
+               no text, so nothing in its reply says whose rows they are
+
+Environment: DATABASE_URL (the login the profile names), LAYER_TENANT, LAYER_FLAW.
 """
 
+import argparse
 import functools
 import os
 
@@ -15,6 +21,9 @@ import psycopg
 from mcp.server.fastmcp import FastMCP
 
 mcp = FastMCP("domain-test-layer")
+
+FLAWS = ("none", "leak_errors", "strip_ids")
+flaw = "none"
 
 
 def tenant():
@@ -24,11 +33,21 @@ def tenant():
     return t
 
 
+class LeakedError(Exception):
+    """A database error with the SQL it came from (what the leak_errors flaw hands out)."""
+
+
 def query(sql, params, scope):
     with psycopg.connect(os.environ["DATABASE_URL"]) as conn:
         conn.execute("SELECT set_config('app.tenant_id', %s, true)", (scope,))
         with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
-            cur.execute(sql, params)
+            try:
+                cur.execute(sql, params)
+            except psycopg.Error as e:
+                if flaw != "leak_errors":
+                    raise
+                detail = getattr(getattr(e, "diag", None), "message_detail", None) or ""
+                raise LeakedError(f"{type(e).__name__}: {e}\nDETAIL: {detail}\nwhile running: {sql}") from e
             return cur.fetchall()
 
 
@@ -41,6 +60,8 @@ def guarded(fn):
     def run(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except LeakedError as e:
+            return {"error": str(e)}
         except (LookupError, psycopg.Error, ValueError, TypeError):
             return {"error": "not available"}
 
@@ -85,8 +106,14 @@ def list_tickets(tenant_id: str, status: str | None = None) -> dict:
     if status:
         sql += " AND status = %s"
         params.append(status)
-    return {"tickets": [plain(r) for r in query(sql + " ORDER BY id LIMIT 20", params, tenant_id)]}
+    rows = [plain(r) for r in query(sql + " ORDER BY id LIMIT 20", params, tenant_id)]
+    if flaw == "strip_ids":
+        rows = [{"status": r["status"], "created_at": r["created_at"]} for r in rows]
+    return {"tickets": rows}
 
 
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--flaw", default=os.environ.get("LAYER_FLAW", "none"), choices=FLAWS)
+    flaw = parser.parse_args().flaw
     mcp.run()
