@@ -6,4 +6,5 @@ mod bench_audit;
 mod db;
 mod policy;
 mod probe_cli;
+mod serve_cli;
 mod targets_cli;
