@@ -46,6 +46,8 @@ enum Command {
     Approvals(cmd::approvals::ApprovalsCommand),
     /// The quarterly review, computed from the audit log.
     Review(cmd::review::ReviewArgs),
+    /// Serve the built-in layer over MCP (stdio, or streamable HTTP with bearer JWTs).
+    Serve(cmd::serve::ServeArgs),
     /// Measure the gateway against raw queries.
     #[command(subcommand)]
     Bench(cmd::bench::BenchCommand),
@@ -74,6 +76,7 @@ fn main() -> ExitCode {
             Command::Approvals(c) => cmd::approvals::run(c).await,
             Command::Review(args) => cmd::review::run(args).await,
             Command::Bench(c) => cmd::bench::run(c).await,
+            Command::Serve(args) => cmd::serve::run(args).await,
         }
     });
     if let Err(e) = &result {

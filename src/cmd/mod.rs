@@ -10,4 +10,5 @@ pub mod db_args;
 pub mod policy;
 pub mod probe;
 pub mod review;
+pub mod serve;
 pub mod target_args;

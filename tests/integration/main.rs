@@ -6,5 +6,6 @@ mod bench_audit;
 mod db;
 mod policy;
 mod probe_cli;
+mod serve_cli;
 mod targets_cli;
 mod targets_jwt;

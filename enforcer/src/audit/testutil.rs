@@ -98,6 +98,7 @@ pub fn tiny_policy() -> Policy {
         },
         spans: BTreeMap::new(),
         deployment: Default::default(),
+        rate_limits: None,
         field_rules: FieldRules {
             default_action: FieldAction::Deny,
             global: Default::default(),

@@ -153,6 +153,7 @@ pub(crate) struct Decl {
     pub budget_store: Option<BudgetStoreConfig>,
     pub audit: Option<AuditDecl>,
     pub deployment_instances: Option<u32>,
+    pub rate_limits: Option<super::rate_limits::RateLimits>,
     /// Dotted key path → position, for everything lint and SARIF may cite.
     pub spans: BTreeMap<String, Span>,
 }
@@ -205,6 +206,7 @@ const TOP_FILE: &[&str] = &[
     "budget_store",
     "audit",
     "deployment",
+    "rate_limits",
 ];
 const TOP_PRESET: &[&str] = &["defaults", "writes", "approvals", "quotas", "budget_store"];
 
@@ -328,6 +330,7 @@ pub(crate) fn walk(d: &mut Diag, root: &Node, mode: Mode) -> Decl {
                     }
                 }
             }
+            "rate_limits" => decl.rate_limits = super::rate_limits::walk(w.d, value, &path),
             // version, name, extends were read above; unknown keys were reported by check_keys.
             _ => {}
         }

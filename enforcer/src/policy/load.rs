@@ -452,6 +452,7 @@ fn build(
         deployment: Deployment {
             instances: file.deployment_instances,
         },
+        rate_limits: file.rate_limits.clone(),
         field_rules: FieldRules {
             default_action,
             global: global_set,

@@ -8,6 +8,7 @@ mod hash;
 mod lint;
 mod load;
 mod model;
+mod rate_limits;
 mod yaml;
 
 pub use cases::{
@@ -28,4 +29,5 @@ pub use lint::{
 };
 pub use load::{load, load_str, resolve_field, DEFAULT_TENANT_SETTING, DEV_PRESET, PROD_PRESET};
 pub use model::*;
+pub use rate_limits::{RateLimit, RateLimits};
 pub use yaml::{PolicyError, PolicyErrors};

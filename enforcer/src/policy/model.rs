@@ -291,6 +291,10 @@ pub struct Policy {
     pub audit: AuditPolicy,
     #[serde(default)]
     pub deployment: Deployment,
+    /// Request rates a served layer enforces before the tools (`rate_limits:`); absent from the
+    /// hash when the policy has none, so older policies keep their hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limits: Option<super::rate_limits::RateLimits>,
     #[serde(default)]
     pub field_rules: FieldRules,
     /// Where each top-level and model key sits in the file (`models.customers.fields.email`), so

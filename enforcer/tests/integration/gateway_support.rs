@@ -303,6 +303,7 @@ pub async fn shop_policy(owner: &PgPool) -> Policy {
             span: Span::default(),
         },
         deployment: Default::default(),
+        rate_limits: None,
         field_rules: Default::default(),
         spans: BTreeMap::new(),
         hash: "test-policy-hash-0001".to_string(),

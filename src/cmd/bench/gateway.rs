@@ -485,6 +485,7 @@ async fn bench_policy(owner: &PgPool) -> Result<Policy, CliError> {
         },
         spans: BTreeMap::new(),
         deployment: Default::default(),
+        rate_limits: None,
         field_rules: preflight_enforcer::policy::FieldRules {
             default_action: preflight_enforcer::policy::FieldAction::Deny,
             global: Default::default(),
