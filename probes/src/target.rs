@@ -36,6 +36,11 @@ pub trait GatewayFactory: Send + Sync {
     /// The target's name for reports (`builtin`).
     fn name(&self) -> String;
 
+    /// Whether an instance runs the `policy` it is given. A layer preflight did not write runs
+    /// its own configuration, so a probe that needs a changed policy (a tighter budget, a
+    /// one-second approval SLA) cannot test it there and must say so.
+    fn applies_policy(&self) -> bool;
+
     async fn instance(
         &self,
         policy: Arc<Policy>,
@@ -280,6 +285,10 @@ impl GatewayFactory for RemoteTarget {
         RemoteTarget::name(self)
     }
 
+    fn applies_policy(&self) -> bool {
+        false
+    }
+
     /// A new connection (a new process for a stdio layer). The layer runs its own policy;
     /// `policy` is what probes judge it by. A layer that cannot be reached becomes an
     /// [`UnreachableGateway`]: every probe on it is an `error` with the fault as evidence.
@@ -408,6 +417,10 @@ impl BuiltinTarget {
 impl GatewayFactory for BuiltinTarget {
     fn name(&self) -> String {
         "builtin".to_string()
+    }
+
+    fn applies_policy(&self) -> bool {
+        true
     }
 
     async fn instance(

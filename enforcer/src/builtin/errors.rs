@@ -152,6 +152,23 @@ fn by_sqlstate(code: &str, constraint: Option<&str>, cx: &ErrorContext<'_>) -> T
     }
 }
 
+/// The answer of [`Fault::MalformedInputTraceback`]: the validator's violations as an unhandled
+/// exception would carry them, with a backtrace. Only a positive control ever builds this.
+pub(crate) fn traceback_of(tool: &str, violations: &[super::validate::Violation]) -> ToolError {
+    let report: Vec<String> = violations.iter().map(|v| v.render()).collect();
+    ToolError::new(
+        ErrorCode::ValidationError,
+        format!(
+            "thread 'gateway' panicked at enforcer/src/builtin/validate.rs:124:9:\n\
+             invalid arguments for {tool}: {}\n\
+             stack backtrace:\n   0: preflight_enforcer::builtin::validate::check\n   \
+             1: preflight_enforcer::builtin::BuiltinGateway::call",
+            report.join("; ")
+        ),
+        "",
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,21 +238,4 @@ mod tests {
         assert_eq!(e.code, ErrorCode::Internal);
         assert!(!e.message.contains("boom"));
     }
-}
-
-/// The answer of [`Fault::MalformedInputTraceback`]: the validator's violations as an unhandled
-/// exception would carry them, with a backtrace. Only a positive control ever builds this.
-pub(crate) fn traceback_of(tool: &str, violations: &[super::validate::Violation]) -> ToolError {
-    let report: Vec<String> = violations.iter().map(|v| v.render()).collect();
-    ToolError::new(
-        ErrorCode::ValidationError,
-        format!(
-            "thread 'gateway' panicked at enforcer/src/builtin/validate.rs:124:9:\n\
-             invalid arguments for {tool}: {}\n\
-             stack backtrace:\n   0: preflight_enforcer::builtin::validate::check\n   \
-             1: preflight_enforcer::builtin::BuiltinGateway::call",
-            report.join("; ")
-        ),
-        "",
-    )
 }

@@ -282,6 +282,12 @@ async fn stage_body(
                 "this target cannot start an instance with a short approval SLA",
             ));
         };
+        if !factory.applies_policy() {
+            return Err(ProbeOutcome::not_verified(
+                "this target runs its own configuration, so preflight cannot start it with a \
+                 one-second approval SLA",
+            ));
+        }
         let mut policy = (*ctx.policy).clone();
         for r in policy.approvals.iter_mut().filter(|r| r.name == rule.name) {
             r.sla_seconds = 1;

@@ -512,6 +512,11 @@ async fn statement_timeout(ctx: Arc<ProbeCtx>, model: String) -> ProbeResult {
             "this target cannot start an instance with a tighter policy",
         ));
     };
+    if !factory.applies_policy() {
+        return Err(ProbeOutcome::not_verified(
+            "this target runs its own configuration, so preflight cannot start it with a tighter statement_timeout",
+        ));
+    }
     let backstop = match &ctx.agent_role {
         Some(role) => role_timeout_ms(&role_settings(&ctx, role).await?),
         None => None,
@@ -699,6 +704,11 @@ async fn quota(ctx: Arc<ProbeCtx>, model: String) -> ProbeResult {
             "this target cannot start an instance with fresh quota counters",
         ));
     };
+    if !factory.applies_policy() {
+        return Err(ProbeOutcome::not_verified(
+            "this target runs its own configuration, so preflight cannot start it with a small calls_per_hour quota",
+        ));
+    }
     let keys = ctx.truth.keys(&m, &a.tenant, 1).await?;
     let Some(key) = keys.first().cloned() else {
         return Err(ProbeOutcome::not_verified(format!(
