@@ -4,7 +4,11 @@
 //!
 //! Known differences: `budget.quota` and `budget.statement_timeout` need a fresh instance with a
 //! changed policy, which a layer reached as a target cannot take (it runs its own policy file);
-//! over stdio they are `not_verified` with that reason, never a pass or a false fail.
+//! over stdio they are `not_verified` with that reason, never a pass or a false fail. And the
+//! served layer enforces the policy's real write rate (10 writes a minute to `customers`) across
+//! every probe, where the in-process layer under test has it lifted and tests it on fresh
+//! instances: a write probe refused by that limit is `not_verified` ("not isolated"), allowed for a
+//! few write probes and never a pass or a fail.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -15,7 +19,8 @@ use serde_json::Value;
 const BIN: &str = env!("CARGO_BIN_EXE_preflight");
 const FAMILIES: &str = "cross_tenant,pii,write,budget";
 
-fn verdicts(out: &Path) -> BTreeMap<(String, String), String> {
+/// (code, title) → (verdict, message) of every finding.
+fn verdicts(out: &Path) -> BTreeMap<(String, String), (String, String)> {
     let text = std::fs::read_to_string(out.join("report.json")).expect("report.json");
     let report: Value = serde_json::from_str(&text).expect("JSON");
     report["findings"]
@@ -28,7 +33,10 @@ fn verdicts(out: &Path) -> BTreeMap<(String, String), String> {
                     f["code"].as_str().unwrap_or_default().to_string(),
                     f["title"].as_str().unwrap_or_default().to_string(),
                 ),
-                f["verdict"].as_str().unwrap_or_default().to_string(),
+                (
+                    f["verdict"].as_str().unwrap_or_default().to_string(),
+                    f["message"].as_str().unwrap_or_default().to_string(),
+                ),
             )
         })
         .collect()
@@ -90,16 +98,31 @@ fn serve_over_stdio_gives_the_builtin_verdicts() {
         "the same probes"
     );
     let mut differ = Vec::new();
-    for (k, bv) in &b {
-        let sv = &s[k];
+    let mut rate_limited = 0;
+    for (k, (bv, _)) in &b {
+        let (sv, message) = &s[k];
         if k.0 == "budget.quota" || k.0 == "budget.statement_timeout" {
             assert_eq!(bv, "pass", "{k:?}");
             assert_eq!(sv, "not_verified", "{k:?}");
+            assert!(message.contains("runs its own configuration"), "{k:?}: {message}");
+            continue;
+        }
+        if k.0.starts_with("write.")
+            && bv == "pass"
+            && sv == "not_verified"
+            && message.contains("write_rate_exceeded")
+            && message.contains("not isolated")
+        {
+            rate_limited += 1;
             continue;
         }
         if bv != sv {
-            differ.push(format!("{k:?}: builtin {bv}, stdio {sv}"));
+            differ.push(format!("{k:?}: builtin {bv}, stdio {sv} ({message})"));
         }
     }
+    assert!(
+        rate_limited <= 5,
+        "{rate_limited} write probes were not isolated from the served layer's write rate"
+    );
     assert!(differ.is_empty(), "verdicts differ:\n{}", differ.join("\n"));
 }
