@@ -5,5 +5,6 @@ mod audit_cli;
 mod bench_audit;
 mod db;
 mod policy;
+mod policy_diff;
 mod probe_cli;
 mod targets_cli;
