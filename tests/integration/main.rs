@@ -7,4 +7,5 @@ mod db;
 mod policy;
 mod policy_diff;
 mod probe_cli;
+mod review_cli;
 mod targets_cli;
