@@ -113,6 +113,7 @@ pub struct Accumulator {
     /// Sum and count of the spacings between consecutive records.
     spacing: (i64, i64),
     gaps: Vec<(i64, i64)>,
+    first_at: Option<i64>,
     last_at: Option<i64>,
     hashes: Vec<(String, i64, i64, u64)>,
     /// The policies the denied field is read against, by hash.
@@ -143,6 +144,7 @@ impl Accumulator {
             day_writes: HashMap::new(),
             spacing: (0, 0),
             gaps: Vec::new(),
+            first_at: None,
             last_at: None,
             hashes: Vec::new(),
             field_policies: known.iter().map(|p| (p.hash.clone(), p.clone())).collect(),
@@ -170,6 +172,7 @@ impl Accumulator {
             }
         }
         self.last_at = Some(at);
+        self.first_at.get_or_insert(at);
         match self.hashes.iter_mut().find(|h| h.0 == r.policy_hash) {
             Some(h) => {
                 h.2 = at;
@@ -504,11 +507,17 @@ impl Accumulator {
     }
 
     /// Hourly counts above a baseline: the larger of `floor`, four times the median hour and
-    /// the median plus ten median absolute deviations, over every hour of the window.
+    /// the median plus ten median absolute deviations. The baseline spans the hours the log has
+    /// records for, not the whole window: a log younger than the window would otherwise have a
+    /// baseline of empty hours.
     fn spikes(&self, counts: &HashMap<i64, u64>, floor: u64, what: &str) -> (String, Vec<Fired>) {
-        let hours =
-            (self.to_us.div_euclid(HOUR_US) - self.from_us.div_euclid(HOUR_US) + 1).max(1) as usize;
-        let mut all: Vec<u64> = (0..hours as i64)
+        let hour_of = |t: Option<i64>| {
+            t.map_or(0, |t| {
+                t.div_euclid(HOUR_US) - self.from_us.div_euclid(HOUR_US)
+            })
+        };
+        let (first, last) = (hour_of(self.first_at), hour_of(self.last_at));
+        let mut all: Vec<u64> = (first..=last)
             .map(|h| counts.get(&h).copied().unwrap_or(0))
             .collect();
         let median = median_u64(&mut all.clone());
