@@ -10,7 +10,8 @@
 //!
 //! What is planted, and written to `planted.json` from what the layer actually answered:
 //! - the top denial: filters on `customers.ssn` (denied), 80% of them by one principal;
-//! - a spread denial: reads of `order_items` (no tools), across every principal;
+//! - a spread denial: reads of `staff_salaries` (a model the policy does not have), across
+//!   every principal;
 //! - one slow tool: `db_describe_schema`, slowed by a call hook that really sleeps 30–90 ms;
 //! - writes with good reasons and with bad ones (a placeholder, too short, one text reused
 //!   across many writes, not naming the entity or action);
@@ -426,18 +427,21 @@ fn call_of(e: &Event, ids: &Ids) -> (&'static str, Value) {
             Bad::Reused => REUSED_REASON.to_string(),
             Bad::Unnamed => UNNAMED[(p as usize) % UNNAMED.len()].to_string(),
         }),
+        // A model the policy does not have: denied whatever the data.
         Kind::DenyModel => (
             "db_query",
-            json!({"model": "order_items", "select": ["id", "quantity"], "limit": 10}),
+            json!({"model": "staff_salaries", "select": ["id"], "limit": 10}),
         ),
         Kind::DenyField => (
             "db_query",
             json!({"model": "customers", "select": ["id", "name"],
                    "where": [{"field": "ssn", "op": "eq", "value": "123-45-6789"}], "limit": 5}),
         ),
+        // A relation the policy does not declare: denied whatever the data.
         Kind::SpikeDeny => (
             "db_query",
-            json!({"model": "orders", "select": ["id"], "include": ["items"], "limit": 5}),
+            json!({"model": "orders", "select": ["id"], "include": ["shipments"],
+                   "where": day_filter(p % 1800, 1), "limit": 5}),
         ),
     }
 }

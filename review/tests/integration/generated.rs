@@ -50,8 +50,9 @@ fn check_plants(r: &Review, p: &Planted, before: &Policy, after: &Policy) {
         .qrt2_denials
         .top
         .iter()
-        .find(|g| g.model == "order_items")
-        .expect("the order_items denials are listed");
+        .find(|g| g.model == "staff_salaries")
+        .expect("the staff_salaries denials are listed");
+    assert_eq!(spread.code, "model_not_allowed");
     assert_eq!(spread.pattern, "spread", "{spread:?}");
 
     // QRT-3: exactly the slow tool is flagged.
@@ -85,6 +86,12 @@ fn check_plants(r: &Review, p: &Planted, before: &Policy, after: &Policy) {
     // OPS-8: each planted window fired once, at its hour; nothing else fired.
     let alerts: BTreeMap<&str, &preflight_review::model::Alert> =
         s.ops8_alerts.iter().map(|a| (a.name.as_str(), a)).collect();
+    assert_eq!(
+        p.outcomes.get("deny:relation_not_allowed").copied(),
+        Some(p.denial_spike_count),
+        "{:?}",
+        p.outcomes
+    );
     let spike = &alerts["denial spike"].fired;
     assert_eq!(spike.len(), 1, "{spike:?}");
     assert_eq!(spike[0].from, p.denial_spike_hour);
