@@ -527,24 +527,39 @@ impl Accumulator {
         let condition = format!(
             "more than {threshold} {what} in an hour (baseline: median {median} an hour; threshold = max({floor}, 4 × median, median + 10 × MAD))"
         );
-        let mut fired: Vec<Fired> = Vec::new();
-        let mut hs: Vec<(&i64, &u64)> = counts.iter().filter(|(_, c)| **c > threshold).collect();
+        let mut hs: Vec<(i64, u64)> = counts
+            .iter()
+            .filter(|(_, c)| **c > threshold)
+            .map(|(h, c)| (*h, *c))
+            .collect();
         hs.sort();
-        let mut last: Option<i64> = None;
+        // Consecutive hours merge into one window: (first hour, last hour, total, peak).
+        let mut windows: Vec<(i64, i64, u64, u64)> = Vec::new();
         for (h, c) in hs {
-            match (last, fired.last_mut()) {
-                (Some(l), Some(f)) if *h == l + 1 => {
-                    f.to = time_text(self.hour_start(*h + 1));
-                    f.value.push_str(&format!(", {c}"));
+            match windows.last_mut() {
+                Some(w) if h == w.1 + 1 => {
+                    w.1 = h;
+                    w.2 += c;
+                    w.3 = w.3.max(c);
                 }
-                _ => fired.push(Fired {
-                    from: time_text(self.hour_start(*h)),
-                    to: time_text(self.hour_start(*h + 1)),
-                    value: format!("{what} per hour: {c}"),
-                }),
+                _ => windows.push((h, h, c, c)),
             }
-            last = Some(*h);
         }
+        let fired = windows
+            .into_iter()
+            .map(|(a, b, total, peak)| Fired {
+                from: time_text(self.hour_start(a)),
+                to: time_text(self.hour_start(b + 1)),
+                value: if a == b {
+                    format!("{total} {what} in the hour")
+                } else {
+                    format!(
+                        "{total} {what} over {} hours, at most {peak} in one",
+                        b - a + 1
+                    )
+                },
+            })
+            .collect();
         all.clear();
         (condition, fired)
     }
