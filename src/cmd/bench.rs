@@ -1,6 +1,7 @@
 //! `preflight bench`: benchmarks that print figures (never timed tests).
 
 mod audit;
+mod audit_log;
 mod gateway;
 mod harness;
 
@@ -14,6 +15,9 @@ pub enum BenchCommand {
     Gateway(gateway::GatewayBenchArgs),
     /// Audit append throughput (Postgres, JSONL) and verify speed.
     Audit(audit::AuditBenchArgs),
+    /// A realistic 90-day audit log through the real layer, with known plants, for `preflight
+    /// review` (docs/review.md).
+    AuditLog(audit_log::AuditLogBenchArgs),
     /// Harness overhead per step with the scripted model.
     Harness(harness::HarnessBenchArgs),
 }
@@ -22,6 +26,7 @@ pub async fn run(command: BenchCommand) -> CmdResult {
     match command {
         BenchCommand::Gateway(a) => gateway::run(a).await,
         BenchCommand::Audit(a) => audit::run(a).await,
+        BenchCommand::AuditLog(a) => audit_log::run(a).await,
         BenchCommand::Harness(a) => harness::run(a).await,
     }
 }

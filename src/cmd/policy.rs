@@ -1,8 +1,9 @@
-//! `preflight policy hash | lint | test`: the policy file's stable hash, its lint against the
-//! checklist, and its regression cases.
+//! `preflight policy hash | lint | test | diff`: the policy file's stable hash, its lint against
+//! the checklist, its regression cases, and the capabilities one version gains over another.
 //!
 //! Exit codes: 2 when the policy (or cases) file is malformed, 1 when lint reports an error (or a
-//! warning with `--strict`) or a case does not pass, 3 when the database cannot be reached.
+//! warning with `--strict`), a case does not pass, or a diff widens capabilities, 3 when the
+//! database cannot be reached.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -26,6 +27,30 @@ pub enum PolicyCommand {
     Lint(LintArgs),
     /// Run a regression-cases file against the built-in enforcement layer with this policy.
     Test(TestArgs),
+    /// What the agent can see and do under NEW that it could not under OLD, and the reverse, in
+    /// words. Exit 1 when capabilities widen (ask for a security review), 0 when they only
+    /// narrow or nothing changed. Needs no database.
+    Diff(DiffArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DiffFormat {
+    /// Markdown for a pull-request comment.
+    Markdown,
+    /// One JSON document.
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    /// The old policy: a file, or a git revision of one (`main:policy.yaml`, read with `git show`).
+    #[arg(value_name = "OLD")]
+    pub old: String,
+    /// The new policy: a file, or a git revision of one.
+    #[arg(value_name = "NEW")]
+    pub new: String,
+    #[arg(long, value_enum, default_value_t = DiffFormat::Markdown)]
+    pub format: DiffFormat,
 }
 
 #[derive(Args, Debug)]
@@ -105,6 +130,7 @@ pub async fn run(command: PolicyCommand) -> CmdResult {
         PolicyCommand::Hash(args) => hash(args),
         PolicyCommand::Lint(args) => lint(args).await,
         PolicyCommand::Test(args) => test(args).await,
+        PolicyCommand::Diff(args) => diff(args),
     }
 }
 
@@ -128,6 +154,65 @@ fn load(file: &std::path::Path, catalog: Option<&Catalog>) -> Result<Policy, Cli
             if n == 1 { "" } else { "s" },
         ))
     })
+}
+
+/// The text of `spec` and the name it is reported under: a file when one exists at that path,
+/// else `REV:PATH` through `git show`.
+fn spec_text(spec: &str) -> Result<(String, String), CliError> {
+    let path = std::path::Path::new(spec);
+    match spec.split_once(':') {
+        Some((rev, file)) if !path.exists() && !rev.is_empty() && !file.is_empty() => {
+            let out = std::process::Command::new("git")
+                .args(["show", spec])
+                .output()
+                .map_err(|e| CliError::config(format!("{spec}: cannot run git show: {e}")))?;
+            if !out.status.success() {
+                return Err(CliError::config(format!(
+                    "{spec}: git show failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+            let text = String::from_utf8(out.stdout)
+                .map_err(|_| CliError::config(format!("{spec}: the file is not UTF-8")))?;
+            Ok((text, spec.to_string()))
+        }
+        _ => std::fs::read_to_string(path)
+            .map(|t| (t, spec.to_string()))
+            .map_err(|e| CliError::config(format!("{spec}: cannot read the policy file: {e}"))),
+    }
+}
+
+/// Loads `spec` (a file or `REV:PATH`), against `catalog` when given; every problem is a
+/// usage error (exit 2) with its file:line:col.
+pub(crate) fn load_spec_with(spec: &str, catalog: Option<&Catalog>) -> Result<Policy, CliError> {
+    let (text, shown) = spec_text(spec)?;
+    policy::load_str(&text, &shown, catalog).map_err(|e| {
+        let n = e.len();
+        CliError::config(format!(
+            "the policy file is not valid ({} problem{}):\n{e}",
+            n,
+            if n == 1 { "" } else { "s" },
+        ))
+    })
+}
+
+pub(crate) fn load_spec(spec: &str) -> Result<Policy, CliError> {
+    load_spec_with(spec, None)
+}
+
+fn diff(args: DiffArgs) -> CmdResult {
+    let old = load_spec(&args.old)?;
+    let new = load_spec(&args.new)?;
+    let d = policy::diff(&old, &new);
+    let text = match args.format {
+        DiffFormat::Markdown => d.to_markdown(),
+        DiffFormat::Json => format!(
+            "{}\n",
+            serde_json::to_string_pretty(&d.to_json()).unwrap_or_default()
+        ),
+    };
+    print(&text)?;
+    Ok(Outcome::from_all_passed(!d.widens()))
 }
 
 fn hash(args: HashArgs) -> CmdResult {
@@ -247,6 +332,36 @@ async fn lint(args: LintArgs) -> CmdResult {
     Ok(Outcome::from_all_passed(
         errors == 0 && (!args.strict || warnings == 0),
     ))
+}
+
+/// Runs `cases` against the built-in layer with the policy `policy_spec` on the database `db`
+/// (the review's QRT-5). Malformed inputs are usage errors (exit 2).
+pub(crate) async fn run_suite(
+    cases: &std::path::Path,
+    policy_spec: &str,
+    db: &DbArgs,
+) -> Result<policy::CaseReport, CliError> {
+    let cases = policy::load_cases(cases).map_err(|e| {
+        CliError::config(format!(
+            "the cases file is not valid ({} problem{}):\n{e}",
+            e.len(),
+            if e.len() == 1 { "" } else { "s" }
+        ))
+    })?;
+    load_spec(policy_spec)?;
+    let (db_choice, fixtures) = db.to_db()?;
+    let database = provision(&db_choice, &fixtures).await.map_err(db_error)?;
+    let pool = database.owner_pool().await.map_err(db_error)?;
+    let catalog = Catalog::read(&pool).await.map_err(catalog_error)?;
+    let p = Arc::new(load_spec_with(policy_spec, Some(&catalog))?);
+    let gateway =
+        BuiltinGateway::connect(p.clone(), database.agent_url(), BuiltinOptions::default())
+            .await
+            .map_err(|e| CliError::infra(format!("{e}: {}", source_text(&e))))?;
+    let report = policy::run_cases(&gateway, &cases).await;
+    drop(gateway);
+    drop(database);
+    Ok(report)
 }
 
 async fn test(args: TestArgs) -> CmdResult {

@@ -122,9 +122,15 @@ struct SyncState {
     last_sync: Instant,
 }
 
+/// Where a sink reads the time it stamps into `at`, in the canonical text form. The default is the
+/// system clock; the audit-log generator injects a simulated one so a 90-day history can be
+/// produced through the real layer in minutes, the chain hashed over the simulated times.
+pub type Clock = Arc<dyn Fn() -> String + Send + Sync>;
+
 struct Inner {
     path: PathBuf,
     actor: String,
+    clock: Option<Clock>,
     fsync: FsyncPolicy,
     state: Mutex<State>,
     sync: Mutex<SyncState>,
@@ -149,6 +155,18 @@ impl JsonlSink {
     /// Opens (or creates) the log at `path`, recovering the chain head from its last line.
     /// `actor` is recorded in every record, like the database's `session_user`.
     pub fn open(path: &Path, actor: &str, fsync: FsyncPolicy) -> Result<Self, JsonlError> {
+        Self::open_with_clock(path, actor, fsync, None)
+    }
+
+    /// As [`open`](Self::open), stamping records with `clock` instead of the system clock. The
+    /// clock is read under the sink's lock, so a clock that never goes back keeps `at` in chain
+    /// order.
+    pub fn open_with_clock(
+        path: &Path,
+        actor: &str,
+        fsync: FsyncPolicy,
+        clock: Option<Clock>,
+    ) -> Result<Self, JsonlError> {
         let shown = path.display().to_string();
         let open_err = |source| JsonlError::Open {
             path: shown.clone(),
@@ -175,6 +193,7 @@ impl JsonlSink {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
                 actor: actor.to_string(),
+                clock,
                 fsync,
                 state: Mutex::new(State {
                     file,
@@ -227,7 +246,7 @@ impl JsonlSink {
         let sealed = ChainedRecord::seal(
             &record,
             st.count + 1,
-            now_text(),
+            inner.clock.as_ref().map_or_else(now_text, |c| c()),
             inner.actor.clone(),
             st.head.clone(),
         );

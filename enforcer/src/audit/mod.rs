@@ -28,7 +28,7 @@ pub mod views;
 mod workers;
 
 pub use canonical::{arguments_sha256, canonical_json, ChainedRecord};
-pub use jsonl::{FsyncPolicy, JsonlSink};
+pub use jsonl::{Clock, FsyncPolicy, JsonlSink};
 pub use postgres::PostgresSink;
 pub use record::*;
 pub use sanitize::{sanitize_arguments, sanitize_arguments_by_key_only, sanitize_text};

@@ -4,6 +4,7 @@
 mod cases;
 mod catalog;
 mod decl;
+mod diff;
 mod hash;
 mod lint;
 mod load;
@@ -22,6 +23,7 @@ pub use catalog::{
 pub use decl::{
     FIELD_WRITE_TOOLS, JOIN_DEPTH_HARD_LIMIT, MAX_ROWS_KEYS, MODEL_TOOLS, READ_TOOLS, WRITE_TOOLS,
 };
+pub use diff::{diff, thousands, Change, Direction, PolicyDiff, Side};
 pub use hash::{canonical_json, policy_hash};
 pub use lint::{
     lint, render_table, render_text, to_json as lint_json, LintFinding, LintRule, Severity,
