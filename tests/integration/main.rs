@@ -7,7 +7,7 @@ mod db;
 mod policy;
 mod policy_diff;
 mod probe_cli;
-mod serve_cli;
 mod review_cli;
+mod serve_cli;
 mod targets_cli;
 mod targets_jwt;

@@ -104,7 +104,10 @@ fn serve_over_stdio_gives_the_builtin_verdicts() {
         if k.0 == "budget.quota" || k.0 == "budget.statement_timeout" {
             assert_eq!(bv, "pass", "{k:?}");
             assert_eq!(sv, "not_verified", "{k:?}");
-            assert!(message.contains("runs its own configuration"), "{k:?}: {message}");
+            assert!(
+                message.contains("runs its own configuration"),
+                "{k:?}: {message}"
+            );
             continue;
         }
         if k.0.starts_with("write.")
