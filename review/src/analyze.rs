@@ -119,6 +119,8 @@ pub struct Accumulator {
     /// The policies the denied field is read against, by hash.
     field_policies: HashMap<String, Policy>,
     current: Option<Policy>,
+    /// Field actions resolved so far, by (policy hash, model, field).
+    actions: std::cell::RefCell<HashMap<(String, String, String), Option<FieldAction>>>,
 }
 
 impl Accumulator {
@@ -149,6 +151,7 @@ impl Accumulator {
             hashes: Vec::new(),
             field_policies: known.iter().map(|p| (p.hash.clone(), p.clone())).collect(),
             current: current.cloned(),
+            actions: Default::default(),
         }
     }
 
@@ -291,9 +294,14 @@ impl Accumulator {
             if code == "field_not_writable" {
                 return m.is_none_or(|m| !m.writable_fields.contains(f));
             }
-            let action = m
-                .and_then(|m| m.action(f))
-                .or_else(|| resolve_field(p, model, f).map(|(a, _)| a));
+            // Resolving by name compiles the policy's patterns: once per (policy, model, field),
+            // not once per denial.
+            let key = (p.hash.clone(), model.to_string(), f.to_string());
+            let mut cache = self.actions.borrow_mut();
+            let action = *cache.entry(key).or_insert_with(|| {
+                m.and_then(|m| m.action(f))
+                    .or_else(|| resolve_field(p, model, f).map(|(a, _)| a))
+            });
             matches!(action, Some(FieldAction::Deny) | None)
         };
         names
