@@ -8,6 +8,29 @@ use serde_json::{Map, Value};
 
 use crate::runner::{CallOutcome, ProbeOutcome};
 
+/// A tool's argument schema: its `properties` and its `required` names, in schema order. A
+/// schema without them (or with the wrong shape) has none.
+pub fn schema_arguments(tool: &preflight_enforcer::ToolSpec) -> (Map<String, Value>, Vec<String>) {
+    let props = tool
+        .input_schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let required = tool
+        .input_schema
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| {
+            r.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    (props, required)
+}
+
 /// `Err(outcome)` when the call ended in `internal`: the layer failed, so nothing about the
 /// claim was shown either way. A layer that says a tool is not available yet gives
 /// `not_verified`; any other internal failure is an `error`.

@@ -135,23 +135,8 @@ fn wants_string(schema: &Value) -> bool {
 async fn every_tool(ctx: Arc<ProbeCtx>, tool: ToolSpec) -> ProbeResult {
     let b = ctx.principals.b.tenant.clone();
     let a = ctx.principals.a.clone();
-    let props = tool
-        .input_schema
-        .get("properties")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
-    let required: BTreeSet<String> = tool
-        .input_schema
-        .get("required")
-        .and_then(Value::as_array)
-        .map(|r| {
-            r.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
+    let (props, required) = common::schema_arguments(&tool);
+    let required: BTreeSet<String> = required.into_iter().collect();
     let mut args = Map::new();
     let mut carried = Vec::new();
     let mut key_models = BTreeSet::new();

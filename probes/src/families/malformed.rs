@@ -143,23 +143,7 @@ const UNICODE: [(&str, &str); 5] = [
 /// The well-formed arguments (each required one with a harmless value) and every malformed call
 /// for a tool, from its schema.
 fn cases(tool: &ToolSpec) -> (Map<String, Value>, Vec<Case>) {
-    let props = tool
-        .input_schema
-        .get("properties")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
-    let required: Vec<String> = tool
-        .input_schema
-        .get("required")
-        .and_then(Value::as_array)
-        .map(|r| {
-            r.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
+    let (props, required) = super::common::schema_arguments(tool);
     let base: Map<String, Value> = required
         .iter()
         .map(|name| {
