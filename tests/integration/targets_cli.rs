@@ -581,20 +581,21 @@ impl Drop for Server {
     }
 }
 
-/// The structured layer served over streamable HTTP gives the same verdicts as over stdio,
-/// except the write-rate probe, which needs a fresh instance that a shared server cannot give.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_structured_layer_over_streamable_http_gives_the_same_verdicts() {
-    let Some(bin) = venv_bin() else {
-        return;
-    };
-    let db = preflight_probes::db::testing::database().await;
+/// The structured layer served over streamable HTTP on a free port, with `flaw` and `env`, once
+/// it listens.
+pub(crate) async fn structured_http_layer(
+    bin: &Path,
+    db_agent_url: &str,
+    flaw: &str,
+    env: &[(&str, &str)],
+) -> (Server, u16) {
     let port = free_port();
     let server = Server(
         Command::new(bin.join("python3"))
             .arg(repo().join("tests/targets/structured/server.py"))
-            .args(["--http", &port.to_string(), "--flaw", "no_tenant_filter"])
-            .env("DATABASE_URL", db.agent_url())
+            .args(["--http", &port.to_string(), "--flaw", flaw])
+            .env("DATABASE_URL", db_agent_url)
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::inherit())
             .spawn()
@@ -608,35 +609,59 @@ async fn the_structured_layer_over_streamable_http_gives_the_same_verdicts() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+    (server, port)
+}
+
+/// `preflight probe` with the structured layer's `profile` (whose URL names `profile_port`)
+/// pointed at `port`, on `db`, with `env`.
+pub(crate) fn probe_http_profile(
+    db: &preflight_probes::db::Database,
+    profile: &str,
+    profile_port: &str,
+    port: u16,
+    env: &[(&str, &str)],
+) -> Run {
     let dir = tempfile::tempdir().expect("temp dir");
-    let template =
-        std::fs::read_to_string(repo().join("tests/targets/structured/profile-http.yaml"))
-            .expect("profile-http.yaml");
-    let profile = dir.path().join("profile-http.yaml");
-    std::fs::write(&profile, template.replace("38917", &port.to_string())).expect("write");
+    let template = std::fs::read_to_string(repo().join("tests/targets/structured").join(profile))
+        .expect("profile");
+    let copy = dir.path().join(profile);
+    std::fs::write(&copy, template.replace(profile_port, &port.to_string())).expect("write");
     let out_dir = dir.path().join("report");
     let out = Command::new(BIN)
         .args(["probe", "--allow-writes", "--only", FAMILIES, "--policy"])
         .arg(repo().join("tests/targets/structured/policy.yaml"))
         .arg("--target")
-        .arg(&profile)
+        .arg(&copy)
         .arg("--out")
         .arg(&out_dir)
         .env("PREFLIGHT_DB", db.owner_url())
         .env("PREFLIGHT_AGENT_URL", db.agent_url())
         .env("PREFLIGHT_AUDIT_URL", db.audit_url())
+        .envs(env.iter().copied())
         .env("NO_COLOR", "1")
         .output()
         .expect("run preflight");
-    drop(server);
     let text = std::fs::read_to_string(out_dir.join("report.json"))
         .unwrap_or_else(|e| panic!("no report ({e}): {}", String::from_utf8_lossy(&out.stderr)));
     let report: Value = serde_json::from_str(&text).expect("JSON");
-    let run = Run {
+    Run {
         findings: report["findings"].as_array().cloned().unwrap_or_default(),
         report,
         out,
+    }
+}
+
+/// The structured layer served over streamable HTTP gives the same verdicts as over stdio,
+/// except the write-rate probe, which needs a fresh instance that a shared server cannot give.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_structured_layer_over_streamable_http_gives_the_same_verdicts() {
+    let Some(bin) = venv_bin() else {
+        return;
     };
+    let db = preflight_probes::db::testing::database().await;
+    let (server, port) = structured_http_layer(&bin, db.agent_url(), "no_tenant_filter", &[]).await;
+    let run = probe_http_profile(&db, "profile-http.yaml", "38917", port, &[]);
+    drop(server);
     let expected: BTreeSet<String> = [
         "cross_tenant.filter_foreign_keys",
         "cross_tenant.filter_foreign_reference",

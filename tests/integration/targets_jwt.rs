@@ -6,69 +6,26 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
 
-use serde_json::Value;
-
-use super::targets_cli::{free_port, repo, url_not_verified, venv_bin, Run, Server, BIN, FAMILIES};
+use super::targets_cli::{
+    probe_http_profile, structured_http_layer, url_not_verified, venv_bin, Run, Server,
+};
 
 /// The structured layer served over streamable HTTP, taking the principal only from bearer
 /// tokens signed with `secret`, with `flaw`.
 async fn jwt_layer(bin: &Path, db_agent_url: &str, secret: &str, flaw: &str) -> (Server, u16) {
-    let port = free_port();
-    let server = Server(
-        Command::new(bin.join("python3"))
-            .arg(repo().join("tests/targets/structured/server.py"))
-            .args(["--http", &port.to_string(), "--flaw", flaw])
-            .env("DATABASE_URL", db_agent_url)
-            .env("LAYER_JWT_SECRET", secret)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start the HTTP layer"),
-    );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the HTTP layer never listened"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-    (server, port)
+    structured_http_layer(bin, db_agent_url, flaw, &[("LAYER_JWT_SECRET", secret)]).await
 }
 
 /// `preflight probe` with profile-http-jwt.yaml on `port`, the signing key in the environment.
 fn probe_jwt(db: &preflight_probes::db::Database, port: u16, key: &str) -> Run {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let template =
-        std::fs::read_to_string(repo().join("tests/targets/structured/profile-http-jwt.yaml"))
-            .expect("profile-http-jwt.yaml");
-    let profile = dir.path().join("profile-http-jwt.yaml");
-    std::fs::write(&profile, template.replace("38919", &port.to_string())).expect("write");
-    let out_dir = dir.path().join("report");
-    let out = Command::new(BIN)
-        .args(["probe", "--allow-writes", "--only", FAMILIES, "--policy"])
-        .arg(repo().join("tests/targets/structured/policy.yaml"))
-        .arg("--target")
-        .arg(&profile)
-        .arg("--out")
-        .arg(&out_dir)
-        .env("PREFLIGHT_DB", db.owner_url())
-        .env("PREFLIGHT_AGENT_URL", db.agent_url())
-        .env("PREFLIGHT_AUDIT_URL", db.audit_url())
-        .env("STRUCTURED_LAYER_JWT_SECRET", key)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("run preflight");
-    let text = std::fs::read_to_string(out_dir.join("report.json"))
-        .unwrap_or_else(|e| panic!("no report ({e}): {}", String::from_utf8_lossy(&out.stderr)));
-    let report: Value = serde_json::from_str(&text).expect("JSON");
-    Run {
-        findings: report["findings"].as_array().cloned().unwrap_or_default(),
-        report,
-        out,
-    }
+    probe_http_profile(
+        db,
+        "profile-http-jwt.yaml",
+        "38919",
+        port,
+        &[("STRUCTURED_LAYER_JWT_SECRET", key)],
+    )
 }
 
 /// Over streamable HTTP with a bearer JWT per principal (the layer reads the principal only
