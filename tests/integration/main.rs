@@ -10,4 +10,5 @@ mod probe_cli;
 mod review_cli;
 mod serve_cli;
 mod targets_cli;
+mod targets_http;
 mod targets_jwt;

@@ -7,9 +7,8 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use super::targets_cli::{
-    probe_http_profile, structured_http_layer, url_not_verified, venv_bin, Run, Server,
-};
+use super::targets_cli::{venv_bin, Run};
+use super::targets_http::{probe_http_profile, structured_http_layer, url_not_verified, Server};
 
 /// The structured layer served over streamable HTTP, taking the principal only from bearer
 /// tokens signed with `secret`, with `flaw`.
