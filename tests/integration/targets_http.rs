@@ -110,21 +110,7 @@ async fn the_structured_layer_over_streamable_http_gives_the_same_verdicts() {
     let (server, port) = structured_http_layer(&bin, db.agent_url(), "no_tenant_filter", &[]).await;
     let run = probe_http_profile(&db, "profile-http.yaml", "38917", port, &[]);
     drop(server);
-    let expected: BTreeSet<String> = [
-        "cross_tenant.filter_foreign_keys",
-        "cross_tenant.filter_foreign_reference",
-    ]
-    .into_iter()
-    .map(str::to_string)
-    .collect();
-    assert_eq!(run.codes("fail"), expected, "{}", run.log());
-    assert!(run.codes("error").is_empty(), "{}", run.log());
-    assert_eq!(
-        run.codes("not_verified"),
-        url_not_verified(),
-        "{}",
-        run.log()
-    );
+    assert_no_tenant_filter_verdicts(&run);
     // The HTTP profile names no audit log: no audit claim is judged, and each says why.
     for f in run
         .findings
@@ -145,6 +131,27 @@ async fn the_structured_layer_over_streamable_http_gives_the_same_verdicts() {
         target.starts_with("mcp-http http://127.0.0.1:")
             && target.contains("structured-test-layer"),
         "{target}"
+    );
+}
+
+/// The verdicts of the structured layer with `no_tenant_filter` over a URL: exactly that flaw's
+/// cross-tenant probes fail, nothing is an error, and what a URL layer cannot show is
+/// `not_verified`.
+pub(crate) fn assert_no_tenant_filter_verdicts(run: &Run) {
+    let expected: BTreeSet<String> = [
+        "cross_tenant.filter_foreign_keys",
+        "cross_tenant.filter_foreign_reference",
+    ]
+    .into_iter()
+    .map(str::to_string)
+    .collect();
+    assert_eq!(run.codes("fail"), expected, "{}", run.log());
+    assert!(run.codes("error").is_empty(), "{}", run.log());
+    assert_eq!(
+        run.codes("not_verified"),
+        url_not_verified(),
+        "{}",
+        run.log()
     );
 }
 
