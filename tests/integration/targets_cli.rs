@@ -85,14 +85,19 @@ impl Run {
     }
 }
 
-/// `preflight probe` on a fresh local database against `profile`, with `env` added.
-fn probe(bin: &Path, profile: &str, env: &[(&str, &str)]) -> Run {
-    let out_dir = tempfile::tempdir().expect("temp dir");
-    let path = format!(
+/// `PATH` with the test-target virtualenv's `bin` first, so a profile's `python3` is the venv's.
+fn path_with_venv(bin: &Path) -> String {
+    format!(
         "{}:{}",
         bin.display(),
         std::env::var("PATH").unwrap_or_default()
-    );
+    )
+}
+
+/// `preflight probe` on a fresh local database against `profile`, with `env` added.
+fn probe(bin: &Path, profile: &str, env: &[(&str, &str)]) -> Run {
+    let out_dir = tempfile::tempdir().expect("temp dir");
+    let path = path_with_venv(bin);
     let mut cmd = Command::new(BIN);
     cmd.args(["probe", "--db", "local", "--only", FAMILIES, "--policy"])
         .arg(repo().join("tests/targets/structured/policy.yaml"))
@@ -316,14 +321,7 @@ fn domain(families: &str, flaw: &str) -> Option<(Vec<Verdict>, Run)> {
         .arg(repo().join("tests/targets/domain/profile.yaml"))
         .arg("--out")
         .arg(out_dir.path())
-        .env(
-            "PATH",
-            format!(
-                "{}:{}",
-                bin.display(),
-                std::env::var("PATH").unwrap_or_default()
-            ),
-        )
+        .env("PATH", path_with_venv(&bin))
         .env("LAYER_FLAW", flaw)
         .env("NO_COLOR", "1")
         .output()
@@ -579,14 +577,7 @@ fn an_interrupt_leaves_no_layer_process_behind() {
         .arg(repo().join("tests/targets/faulty/hang.yaml"))
         .arg("--out")
         .arg(out_dir.path())
-        .env(
-            "PATH",
-            format!(
-                "{}:{}",
-                bin.display(),
-                std::env::var("PATH").unwrap_or_default()
-            ),
-        )
+        .env("PATH", path_with_venv(&bin))
         .env("NO_COLOR", "1")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -679,14 +670,7 @@ expect:
             .arg(repo().join("tests/targets/structured/profile.yaml"))
             .arg("--out")
             .arg(&out_dir)
-            .env(
-                "PATH",
-                format!(
-                    "{}:{}",
-                    bin.display(),
-                    std::env::var("PATH").unwrap_or_default()
-                ),
-            )
+            .env("PATH", path_with_venv(&bin))
             .env("LAYER_FLAW", flaw)
             .env("NO_COLOR", "1")
             .output()
