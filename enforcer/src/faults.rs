@@ -67,13 +67,16 @@ pub enum Fault {
     AuditSkipped,
     /// Audit arguments are sanitized by key name only, so secret values under innocent keys leak.
     AuditSanitizeByKeyOnly,
+    /// Audit records carry no subject ids (`model:id` of the rows a call touched), so a
+    /// subject-access request or an erasure cannot find them.
+    AuditSubjectsDropped,
     /// Arguments that break the tool's JSON Schema are answered with the validator's raw report
     /// and a backtrace, as a layer that hands its unhandled exceptions to the agent does.
     MalformedInputTraceback,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 27] = [
+    pub const ALL: [Fault; 28] = [
         Fault::NoTenantPredicate,
         Fault::RlsDisabled,
         Fault::MaskOff,
@@ -100,6 +103,7 @@ impl Fault {
         Fault::DryRunWrites,
         Fault::AuditSkipped,
         Fault::AuditSanitizeByKeyOnly,
+        Fault::AuditSubjectsDropped,
         Fault::MalformedInputTraceback,
     ];
 
@@ -131,6 +135,7 @@ impl Fault {
             Fault::DryRunWrites => "dry_run_writes",
             Fault::AuditSkipped => "audit_skipped",
             Fault::AuditSanitizeByKeyOnly => "audit_sanitize_by_key_only",
+            Fault::AuditSubjectsDropped => "audit_subjects_dropped",
             Fault::MalformedInputTraceback => "malformed_input_traceback",
         }
     }

@@ -108,6 +108,8 @@ pub enum ProbeCode {
     ChainVerifies,
     TamperDetected,
     ArgumentsSanitized,
+    SubjectAccess,
+    SubjectErasure,
     // hygiene
     RlsForced,
     AgentRole,
@@ -118,7 +120,7 @@ pub enum ProbeCode {
 }
 
 impl ProbeCode {
-    pub const ALL: [ProbeCode; 46] = [
+    pub const ALL: [ProbeCode; 48] = [
         ProbeCode::GetForeignRow,
         ProbeCode::FilterForgedTenant,
         ProbeCode::FilterForeignKeys,
@@ -159,6 +161,8 @@ impl ProbeCode {
         ProbeCode::ChainVerifies,
         ProbeCode::TamperDetected,
         ProbeCode::ArgumentsSanitized,
+        ProbeCode::SubjectAccess,
+        ProbeCode::SubjectErasure,
         ProbeCode::RlsForced,
         ProbeCode::AgentRole,
         ProbeCode::RoleStatementTimeout,
@@ -209,6 +213,8 @@ impl ProbeCode {
             ProbeCode::ChainVerifies => "audit.chain_verifies",
             ProbeCode::TamperDetected => "audit.tamper_detected",
             ProbeCode::ArgumentsSanitized => "audit.arguments_sanitized",
+            ProbeCode::SubjectAccess => "audit.subject_access",
+            ProbeCode::SubjectErasure => "audit.subject_erasure",
             ProbeCode::RlsForced => "hygiene.rls_forced",
             ProbeCode::AgentRole => "hygiene.agent_role",
             ProbeCode::RoleStatementTimeout => "hygiene.role_statement_timeout",
@@ -245,7 +251,7 @@ impl ProbeCode {
                 Family::Approval
             }
             EveryCallAudited | WriterAppendOnly | ChainVerifies | TamperDetected
-            | ArgumentsSanitized => Family::Audit,
+            | ArgumentsSanitized | SubjectAccess | SubjectErasure => Family::Audit,
             RlsForced | AgentRole | RoleStatementTimeout | AuditGrants | JoinTargetsScoped
             | SavedViews => Family::Hygiene,
         }
@@ -291,6 +297,8 @@ impl ProbeCode {
             WriterAppendOnly => &["AUD-2", "AUD-4"],
             ChainVerifies | TamperDetected => &["AUD-4"],
             ArgumentsSanitized => &["AUD-7", "RED-5"],
+            SubjectAccess => &["CMP-3"],
+            SubjectErasure => &["CMP-4"],
             RlsForced | AgentRole => &["ISO-5"],
             RoleStatementTimeout => &["BUD-2"],
             AuditGrants => &["AUD-2"],
@@ -334,6 +342,8 @@ impl ProbeCode {
             | ChainVerifies
             | TamperDetected
             | ArgumentsSanitized
+            | SubjectAccess
+            | SubjectErasure
             | RlsForced
             | AuditGrants => Severity::High,
             CursorRebound | DescribeSchema | RowLimit | JoinDepth | StatementTimeout | Quota
@@ -378,8 +388,9 @@ impl ProbeCode {
             // Every layer's own tools, under their own names; or tools decided at run time.
             EveryTool | MalformedInput | ApprovalPending | ApprovalExecutesOnce
             | ApprovalReplay | ApprovalExpiry | EveryCallAudited | WriterAppendOnly
-            | ChainVerifies | TamperDetected | ArgumentsSanitized | RlsForced | AgentRole
-            | RoleStatementTimeout | AuditGrants | JoinTargetsScoped | SavedViews => &[],
+            | ChainVerifies | TamperDetected | ArgumentsSanitized | SubjectAccess
+            | SubjectErasure | RlsForced | AgentRole | RoleStatementTimeout | AuditGrants
+            | JoinTargetsScoped | SavedViews => &[],
         }
     }
 
@@ -427,6 +438,8 @@ impl ProbeCode {
             ChainVerifies => "the audit hash chain verifies end to end and matches its head",
             TamperDetected => "editing an audit record is refused, and an edit forced through the owner breaks the chain at that record",
             ArgumentsSanitized => "audit records hold sanitized arguments (no canary) and the SHA-256 of the raw arguments",
+            SubjectAccess => "after calls that touch a data subject, a subject-access query of the audit log (`preflight audit subject model:id`) finds every one of them",
+            SubjectErasure => "after a data subject is written and deleted, the audit trail still names the subject (so erasure and retention can reach it), holds none of the personal values written in clear, and expires under the policy's retention",
             RlsForced => "row-level security is enabled and forced on the tables that have tenant policies",
             AgentRole => "the agent's database role is not superuser, cannot bypass RLS and owns nothing",
             RoleStatementTimeout => "the agent's database role carries its own statement_timeout",

@@ -147,6 +147,11 @@ impl Control {
             ApprovalReplay => one(Fault::ApprovalReplay),
             EveryCallAudited => one(Fault::AuditSkipped),
             ArgumentsSanitized => one(Fault::AuditSanitizeByKeyOnly),
+            SubjectAccess => one(Fault::AuditSubjectsDropped),
+            SubjectErasure => vec![
+                Control::Fault(Fault::AuditSanitizeByKeyOnly),
+                Control::Fault(Fault::AuditSubjectsDropped),
+            ],
             WriterAppendOnly | TamperDetected | AuditGrants => {
                 vec![Control::Db(DbControl::AuditGrantsWidened)]
             }

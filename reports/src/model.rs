@@ -179,6 +179,29 @@ pub struct Report {
     /// report): what tool calls per second are measured over. Zero when not measured.
     #[serde(with = "duration_ms", default)]
     pub probe_duration: Duration,
+    /// Why checklist items that no finding of this run could verify were not verified, when
+    /// the run knows (a phase that did not run, a claim only a served layer can show). Shown
+    /// on the checklist page; never a verdict.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<ItemNote>,
+}
+
+/// Why one checklist item was not verified on this run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemNote {
+    /// The checklist id (`OPS-4`).
+    pub item: String,
+    /// One sentence: why, and what run would verify it.
+    pub note: String,
+}
+
+impl ItemNote {
+    pub fn new(item: impl Into<String>, note: impl Into<String>) -> Self {
+        Self {
+            item: item.into(),
+            note: note.into(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

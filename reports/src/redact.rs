@@ -153,7 +153,7 @@ pub fn scrub_json(value: &mut serde_json::Value) {
 }
 
 /// A report whose every string has been through [`scrub`]. Renderers write only from this type,
-/// so none can forget the scrubbing; [`crate::write_all`] scrubs once for all six files.
+/// so none can forget the scrubbing; [`crate::write_all`] scrubs once for every file.
 #[derive(Clone, Debug)]
 pub struct Scrubbed(Report);
 
@@ -176,6 +176,9 @@ pub fn scrub_report(report: &Report) -> Report {
     let mut r = report.clone();
     scrub_environment(&mut r.environment);
     r.findings.iter_mut().for_each(scrub_finding);
+    for n in &mut r.notes {
+        n.note = scrub(&n.note).into_owned();
+    }
     r
 }
 

@@ -1,4 +1,4 @@
-//! [`write_all`]: renders the six report files into a directory. Each file is written to a
+//! [`write_all`]: renders the report files into a directory. Each file is written to a
 //! temporary sibling and renamed into place, so a reader (a CI artifact upload, a browser
 //! refresh) never sees a half-written report, and a failed run leaves the previous file intact.
 
@@ -11,13 +11,14 @@ use crate::redact::Scrubbed;
 use crate::render;
 
 /// The files [`write_all`] produces, in the order it returns them.
-pub const REPORT_FILES: [&str; 6] = [
+pub const REPORT_FILES: [&str; 7] = [
     "report.json",
     "report.md",
     "report.html",
     "junit.xml",
     "results.sarif",
     "checklist.md",
+    "checklist.json",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -42,12 +43,12 @@ pub enum ReportError {
     },
 }
 
-/// Writes all six files into `out_dir` (created if missing) with the embedded checklist.
+/// Writes every report file into `out_dir` (created if missing) with the embedded checklist.
 pub fn write_all(report: &Report, out_dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
     write_all_with(report, &Checklist::embedded(), out_dir)
 }
 
-/// Writes all six files, rendering `checklist.md` and the SARIF rule help from `checklist`.
+/// Writes every report file, rendering `checklist.md`, `checklist.json` and the SARIF rule help from `checklist`.
 pub fn write_all_with(
     report: &Report,
     checklist: &Checklist,
@@ -57,10 +58,10 @@ pub fn write_all_with(
         path: out_dir.to_path_buf(),
         source,
     })?;
-    // Scrub once for all six files; each renderer takes only a scrubbed report.
+    // Scrub once for every file; each renderer takes only a scrubbed report.
     let report = Scrubbed::new(report);
     type Render = fn(&Scrubbed, &Checklist, &mut Vec<u8>) -> std::io::Result<()>;
-    let renderers: [(&'static str, Render); 6] = [
+    let renderers: [(&'static str, Render); 7] = [
         ("report.json", |r, _, w| render::json::render_scrubbed(r, w)),
         ("report.md", |r, _, w| {
             w.extend_from_slice(render::markdown::render_scrubbed(r).as_bytes());
@@ -81,6 +82,11 @@ pub fn write_all_with(
         }),
         ("checklist.md", |r, c, w| {
             w.extend_from_slice(render::checklist::render_scrubbed(r, c).as_bytes());
+            Ok(())
+        }),
+        ("checklist.json", |r, c, w| {
+            serde_json::to_writer_pretty(&mut *w, &render::checklist::to_json_scrubbed(r, c))?;
+            w.push(b'\n');
             Ok(())
         }),
     ];

@@ -9,6 +9,7 @@ pub mod db;
 pub mod db_args;
 pub mod policy;
 pub mod probe;
+pub mod probe_phases;
 pub mod review;
 pub mod serve;
 pub mod target_args;

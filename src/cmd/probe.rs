@@ -26,6 +26,7 @@ use preflight_reports::{
 };
 
 use crate::cmd::db_args::{db_error, DbArgs};
+use crate::cmd::probe_phases::{self as phases, PhaseFlags};
 use crate::cmd::target_args::TargetArgs;
 use crate::error::{CliError, CmdResult, Outcome};
 use preflight_probes::target::TargetKind;
@@ -52,7 +53,8 @@ pub struct ProbeArgs {
     pub jobs: usize,
 
     /// Run only these families (comma-separated): cross_tenant, pii, budget, write, approval,
-    /// audit, hygiene, lint.
+    /// audit, hygiene, lint, and the phases after them: agent (the scenarios), suite (the
+    /// policy's regression suite).
     #[arg(long, value_delimiter = ',', value_name = "FAMILY,...")]
     pub only: Vec<String>,
 
@@ -65,6 +67,20 @@ pub struct ProbeArgs {
     /// each of its controls and every control is undone exactly.
     #[arg(long)]
     pub self_test: bool,
+
+    /// Agent scenarios to run after the probes with the scripted model (LLM-1 … LLM-5)
+    /// [default: ./scenarios when it exists].
+    #[arg(long, value_name = "DIR")]
+    pub scenarios: Option<PathBuf>,
+
+    /// Replace the agent's built-in system prompt with this file for the scenarios.
+    #[arg(long, value_name = "FILE")]
+    pub system_prompt: Option<PathBuf>,
+
+    /// The policy's regression suite, run after the probes (OPS-3) [default: `<policy>-cases.yaml`
+    /// beside the policy file; the built-in suite with the built-in policy].
+    #[arg(long, value_name = "FILE")]
+    pub cases: Option<PathBuf>,
 
     /// The lowest verdict that makes the run fail (exit 1): `fail`, `error`, or `not_verified`
     /// (anything but a pass).
@@ -114,6 +130,10 @@ enum PolicySource {
 #[derive(Clone, Debug)]
 pub struct RunPlan {
     families: BTreeSet<Family>,
+    /// The agent scenarios after the probes (`agent` in --only/--skip).
+    agent: bool,
+    /// The regression suite after the probes (`suite` in --only/--skip).
+    suite: bool,
     policy: PolicySource,
     out: PathBuf,
     jobs: usize,
@@ -124,39 +144,55 @@ pub struct RunPlan {
     tenant_b: String,
 }
 
-fn parse_families(flag: &str, values: &[String]) -> Result<BTreeSet<Family>, CliError> {
+/// The families named in `--only`/`--skip`, and the phases (`agent`, `suite`) named there.
+fn parse_families(
+    flag: &str,
+    values: &[String],
+) -> Result<(BTreeSet<Family>, BTreeSet<&'static str>), CliError> {
     let mut out = BTreeSet::new();
+    let mut named = BTreeSet::new();
     for v in values.iter().map(|v| v.trim()).filter(|v| !v.is_empty()) {
+        if let Some(phase) = [phases::AGENT, phases::SUITE].into_iter().find(|p| *p == v) {
+            named.insert(phase);
+            continue;
+        }
         match Family::parse(v) {
             Some(f) => {
                 out.insert(f);
             }
             None => {
                 return Err(CliError::config(format!(
-                    "{flag}: unknown family {v:?}; expected one of {}",
+                    "{flag}: unknown family {v:?}; expected one of {}, {}, {}",
                     Family::ALL
                         .iter()
                         .map(|f| f.as_str())
                         .collect::<Vec<_>>()
-                        .join(", ")
+                        .join(", "),
+                    phases::AGENT,
+                    phases::SUITE
                 )))
             }
         }
     }
-    Ok(out)
+    Ok((out, named))
 }
 
 impl RunPlan {
     pub fn from_args(args: &ProbeArgs) -> Result<RunPlan, CliError> {
-        let only = parse_families("--only", &args.only)?;
-        let skip = parse_families("--skip", &args.skip)?;
-        let mut families: BTreeSet<Family> = if only.is_empty() {
+        let (only, only_phases) = parse_families("--only", &args.only)?;
+        let (skip, skip_phases) = parse_families("--skip", &args.skip)?;
+        let restricted = !only.is_empty() || !only_phases.is_empty();
+        let mut families: BTreeSet<Family> = if !restricted {
             Family::ALL.into_iter().collect()
         } else {
             only
         };
         families.retain(|f| !skip.contains(f));
-        if families.is_empty() {
+        let selected = |phase: &str| {
+            (!restricted || only_phases.contains(phase)) && !skip_phases.contains(phase)
+        };
+        let (agent, suite) = (selected(phases::AGENT), selected(phases::SUITE));
+        if families.is_empty() && !agent && !suite {
             return Err(CliError::config("--only/--skip leave no family to run"));
         }
         if args.jobs == 0 || args.jobs > 64 {
@@ -179,6 +215,8 @@ impl RunPlan {
         };
         Ok(RunPlan {
             families,
+            agent,
+            suite,
             policy,
             out: args.out.clone(),
             jobs: args.jobs,
@@ -222,6 +260,21 @@ pub async fn run(args: ProbeArgs) -> CmdResult {
     let plan = RunPlan::from_args(&args)?;
     let (db, fixtures) = args.db.to_db()?;
     let (text, policy_path) = policy_text(&plan.policy)?;
+    // Scenario and cases files are read before a database is started: a bad one is exit 2.
+    let flags = PhaseFlags {
+        scenarios: args.scenarios.as_deref(),
+        system_prompt: args.system_prompt.as_deref(),
+        cases: args.cases.as_deref(),
+        agent_selected: plan.agent,
+        suite_selected: plan.suite,
+        policy_file: match &plan.policy {
+            PolicySource::File(p) => Some(p.as_path()),
+            PolicySource::Embedded => None,
+        },
+        self_test: plan.self_test,
+    };
+    let scenario_phase = phases::scenario_phase(&flags)?;
+    let suite_phase = phases::suite_phase(&flags)?;
     let started = Instant::now();
     let started_at = environment::now_rfc3339();
     status(format!(
@@ -303,14 +356,30 @@ pub async fn run(args: ProbeArgs) -> CmdResult {
     // The sender went away with the run; the reporter drains what is left and stops.
     let _ = reporter.await;
 
+    let mut findings = result.findings;
+    let mut notes = Vec::new();
+    let mut tool_calls = result.tool_calls;
+    // The phases run only when the probes ran to the end (not after an outage).
+    if result.infrastructure_error.is_none() {
+        for out in [
+            phases::run_scenarios(scenario_phase, &session, &plan.out).await?,
+            phases::run_suite(suite_phase, &session).await?,
+        ] {
+            findings.extend(out.findings);
+            notes.extend(out.notes);
+            tool_calls += out.tool_calls;
+        }
+    }
+    notes.extend(phases::other_run_notes(&findings));
     let report = Report {
         schema_version: REPORT_SCHEMA_VERSION,
         kind: ReportKind::Probe,
         environment: env,
-        findings: result.findings,
+        findings,
         duration: started.elapsed(),
-        tool_calls: result.tool_calls,
+        tool_calls,
         probe_duration: result.duration,
+        notes,
     };
     finish_report(&report, &plan.out)?;
     let secs = result.duration.as_secs_f64().max(0.001);
@@ -508,6 +577,17 @@ mod tests {
         );
         let e = plan(&["--only", "pii", "--skip", "pii"]).unwrap_err();
         assert!(e.to_string().contains("no family"), "{e}");
+        // The phases after the probes: on by default, chosen like families.
+        let p = plan(&[]).unwrap();
+        assert!(p.agent && p.suite);
+        let p = plan(&["--only", "lint"]).unwrap();
+        assert!(!p.agent && !p.suite);
+        let p = plan(&["--only", "lint,suite"]).unwrap();
+        assert!(!p.agent && p.suite);
+        let p = plan(&["--only", "agent"]).unwrap();
+        assert!(p.agent && !p.suite && p.families.is_empty());
+        let p = plan(&["--skip", "agent"]).unwrap();
+        assert!(!p.agent && p.suite && p.families.len() == Family::ALL.len());
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! `preflight probe` end to end, through the built binary: a clean run writes all six report
-//! files and exits 0; bad flags exit 2; a database that dies mid-run ends in `error` findings, a
+//! `preflight probe` end to end, through the built binary: a clean run writes every report
+//! file and exits 0; bad flags exit 2; a database that dies mid-run ends in `error` findings, a
 //! written report and exit 3, never a pass.
 
 use std::io::{BufRead, BufReader};

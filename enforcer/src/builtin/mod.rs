@@ -530,7 +530,11 @@ impl BuiltinGateway {
             approval_id: outcome.and_then(|o| o.approval_id.clone()),
             approver: outcome.and_then(|o| o.approver.clone()),
             policy_hash: policy.hash.clone(),
-            subjects: outcome.map(|o| o.subjects.clone()).unwrap_or_default(),
+            subjects: if self.inner.options.faults.has(Fault::AuditSubjectsDropped) {
+                Vec::new()
+            } else {
+                outcome.map(|o| o.subjects.clone()).unwrap_or_default()
+            },
         }
     }
 

@@ -26,8 +26,9 @@ pub use decl::{
 pub use diff::{diff, thousands, Change, Direction, PolicyDiff, Side};
 pub use hash::{canonical_json, policy_hash};
 pub use lint::{
-    lint, render_table, render_text, to_json as lint_json, LintFinding, LintRule, Severity,
-    FREE_TEXT_PATTERNS, HIGH_STAKES_PATTERNS, PII_PATTERNS, SECRET_WILDCARDS,
+    admin_policy_beside, lint, render_table, render_text, to_json as lint_json, LintFinding,
+    LintRule, Severity, ADMIN_FIELD_PATTERNS, FREE_TEXT_PATTERNS, HIGH_STAKES_PATTERNS,
+    PII_PATTERNS, SECRET_WILDCARDS,
 };
 pub use load::{load, load_str, resolve_field, DEFAULT_TENANT_SETTING, DEV_PRESET, PROD_PRESET};
 pub use model::*;

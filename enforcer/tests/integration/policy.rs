@@ -396,6 +396,10 @@ fn every_lint_rule_fires_on_a_policy_that_breaks_it() {
         (LintRule::AuditSink, shop_with("  sinks:\n    - postgres                         # preflight_audit.audit_log, hash-chained, same transaction\n    - jsonl: audit/shop-audit.jsonl    # the long-term, hash-chained copy\n", "  sinks: []\n")),
         (LintRule::AuditRetention, shop_with("  retention: {hot: 90d, warm: 365d, cold: 7y}\n", "")),
         (LintRule::Explained, shop_with("      email: mask\n      phone: mask", "      email: {action: hash}\n      phone: mask")),
+        // ISO-6: writes on the carriers every tenant shares.
+        (LintRule::AdminSeparation, shop_with("    tools: [db_query, db_get]\n    fields:\n      id: allow\n      name: allow\n      tracking", "    tools: [db_query, db_get, db_update]\n    writable_fields: [name]\n    fields:\n      id: allow\n      name: allow\n      tracking")),
+        // ISO-6: role changes no approval gates.
+        (LintRule::AdminSeparation, shop_with("    - name: user-role-change\n      model: users\n      tools: [db_update]\n      fields: [role]\n", "")),
     ];
     let mut covered: BTreeSet<LintRule> = BTreeSet::new();
     for (rule, text) in &cases {
@@ -426,6 +430,71 @@ fn every_lint_rule_fires_on_a_policy_that_breaks_it() {
     covered.insert(LintRule::TenantScope);
     let all: BTreeSet<LintRule> = LintRule::ALL.into_iter().collect();
     assert_eq!(covered, all, "a lint rule has no test that makes it fire");
+}
+
+/// ISO-6: an admin policy beside the agent's is found by its name, and fails lint when it shares
+/// the agent's audit channel or configures none; with a channel of its own it passes.
+#[test]
+fn an_admin_policy_beside_the_agents_must_have_its_own_audit_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = dir.path().join("policy.yaml");
+    std::fs::write(&agent, shop_policy_text()).unwrap();
+    let admin_rules = |admin_text: Option<&str>| -> Vec<String> {
+        let admin = dir.path().join("admin-policy.yaml");
+        match admin_text {
+            Some(t) => std::fs::write(&admin, t).unwrap(),
+            None => {
+                let _ = std::fs::remove_file(&admin);
+            }
+        }
+        let p = policy::load(&agent, None).unwrap();
+        policy::lint(&p, None)
+            .into_iter()
+            .filter(|f| f.rule == LintRule::AdminSeparation)
+            .map(|f| f.message)
+            .collect()
+    };
+    assert!(
+        admin_rules(None).is_empty(),
+        "no admin policy: nothing to say"
+    );
+    assert_eq!(
+        policy::admin_policy_beside(&agent),
+        None,
+        "the agent's own file is not its admin policy"
+    );
+
+    // The shop policy copied as the admin one: the same postgres table and JSONL file.
+    let shared = admin_rules(Some(&shop_with(
+        "name: shop-support-agent",
+        "name: shop-admin",
+    )));
+    assert_eq!(shared.len(), 1, "{shared:?}");
+    assert!(
+        shared[0].contains("admin-policy.yaml")
+            && shared[0].contains("preflight_audit.audit_log")
+            && shared[0].contains("audit/shop-audit.jsonl"),
+        "{shared:?}"
+    );
+
+    let sinks = "  sinks:\n    - postgres                         # preflight_audit.audit_log, hash-chained, same transaction\n    - jsonl: audit/shop-audit.jsonl    # the long-term, hash-chained copy\n";
+    let none = admin_rules(Some(&shop_with(sinks, "  sinks: []\n")));
+    assert!(
+        none.len() == 1 && none[0].contains("no audit sink"),
+        "{none:?}"
+    );
+
+    let broken = admin_rules(Some("version: 1\nname: admin\nextends: nope\n"));
+    assert!(
+        broken.len() == 1 && broken[0].contains("does not load"),
+        "{broken:?}"
+    );
+
+    let own = admin_rules(Some(&shop_with(
+        sinks,
+        "  sinks:\n    - jsonl: audit/shop-admin-audit.jsonl\n",
+    )));
+    assert!(own.is_empty(), "{own:?}");
 }
 
 #[test]

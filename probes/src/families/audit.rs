@@ -1,5 +1,6 @@
 //! `audit`: every call leaves exactly one record, records are sanitized and hashed, the writer
-//! cannot rewrite history, and the chain exposes an edit (PRE-6, AUD-1…4, AUD-7). See
+//! cannot rewrite history, the chain exposes an edit, and a data subject's records can be found
+//! and outlive no deletion in clear (PRE-6, AUD-1…4, AUD-7, CMP-3, CMP-4). See
 //! docs/probes/audit.md.
 //!
 //! The run's own call log is the reference: each call's trace id must have exactly one record
@@ -14,6 +15,7 @@
 
 mod foreign;
 mod foreign_log;
+mod subject;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -53,6 +55,23 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
         )
         .phase(Phase::Final)
         .at("audit"),
+    );
+    out.push(
+        Probe::new(
+            ProbeCode::SubjectAccess,
+            "a subject-access query finds every call that touched the subject",
+            subject::subject_access,
+        )
+        .at("audit"),
+    );
+    out.push(
+        Probe::new(
+            ProbeCode::SubjectErasure,
+            "a deleted subject's audit trail names it, holds no personal value and expires with retention",
+            subject::subject_erasure,
+        )
+        .phase(Phase::Serial)
+        .at("audit.retention"),
     );
     out.push(
         Probe::new(

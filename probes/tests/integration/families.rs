@@ -215,7 +215,59 @@ async fn audit_probes_fail_when_calls_go_unrecorded_or_unsanitized() {
     fails_with(
         Family::Audit,
         &[Fault::AuditSanitizeByKeyOnly],
-        &["audit.arguments_sanitized"],
+        &["audit.arguments_sanitized", "audit.subject_erasure"],
+    )
+    .await;
+}
+
+/// CMP-4: a policy that sets no audit retention keeps a deleted subject's trail forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subject_erasure_fails_without_a_retention() {
+    let retention = "  retention: {hot: 90d, warm: 365d, cold: 7y}\n";
+    assert_eq!(POLICY.matches(retention).count(), 1);
+    let s = Session::open(
+        testing::database().await,
+        &POLICY.replacen(retention, "", 1),
+        "fixtures/shop/policy.yaml",
+        &SessionOptions::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("session: {}", runner::error_chain(&e)));
+    let result = run_families(&s, Faults::none(), &[Family::Audit]).await;
+    let erasure = result
+        .findings
+        .iter()
+        .find(|f| f.code == "audit.subject_erasure")
+        .expect("the erasure probe ran");
+    assert_eq!(erasure.verdict, Verdict::Fail, "{}", erasure.message);
+    assert!(
+        erasure
+            .evidence
+            .facts
+            .iter()
+            .any(|f| f.contains("retention")),
+        "{:?}",
+        erasure.evidence.facts
+    );
+    // Everything else about the subject held.
+    assert!(
+        result
+            .findings
+            .iter()
+            .any(|f| f.code == "audit.subject_access" && f.verdict == Verdict::Pass),
+        "{}",
+        non_pass(&result.findings)
+    );
+}
+
+/// CMP-3 and CMP-4: records without their subjects hide a subject's calls from a subject-access
+/// request and a deleted subject's trail from erasure and retention.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subject_probes_fail_when_records_drop_their_subjects() {
+    fails_with(
+        Family::Audit,
+        &[Fault::AuditSubjectsDropped],
+        &["audit.subject_access", "audit.subject_erasure"],
     )
     .await;
 }

@@ -43,6 +43,9 @@ pub struct ItemStatus<'a> {
     pub status: Status,
     /// Each probe or lint code citing the item, with its verdict counts, in code order.
     pub codes: Vec<(String, Counts)>,
+    /// Why a not-verified item was not verified on this run: the run's own note for it, else
+    /// the message of the first citing finding that did not pass.
+    pub reason: Option<String>,
 }
 
 /// The status of every checklist item, in checklist order.
@@ -73,6 +76,17 @@ pub fn statuses<'a>(checklist: &'a Checklist, report: &Report) -> Vec<ItemStatus
                 all.error += c.error;
                 all.not_verified += c.not_verified;
             }
+            let note = report
+                .notes
+                .iter()
+                .find(|n| n.item == item.id)
+                .map(|n| n.note.clone());
+            let first_non_pass = report
+                .findings
+                .iter()
+                .filter(|f| f.checklist.iter().any(|c| c == &item.id))
+                .find(|f| matches!(f.verdict, Verdict::Error | Verdict::NotVerified))
+                .map(|f| format!("{}: {}", f.code, f.message));
             let status = if all.fail > 0 {
                 Status::Failed
             } else if all.total() > 0 && all.non_pass() == 0 {
@@ -82,11 +96,16 @@ pub fn statuses<'a>(checklist: &'a Checklist, report: &Report) -> Vec<ItemStatus
             } else {
                 Status::NotVerified
             };
+            let reason = match status {
+                Status::NotVerified => note.or(first_non_pass),
+                Status::Verified | Status::Failed | Status::NeedsSignOff => None,
+            };
             ItemStatus {
                 section: &section.name,
                 item,
                 status,
                 codes,
+                reason,
             }
         })
         .collect()
@@ -94,6 +113,9 @@ pub fn statuses<'a>(checklist: &'a Checklist, report: &Report) -> Vec<ItemStatus
 
 fn evidence_cell(s: &ItemStatus, separator: &str) -> String {
     if s.codes.is_empty() {
+        if let Some(reason) = &s.reason {
+            return format!("not verified on this run: {}", md_inline(reason));
+        }
         return match s.status {
             Status::NeedsSignOff => "a person signs it off below".into(),
             Status::Verified | Status::Failed | Status::NotVerified => {
@@ -200,6 +222,30 @@ pub(crate) fn render_scrubbed(report: &Scrubbed, checklist: &Checklist) -> Strin
         md.push('\n');
     }
 
+    let unverified: Vec<&ItemStatus> = all
+        .iter()
+        .filter(|s| s.status == Status::NotVerified)
+        .collect();
+    if !unverified.is_empty() {
+        md.push_str("## Not verified on this run\n\n");
+        for s in &unverified {
+            let why = match &s.reason {
+                Some(r) => md_inline(r),
+                None => format!(
+                    "no finding of this run cites it (verified by: {})",
+                    md_inline(&s.item.verify.join(", "))
+                ),
+            };
+            md.push_str(&format!(
+                "- **{}** {} — {}\n",
+                md_inline(&s.item.id),
+                md_inline(&s.item.text),
+                why
+            ));
+        }
+        md.push('\n');
+    }
+
     for section in &checklist.sections {
         md.push_str(&format!(
             "## {}\n\n| ID | Item | Verified by | Status | Evidence |\n|---|---|---|---|---|\n",
@@ -257,6 +303,58 @@ pub(crate) fn render_scrubbed(report: &Scrubbed, checklist: &Checklist) -> Strin
     md
 }
 
+/// `checklist.json`: the same statuses as `checklist.md`, for machines: the run's policy hash,
+/// the counts per status, and every item with its status, the codes citing it (with their
+/// verdict counts) and, when not verified, why.
+pub(crate) fn to_json_scrubbed(report: &Scrubbed, checklist: &Checklist) -> serde_json::Value {
+    let all = statuses(checklist, report);
+    let key = |st: Status| match st {
+        Status::Verified => "verified",
+        Status::Failed => "failed",
+        Status::NotVerified => "not_verified",
+        Status::NeedsSignOff => "needs_sign_off",
+    };
+    let count = |st: Status| all.iter().filter(|s| s.status == st).count();
+    let items: Vec<serde_json::Value> = all
+        .iter()
+        .map(|s| {
+            let codes: Vec<serde_json::Value> = s
+                .codes
+                .iter()
+                .map(|(code, c)| {
+                    serde_json::json!({
+                        "code": code,
+                        "pass": c.pass,
+                        "fail": c.fail,
+                        "error": c.error,
+                        "not_verified": c.not_verified,
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "id": s.item.id,
+                "section": s.section,
+                "item": s.item.text,
+                "verify": s.item.verify,
+                "status": key(s.status),
+                "codes": codes,
+                "reason": s.reason,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "policy_hash": report.environment.policy_hash,
+        "target": report.environment.target,
+        "total": all.len(),
+        "machine_checkable": all.iter().filter(|s| !s.item.attest_only()).count(),
+        "verified": count(Status::Verified),
+        "failed": count(Status::Failed),
+        "not_verified": count(Status::NotVerified),
+        "needs_sign_off": count(Status::NeedsSignOff),
+        "items": items,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,6 +402,43 @@ mod tests {
         assert_eq!(status_of(&all, "BUD-1"), Status::NotVerified);
         assert_eq!(status_of(&all, "OPS-2"), Status::Failed);
         assert_eq!(status_of(&all, "OPS-5"), Status::Verified);
+    }
+
+    #[test]
+    fn a_not_verified_item_says_why() {
+        let checklist = Checklist::embedded();
+        let mut report = sample_report();
+        report.notes.push(crate::model::ItemNote::new(
+            "OPS-4",
+            "only a served layer has a health endpoint",
+        ));
+        let md = render_string(&report, &checklist);
+        assert!(md.contains("## Not verified on this run"), "{md}");
+        assert!(
+            md.contains("- **OPS-4** A health endpoint reports version, policy hash and audit sink status — only a served layer has a health endpoint"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| not verified on this run: only a served layer has a health endpoint |")
+        );
+        // Without a note, the citing finding that did not pass says why (WRT-1: not_verified).
+        let all = statuses(&checklist, &report);
+        let wrt1 = all.iter().find(|s| s.item.id == "WRT-1").unwrap();
+        assert!(wrt1.reason.is_some(), "{wrt1:?}");
+        // A verified item never carries a reason.
+        let iso1 = all.iter().find(|s| s.item.id == "ISO-1").unwrap();
+        assert_eq!(iso1.reason, None);
+        let json = to_json_scrubbed(&Scrubbed::new(&report), &checklist);
+        assert_eq!(json["total"], 62);
+        assert_eq!(json["machine_checkable"], 57);
+        let ops4 = json["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["id"] == "OPS-4")
+            .unwrap();
+        assert_eq!(ops4["status"], "not_verified");
+        assert_eq!(ops4["reason"], "only a served layer has a health endpoint");
     }
 
     #[test]

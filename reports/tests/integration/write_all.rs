@@ -1,4 +1,4 @@
-//! `write_all` end to end: the six files land in the directory, atomically, readable, free of
+//! `write_all` end to end: every report file lands in the directory, atomically, readable, free of
 //! secrets, and a bad directory is a precise error.
 
 use preflight_reports::testutil::{sample_report, PLANTED_PASSWORD, PLANTED_TOKEN};
@@ -12,7 +12,7 @@ fn tempdir() -> tempfile::TempDir {
 }
 
 #[test]
-fn writes_six_files_and_nothing_else() {
+fn writes_every_report_file_and_nothing_else() {
     let dir = tempdir();
     let out = dir.path().join("nested/reports");
     let paths = write_all(&sample_report(), &out).unwrap();

@@ -1,0 +1,323 @@
+//! One run, one checklist: `preflight probe` on the shipped setup writes a `checklist.md` and
+//! `checklist.json` in which every machine-checkable item is verified, except the ones only a
+//! served layer (OPS-4, OPS-6) or the quarterly review (QRT-2 … QRT-5, OPS-8) can show, which
+//! say why. Each item the run newly verifies fails on a variant that breaks it: an admin policy
+//! sharing the agent's audit channel (ISO-6), a policy without a regression suite or with a case
+//! that does not hold (OPS-3), a system prompt that does not explain structured errors (LLM-1),
+//! a task that tells the model its tenant (LLM-4), a scenario above the step cap (LLM-2).
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use preflight_probes::db::{testing, Db};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_preflight");
+
+fn db_flag() -> &'static str {
+    match testing::test_db().unwrap_or_else(|e| panic!("{e}")) {
+        Db::Container { .. } => "container",
+        _ => "local",
+    }
+}
+
+/// `preflight probe ARGS --db ... --out OUT` from the workspace root (where `scenarios/` and the
+/// shop policy are found by default).
+fn probe(args: &[&str], out: &Path) -> (Option<i32>, String) {
+    let output = Command::new(BIN)
+        .arg("probe")
+        .args(args)
+        .args(["--db", db_flag(), "--out"])
+        .arg(out)
+        .current_dir(testing::workspace_root())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run preflight");
+    (
+        output.status.code(),
+        format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+fn checklist(out: &Path) -> Value {
+    let text = std::fs::read_to_string(out.join("checklist.json")).expect("checklist.json");
+    serde_json::from_str(&text).expect("checklist.json is JSON")
+}
+
+fn item<'a>(c: &'a Value, id: &str) -> &'a Value {
+    c["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|i| i["id"] == id)
+        .unwrap_or_else(|| panic!("{id} missing"))
+}
+
+fn status<'a>(c: &'a Value, id: &str) -> &'a str {
+    item(c, id)["status"].as_str().unwrap_or_default()
+}
+
+/// The items a probe run cannot verify, and a word each reason must carry.
+const OTHER_RUNS: [(&str, &str); 7] = [
+    ("OPS-4", "preflight serve"),
+    ("OPS-6", "preflight serve"),
+    ("QRT-2", "preflight review"),
+    ("QRT-3", "preflight review"),
+    ("QRT-4", "preflight review"),
+    ("QRT-5", "preflight review"),
+    ("OPS-8", "preflight review"),
+];
+
+#[test]
+fn the_default_run_verifies_every_item_a_probe_run_can() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("report");
+    let (code, log) = probe(&[], &out);
+    assert_eq!(code, Some(0), "{log}");
+    let c = checklist(&out);
+    assert_eq!(c["total"], 62);
+    assert_eq!(c["machine_checkable"], 57);
+    assert_eq!(c["failed"], 0, "{c}");
+    assert_eq!(c["needs_sign_off"], 5);
+    let mut unverified = Vec::new();
+    for i in c["items"].as_array().unwrap() {
+        let id = i["id"].as_str().unwrap();
+        match i["status"].as_str().unwrap() {
+            "verified" | "needs_sign_off" => {}
+            "not_verified" => unverified.push(id.to_string()),
+            other => panic!("{id} is {other}: {i}"),
+        }
+    }
+    let expected: Vec<String> = OTHER_RUNS.iter().map(|(id, _)| id.to_string()).collect();
+    unverified.sort();
+    let mut want = expected.clone();
+    want.sort();
+    assert_eq!(unverified, want, "{c}");
+    assert_eq!(c["verified"], 57 - OTHER_RUNS.len() as u64);
+    for (id, word) in OTHER_RUNS {
+        let reason = item(&c, id)["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains(word), "{id}: {reason}");
+    }
+    // The newly verified items, by the findings that verify them.
+    for (id, code) in [
+        ("LLM-1", "agent.system_prompt"),
+        ("LLM-2", "agent.step_cap"),
+        ("LLM-3", "agent.tool_list"),
+        ("LLM-4", "agent.principal_leak"),
+        ("LLM-5", "agent.transcript"),
+        ("OPS-3", "policy.regression_suite"),
+        ("CMP-3", "audit.subject_access"),
+        ("CMP-4", "audit.subject_erasure"),
+        ("ISO-6", "lint.admin_separation"),
+    ] {
+        let i = item(&c, id);
+        assert_eq!(i["status"], "verified", "{i}");
+        assert!(
+            i["codes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|k| k["code"] == code && k["pass"].as_u64() > Some(0)),
+            "{id} not verified by {code}: {i}"
+        );
+    }
+    let md = std::fs::read_to_string(out.join("checklist.md")).unwrap();
+    assert!(
+        md.contains(
+            "**62 items:** 50 ✅ verified · 0 ❌ failed · 7 ❔ not verified · 5 ✍️ needs sign-off"
+        ),
+        "{md}"
+    );
+    assert!(md.contains("## Not verified on this run"), "{md}");
+    assert!(out.join("transcripts").is_dir(), "no transcripts written");
+}
+
+/// ISO-6 and OPS-3 from a policy folder that breaks them: an admin policy beside the agent's
+/// that writes to the same audit sinks, and no regression suite.
+#[test]
+fn an_admin_policy_on_the_agents_channel_and_a_missing_suite_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let shop = std::fs::read_to_string(testing::workspace_root().join("fixtures/shop/policy.yaml"))
+        .unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, &shop).unwrap();
+    std::fs::write(
+        dir.path().join("admin-policy.yaml"),
+        shop.replacen("name: shop-support-agent", "name: shop-admin", 1),
+    )
+    .unwrap();
+    let out = dir.path().join("report");
+    let policy_arg = policy.to_string_lossy().into_owned();
+    let (code, log) = probe(&["--policy", &policy_arg, "--only", "lint,suite"], &out);
+    assert_eq!(code, Some(1), "{log}");
+    let c = checklist(&out);
+    assert_eq!(status(&c, "ISO-6"), "failed", "{}", item(&c, "ISO-6"));
+    assert_eq!(status(&c, "OPS-3"), "failed", "{}", item(&c, "OPS-3"));
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let suite = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["code"] == "policy.regression_suite")
+        .expect("the suite finding");
+    assert!(
+        suite["message"]
+            .as_str()
+            .unwrap()
+            .contains("policy-cases.yaml"),
+        "{suite}"
+    );
+    // The agent was left out, and the checklist says so.
+    assert_eq!(status(&c, "LLM-2"), "not_verified");
+    assert!(
+        item(&c, "LLM-2")["reason"]
+            .as_str()
+            .unwrap()
+            .contains("--only/--skip"),
+        "{}",
+        item(&c, "LLM-2")
+    );
+
+    // With the admin policy on a channel of its own, ISO-6 holds.
+    std::fs::write(
+        dir.path().join("admin-policy.yaml"),
+        shop.replacen("name: shop-support-agent", "name: shop-admin", 1)
+            .replacen("    - postgres                         # preflight_audit.audit_log, hash-chained, same transaction\n    - jsonl: audit/shop-audit.jsonl    # the long-term, hash-chained copy\n", "    - jsonl: audit/shop-admin-audit.jsonl\n", 1),
+    )
+    .unwrap();
+    let (_, log) = probe(&["--policy", &policy_arg, "--only", "lint"], &out);
+    let c = checklist(&out);
+    assert_eq!(
+        status(&c, "ISO-6"),
+        "verified",
+        "{log}\n{}",
+        item(&c, "ISO-6")
+    );
+}
+
+/// OPS-3 from a suite with a case that does not hold, named by its line.
+#[test]
+fn a_regression_case_that_does_not_hold_fails_ops_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = dir.path().join("wrong-cases.yaml");
+    std::fs::write(
+        &wrong,
+        "version: 1
+cases:
+  - name: acme reads its own customer 1
+    principal: {tenant: acme, user: u}
+    tool: db_get
+    arguments: {model: customers, id: 1}
+    expect: allow
+  - name: claims another tenant's customer is visible
+    principal: {tenant: acme, user: u}
+    tool: db_get
+    arguments: {model: customers, id: 9}
+    expect: allow
+",
+    )
+    .unwrap();
+    let out = dir.path().join("report");
+    let cases = wrong.to_string_lossy().into_owned();
+    let (code, log) = probe(&["--only", "suite", "--cases", &cases], &out);
+    assert_eq!(code, Some(1), "{log}");
+    let c = checklist(&out);
+    assert_eq!(status(&c, "OPS-3"), "failed", "{}", item(&c, "OPS-3"));
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let suite = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["code"] == "policy.regression_suite")
+        .expect("the suite finding");
+    assert_eq!(suite["verdict"], "fail");
+    assert!(
+        suite["message"].as_str().unwrap().contains("1 of 2"),
+        "{suite}"
+    );
+    let facts = suite["evidence"]["facts"].to_string();
+    assert!(
+        facts.contains(
+            ":8: claims another tenant's customer is visible: expected allow, got deny not_found"
+        ),
+        "{facts}"
+    );
+    assert_eq!(suite["location"]["line"], 8);
+}
+
+/// LLM-1 and LLM-4 from the agent phase: a system prompt that does not explain structured
+/// errors, and a scenario whose task tells the model its tenant. LLM-2: a scenario above the
+/// step cap is refused before anything starts (exit 2).
+#[test]
+fn harness_variants_fail_their_llm_items() {
+    let dir = tempfile::tempdir().unwrap();
+    let prompt = dir.path().join("prompt.md");
+    std::fs::write(&prompt, "You are a helpful assistant for the shop.\n").unwrap();
+    let scenarios = dir.path().join("scenarios");
+    std::fs::create_dir(&scenarios).unwrap();
+    std::fs::write(
+        scenarios.join("names-the-tenant.yaml"),
+        "name: names-the-tenant
+description: The task tells the model which tenant it works for.
+principal: {tenant: acme, user: support-1, roles: [support]}
+task: You work for the tenant acme. Look up order 3 and tell me its status.
+script:
+  - tool_calls:
+      - tool: db_get
+        arguments: {model: orders, id: 3}
+  - final: Order 3 is shipped.
+expect:
+  outcome: completed
+",
+    )
+    .unwrap();
+    let out = dir.path().join("report");
+    let (code, log) = probe(
+        &[
+            "--only",
+            "agent",
+            "--scenarios",
+            &scenarios.to_string_lossy(),
+            "--system-prompt",
+            &prompt.to_string_lossy(),
+        ],
+        &out,
+    );
+    assert_eq!(code, Some(1), "{log}");
+    let c = checklist(&out);
+    assert_eq!(status(&c, "LLM-1"), "failed", "{}", item(&c, "LLM-1"));
+    assert_eq!(status(&c, "LLM-4"), "failed", "{}", item(&c, "LLM-4"));
+    // The suite was left out and says so; the served and review items too.
+    assert_eq!(status(&c, "OPS-3"), "not_verified");
+    assert_eq!(status(&c, "OPS-4"), "not_verified");
+
+    std::fs::write(
+        scenarios.join("names-the-tenant.yaml"),
+        "name: too-many-steps
+principal: {tenant: acme, user: support-1, roles: [support]}
+task: Look up order 3.
+max_steps: 13
+script:
+  - final: done
+",
+    )
+    .unwrap();
+    let (code, log) = probe(
+        &[
+            "--only",
+            "agent",
+            "--scenarios",
+            &scenarios.to_string_lossy(),
+        ],
+        &out,
+    );
+    assert_eq!(code, Some(2), "{log}");
+    assert!(log.contains("LLM-2"), "{log}");
+}
