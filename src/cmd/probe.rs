@@ -384,7 +384,7 @@ pub async fn run(args: ProbeArgs) -> CmdResult {
     finish_report(&report, &plan.out)?;
     let secs = result.duration.as_secs_f64().max(0.001);
     status(format!(
-        "{} probes, {} tool calls in {:.1} s ({:.0} calls/s, p50 {:.2} ms per call); {:.1} s from start to report",
+        "{} findings; the probe families made {} tool calls in {:.1} s ({:.0} calls/s, p50 {:.2} ms per call); {:.1} s from start to report",
         report.findings.len(),
         result.tool_calls,
         secs,

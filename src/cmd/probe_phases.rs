@@ -3,10 +3,11 @@
 //! from evidence) and the policy's regression suite (OPS-3). Items no finding of the run can
 //! verify get a note on the checklist saying why, and what run would verify them.
 //!
-//! Both phases run on the run's own database, after the probes (which put every row back): the
-//! scenarios against a fresh instance of the built-in layer with the policy as written (their
-//! writes are undone by the harness), then the regression suite, whose writes stay, so it runs
-//! only on a throwaway database.
+//! Both phases run on the run's own throwaway database, after the probes (which put every row
+//! back), against a fresh instance of the built-in layer with the policy as written: first the
+//! scenarios (they act on the fixtures' rows; the harness undoes their writes), then the
+//! regression suite (its writes stay). Against another layer or a database given by URL they do
+//! not run, and the checklist says so.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -224,10 +225,10 @@ pub async fn run_scenarios(
         );
         return Ok(output);
     }
-    if session.database.read_only() {
+    if session.database.footprint().is_none() || !session.database.fixtures_loaded() {
         output.note_all(
             &LLM_ITEMS,
-            "the database is read-only for this run (a URL without --allow-writes) and scenarios write; run them on a throwaway database",
+            "the scenarios act on the shop fixtures' own rows (and some write to them), so they run only on a throwaway database with the fixtures (--db auto|container|local)",
         );
         return Ok(output);
     }
@@ -336,6 +337,13 @@ pub async fn run_suite(phase: SuitePhase, session: &Session) -> Result<PhaseOutp
             return Ok(output);
         }
     };
+    if session.target.is_remote() {
+        output.note_all(
+            &["OPS-3"],
+            "`preflight probe` runs the regression suite against the built-in layer only: its cases expect the built-in layer's error codes",
+        );
+        return Ok(output);
+    }
     if session.database.footprint().is_none() || session.database.read_only() {
         output.note_all(
             &["OPS-3"],

@@ -157,18 +157,44 @@ fn the_regression_suite_given_with_cases_is_run_and_reviewed() {
             .arg(shop("policy.yaml"))
             .arg("--cases")
             .arg(cases)
-            .args(["--db", db_flag(), "--rows", "0", "--fixtures"])
+            .args(["--db", db_flag(), "--fixtures"])
             .arg(shop(""))
             .arg("--out")
             .arg(&out))
     };
 
-    let (code, stdout, err) = suite(&shop("policy-cases.yaml"));
+    // The review's database is small (`--rows` 1000 per tenant): cases that need the big
+    // orders table's scale to trip the scan budget belong to the probe run's suite.
+    let good = dir.path().join("cases.yaml");
+    std::fs::write(
+        &good,
+        "version: 1
+cases:
+  - name: acme reads its own customers, personal data masked
+    principal: {tenant: acme, user: u}
+    tool: db_query
+    arguments: {model: customers, limit: 5}
+    expect: allow
+    expect_absent: [ssn, password_hash, api_key]
+  - name: acme cannot read globex's customer 9
+    principal: {tenant: acme, user: u}
+    tool: db_get
+    arguments: {model: customers, id: 9}
+    expect: {deny: not_found}
+  - name: ssn is never selectable
+    principal: {tenant: acme, user: u}
+    tool: db_query
+    arguments: {model: customers, select: [id, ssn], limit: 1}
+    expect: {deny: field_denied}
+",
+    )
+    .unwrap();
+    let (code, stdout, err) = suite(&good);
     assert_eq!(code, Some(0), "{stdout}{err}");
     let json = review_json(&out);
     let qrt5 = &json["sections"]["qrt5_suite"];
     assert_eq!(qrt5["status"], "passed", "{qrt5}");
-    assert!(qrt5["passed"].as_u64().unwrap() > 50, "{qrt5}");
+    assert_eq!(qrt5["passed"], 3, "{qrt5}");
     assert_eq!(qrt5["failed"], 0, "{qrt5}");
 
     let wrong = dir.path().join("wrong-cases.yaml");
