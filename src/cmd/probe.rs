@@ -82,6 +82,11 @@ pub struct ProbeArgs {
     #[arg(long, value_name = "FILE")]
     pub cases: Option<PathBuf>,
 
+    /// The quarterly review of the production audit log (`review.json` from `preflight review`,
+    /// or its folder): QRT-2 … QRT-5 and OPS-8 on this run's checklist.
+    #[arg(long, value_name = "FILE")]
+    pub review: Option<PathBuf>,
+
     /// The lowest verdict that makes the run fail (exit 1): `fail`, `error`, or `not_verified`
     /// (anything but a pass).
     #[arg(long, value_enum, default_value_t = FailOn::NotVerified)]
@@ -275,6 +280,11 @@ pub async fn run(args: ProbeArgs) -> CmdResult {
     };
     let scenario_phase = phases::scenario_phase(&flags)?;
     let suite_phase = phases::suite_phase(&flags)?;
+    let review = args
+        .review
+        .as_deref()
+        .map(crate::cmd::probe_review::read)
+        .transpose()?;
     let started = Instant::now();
     let started_at = environment::now_rfc3339();
     status(format!(
@@ -369,6 +379,9 @@ pub async fn run(args: ProbeArgs) -> CmdResult {
             notes.extend(out.notes);
             tool_calls += out.tool_calls;
         }
+    }
+    if let Some(r) = &review {
+        findings.extend(crate::cmd::probe_review::findings(r));
     }
     notes.extend(phases::other_run_notes(&findings));
     let report = Report {

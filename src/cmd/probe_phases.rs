@@ -451,7 +451,8 @@ pub fn other_run_notes(findings: &[Finding]) -> Vec<ItemNote> {
                   without one. Serve it (`preflight serve --mcp http`) and probe it through the \
                   endpoint (`preflight probe --target mcp-http URL`)";
     let review = "computed from the production audit log by `preflight review` (the quarterly \
-                  review, review.md/review.json), not by a probe run";
+                  review); give its review.json to this run with --review FILE to put it on this \
+                  checklist";
     let mut notes = vec![
         ItemNote::new("OPS-4", format!("a health endpoint is {served}")),
         ItemNote::new(

@@ -321,3 +321,62 @@ script:
     assert_eq!(code, Some(2), "{log}");
     assert!(log.contains("LLM-2"), "{log}");
 }
+
+/// `--review`: the quarterly review of a log puts QRT-2 … QRT-5 and OPS-8 on the probe run's
+/// checklist (verified where the review found nothing, QRT-5 not verified when the review did not
+/// run the suite); a review of a log that does not verify fails them all.
+#[test]
+fn a_quarterly_review_puts_its_items_on_the_checklist() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.jsonl");
+    crate::review_cli::log(&log);
+    let review_dir = dir.path().join("review");
+    let review = |log: &Path| {
+        let out = Command::new(BIN)
+            .args(["review", "--jsonl"])
+            .arg(log)
+            .arg("--out")
+            .arg(&review_dir)
+            .env_remove("PREFLIGHT_AUDIT_DB_URL")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run preflight review");
+        assert_eq!(out.status.code(), Some(1), "only the suite needs attention");
+    };
+    review(&log);
+    let out = dir.path().join("report");
+    let review_arg = review_dir.to_string_lossy().into_owned();
+    let (code, log_text) = probe(&["--only", "lint", "--review", &review_arg], &out);
+    assert_eq!(code, Some(1), "{log_text}");
+    let c = checklist(&out);
+    for id in ["QRT-2", "QRT-3", "QRT-4", "OPS-8"] {
+        assert_eq!(status(&c, id), "verified", "{}", item(&c, id));
+    }
+    assert_eq!(status(&c, "QRT-5"), "not_verified");
+    assert!(
+        item(&c, "QRT-5")["reason"]
+            .as_str()
+            .unwrap()
+            .contains("--cases"),
+        "{}",
+        item(&c, "QRT-5")
+    );
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    std::fs::write(
+        &log,
+        text.replacen("\"rows_returned\":1", "\"rows_returned\":7", 1),
+    )
+    .unwrap();
+    review(&log);
+    let (code, log_text) = probe(&["--only", "lint", "--review", &review_arg], &out);
+    assert_eq!(code, Some(1), "{log_text}");
+    let c = checklist(&out);
+    for id in ["QRT-2", "QRT-3", "QRT-4", "QRT-5", "OPS-8"] {
+        assert_eq!(status(&c, id), "failed", "{}", item(&c, id));
+    }
+
+    let (code, log_text) = probe(&["--only", "lint", "--review", "nowhere.json"], &out);
+    assert_eq!(code, Some(2), "{log_text}");
+    assert!(log_text.contains("--review nowhere.json"), "{log_text}");
+}

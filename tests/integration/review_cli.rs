@@ -34,7 +34,7 @@ fn run(cmd: &mut Command) -> (Option<i32>, String, String) {
 }
 
 /// Twelve quiet reads by many principals, written by the real sink.
-fn log(path: &std::path::Path) {
+pub(crate) fn log(path: &std::path::Path) {
     let sink = JsonlSink::open(path, "test", FsyncPolicy::Never).unwrap();
     for i in 0..12 {
         let args = json!({"model": "orders", "id": i});
