@@ -129,7 +129,7 @@ fn probe(bin: &Path, profile: &str, env: &[(&str, &str)]) -> Run {
 /// What a healthy structured layer cannot show: it has no cursors, its search tools take no
 /// argument that can carry a tenant or a key (the every-tool probe), the fixture has too few
 /// soft-deleted customers for the order oracle, it offers no describe tool, and its audit log
-/// is its own JSONL file with no hash chain, writer login or stored arguments. Each is
+/// is its own JSONL file with no hash chain, writer login, stored arguments or subjects. Each is
 /// `not_verified` with its reason.
 pub(crate) fn expected_not_verified() -> BTreeSet<String> {
     [
@@ -142,6 +142,8 @@ pub(crate) fn expected_not_verified() -> BTreeSet<String> {
         "audit.writer_append_only",
         "audit.chain_verifies",
         "audit.tamper_detected",
+        "audit.subject_access",
+        "audit.subject_erasure",
     ]
     .into_iter()
     .map(str::to_string)
