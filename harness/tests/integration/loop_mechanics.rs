@@ -201,6 +201,41 @@ async fn tools_are_the_layers_own_list() {
     );
 }
 
+/// LLM-3's positive control: a client that offers the model a hand-picked subset of the layer's
+/// tools (the same request with one tool left out) is refused by the model server and recorded
+/// as a violation, which the judge turns into a failing `agent.model_requests` (LLM-3).
+#[tokio::test]
+async fn a_request_that_hides_a_tool_is_a_violation() {
+    let o = run_script(
+        script(vec![ScriptTurn::Final("ok".into())]),
+        FaultPlan::none(),
+        2,
+        "hello",
+        fast_retry(),
+    )
+    .await;
+    assert_eq!(o.server.violations(), vec![]);
+    let mut body = o.server.bodies()[0].clone();
+    let tools = body["tools"].as_array_mut().expect("tools");
+    assert!(tools.len() > 1);
+    tools.pop();
+    let reply = reqwest::Client::new()
+        .post(format!("{}/chat/completions", o.server.base_url()))
+        .json(&body)
+        .send()
+        .await
+        .expect("the server answers");
+    assert_eq!(reply.status(), 400);
+    let violations = o.server.violations();
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert!(
+        violations[0]
+            .message
+            .contains("not the enforcement layer's own tool list"),
+        "{violations:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_script_that_runs_out_is_an_error_not_a_hang() {
     let o = run_script(
