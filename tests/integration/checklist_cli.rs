@@ -4,7 +4,8 @@
 //! say why. Each item the run newly verifies fails on a variant that breaks it: an admin policy
 //! sharing the agent's audit channel (ISO-6), a policy without a regression suite or with a case
 //! that does not hold (OPS-3), a system prompt that does not explain structured errors (LLM-1),
-//! a task that tells the model its tenant (LLM-4), a scenario above the step cap (LLM-2).
+//! a task that tells the model its tenant (LLM-4), no place for the transcript (LLM-5), a
+//! scenario above the step cap (LLM-2), a quarterly review that found problems (QRT-*, OPS-8).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -252,9 +253,11 @@ cases:
     assert_eq!(suite["location"]["line"], 8);
 }
 
-/// LLM-1 and LLM-4 from the agent phase: a system prompt that does not explain structured
-/// errors, and a scenario whose task tells the model its tenant. LLM-2: a scenario above the
-/// step cap is refused before anything starts (exit 2).
+/// LLM-1, LLM-4 and LLM-5 from the agent phase: a system prompt that does not explain
+/// structured errors, a scenario whose task tells the model its tenant, and no place to write
+/// the transcript. LLM-2: a scenario above the step cap is refused before anything starts
+/// (exit 2; the harness's own tests fail a run that asked the model past its cap). LLM-3's
+/// positive control is the harness's (a request that hides a tool).
 #[test]
 fn harness_variants_fail_their_llm_items() {
     let dir = tempfile::tempdir().unwrap();
@@ -279,6 +282,9 @@ expect:
     )
     .unwrap();
     let out = dir.path().join("report");
+    // LLM-5: nowhere to log the agent's output apart from the tool audit (a file is in the way).
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("transcripts"), "not a folder").unwrap();
     let (code, log) = probe(
         &[
             "--only",
@@ -294,6 +300,7 @@ expect:
     let c = checklist(&out);
     assert_eq!(status(&c, "LLM-1"), "failed", "{}", item(&c, "LLM-1"));
     assert_eq!(status(&c, "LLM-4"), "failed", "{}", item(&c, "LLM-4"));
+    assert_eq!(status(&c, "LLM-5"), "failed", "{}", item(&c, "LLM-5"));
     // The suite was left out and says so; the served and review items too.
     assert_eq!(status(&c, "OPS-3"), "not_verified");
     assert_eq!(status(&c, "OPS-4"), "not_verified");
