@@ -369,15 +369,33 @@ pub async fn run(args: ProbeArgs) -> CmdResult {
     let mut findings = result.findings;
     let mut notes = Vec::new();
     let mut tool_calls = result.tool_calls;
-    // The phases run only when the probes ran to the end (not after an outage).
+    // The phases run only when the probes ran to the end (not after an outage). A phase that
+    // cannot run becomes an `error` finding on its items; the report is still written and the
+    // error decides the exit code afterwards.
+    let mut phase_error: Option<CliError> = None;
     if result.infrastructure_error.is_none() {
-        for out in [
-            phases::run_scenarios(scenario_phase, &session, &plan.out).await?,
-            phases::run_suite(suite_phase, &session).await?,
-        ] {
-            findings.extend(out.findings);
-            notes.extend(out.notes);
-            tool_calls += out.tool_calls;
+        let outputs = [
+            (
+                phases::AGENT,
+                phases::run_scenarios(scenario_phase, &session, &plan.out).await,
+            ),
+            (
+                phases::SUITE,
+                phases::run_suite(suite_phase, &session).await,
+            ),
+        ];
+        for (phase, out) in outputs {
+            match out {
+                Ok(out) => {
+                    findings.extend(out.findings);
+                    notes.extend(out.notes);
+                    tool_calls += out.tool_calls;
+                }
+                Err(e) => {
+                    findings.push(phases::phase_error_finding(phase, &e));
+                    phase_error.get_or_insert(e);
+                }
+            }
         }
     }
     if let Some(r) = &review {
@@ -424,6 +442,13 @@ pub async fn run(args: ProbeArgs) -> CmdResult {
             "{e}; the report was written to {}",
             plan.out.display()
         )));
+    }
+    if let Some(e) = phase_error {
+        let text = format!("{e}; the report was written to {}", plan.out.display());
+        return Err(match e {
+            CliError::Config(_) => CliError::Config(text),
+            _ => CliError::Infra(text),
+        });
     }
     // A layer preflight did not write that answered nothing: no claim was tested either way.
     if remote

@@ -444,6 +444,38 @@ fn output_with(mut output: PhaseOutput, finding: Finding) -> PhaseOutput {
     output
 }
 
+/// The `error` finding of a phase that could not run (the database went away, the layer could
+/// not be started): its items are not verified, and the finding says why.
+pub fn phase_error_finding(phase: &str, e: &CliError) -> Finding {
+    let (code, title, items): (&str, &str, Vec<String>) = if phase == AGENT {
+        (
+            "agent.phase",
+            "the agent scenarios ran",
+            LLM_ITEMS.iter().map(|s| s.to_string()).collect(),
+        )
+    } else {
+        (SUITE_CODE, SUITE_TITLE, vec!["OPS-3".to_string()])
+    };
+    Finding {
+        code: code.into(),
+        family: if phase == AGENT { "agent" } else { "policy" }.into(),
+        fingerprint: Finding::fingerprint_for(code, title),
+        title: title.into(),
+        checklist: items,
+        severity: Severity::High,
+        verdict: Verdict::Error,
+        message: format!("the {phase} phase could not run: {e}"),
+        call: None,
+        response_excerpt: None,
+        evidence: Evidence {
+            summary: "nothing was judged".into(),
+            ..Evidence::default()
+        },
+        location: None,
+        duration: Duration::ZERO,
+    }
+}
+
 /// Notes for items only another kind of run can verify, added when no finding of this run cites
 /// them (a served-layer probe family, when one ran, speaks for OPS-4 and OPS-6 itself).
 pub fn other_run_notes(findings: &[Finding]) -> Vec<ItemNote> {
@@ -539,6 +571,22 @@ mod tests {
             scenario_phase(&f).is_err(),
             "--scenarios with agent left out"
         );
+    }
+
+    #[test]
+    fn a_phase_that_cannot_run_is_an_error_on_its_items_never_a_pass() {
+        let e = CliError::infra("the database went away");
+        let f = phase_error_finding(AGENT, &e);
+        assert_eq!(f.verdict, Verdict::Error);
+        assert_eq!(f.checklist, LLM_ITEMS);
+        assert!(
+            f.message.contains("the database went away"),
+            "{}",
+            f.message
+        );
+        let f = phase_error_finding(SUITE, &e);
+        assert_eq!((f.code.as_str(), f.verdict), (SUITE_CODE, Verdict::Error));
+        assert_eq!(f.checklist, ["OPS-3"]);
     }
 
     #[test]
