@@ -240,6 +240,33 @@ impl GroundTruth {
         Ok(())
     }
 
+    /// The highest `id` of `table` (`None` when it is empty): rows above it were created later.
+    pub async fn max_id(&self, table: &str) -> Result<Option<i64>, EvidenceError> {
+        let t = self.check_table(table)?;
+        let sql = format!("SELECT max(id)::bigint FROM public.{t}");
+        sqlx::query_scalar(&sql)
+            .fetch_one(&self.owner)
+            .await
+            .map_err(q("read the highest id"))
+    }
+
+    /// Removes the rows of `table` created after the snapshot whose highest id was `max_id`
+    /// (an attempt's inserts, so the next attempt starts from the same rows). Returns how many.
+    pub async fn remove_rows_after(
+        &self,
+        table: &str,
+        max_id: Option<i64>,
+    ) -> Result<u64, EvidenceError> {
+        let t = self.check_table(table)?;
+        let sql = format!("DELETE FROM public.{t} WHERE id > $1");
+        sqlx::query(&sql)
+            .bind(max_id.unwrap_or(i64::MIN))
+            .execute(&self.owner)
+            .await
+            .map(|r| r.rows_affected())
+            .map_err(q("remove an attempt's rows"))
+    }
+
     /// The database clock, to mark the start of a run.
     pub async fn now(&self) -> Result<chrono::DateTime<chrono::Utc>, EvidenceError> {
         sqlx::query_scalar("SELECT now()")

@@ -18,7 +18,9 @@ use preflight_harness::cassette::{Cassette, Recorder};
 use preflight_harness::client::{Endpoint, RetryPolicy};
 use preflight_harness::evidence::GroundTruth;
 use preflight_harness::judge::PolicyView;
-use preflight_harness::runner::{self, AgentEvent, Provider, Require, RunPlan};
+use preflight_harness::runner::{
+    self, AgentEvent, AttemptLayers, Provider, Require, RunPlan, SharedLayer,
+};
 use preflight_harness::scenario;
 use preflight_probes::target::{BuiltinTarget, GatewayFactory};
 use preflight_reports::{Report, ReportKind, RunEnvironment, Verdict, REPORT_SCHEMA_VERSION};
@@ -27,6 +29,7 @@ use crate::cmd::db_args::{db_error, DbArgs};
 use crate::cmd::target_args::TargetArgs;
 use crate::error::{CliError, CmdResult, Outcome};
 use preflight_probes::target::TargetKind;
+use preflight_targets::profile::Transport;
 
 #[derive(Subcommand, Debug)]
 pub enum AgentCommand {
@@ -186,19 +189,35 @@ async fn run_scenarios(args: AgentRunArgs) -> CmdResult {
         .clone()
         .unwrap_or_else(|| fixtures.dir.join("policy.yaml"));
     let faults: Faults = args.faults.iter().copied().collect();
-    let (gateway, remote) = match &target {
+    let (gateway, remote, layers): (_, _, Arc<dyn AttemptLayers>) = match &target {
         TargetKind::Builtin => {
-            let (gateway, policy) = build_gateway(&policy_file, &database, faults.clone()).await?;
+            let (gateway, policy, builtin) =
+                build_gateway(&policy_file, &database, faults.clone()).await?;
             plan.policy = Some(Arc::new(PolicyView::from_policy(&policy)));
-            (gateway, None)
+            let layers = Arc::new(BuiltinLayers {
+                target: builtin,
+                policy: Arc::new(policy),
+                faults: faults.clone(),
+            });
+            (gateway, None, layers)
         }
         TargetKind::Remote {
             profile,
             profile_dir,
         } => {
-            let remote = Arc::new(connect_remote(profile, profile_dir, &database).await?);
+            let (remote, conn) = connect_remote(profile, profile_dir, &database).await?;
+            let remote = Arc::new(remote);
             let gw: Arc<dyn Gateway> = remote.clone();
-            (gw, Some(remote))
+            let layers: Arc<dyn AttemptLayers> =
+                if matches!(profile.transport, Transport::McpStdio { .. }) {
+                    Arc::new(StdioLayers {
+                        conn,
+                        open: std::sync::Mutex::new(Vec::new()),
+                    })
+                } else {
+                    Arc::new(SharedLayer(gw.clone()))
+                };
+            (gw, Some(remote), layers)
         }
     };
 
@@ -226,7 +245,8 @@ async fn run_scenarios(args: AgentRunArgs) -> CmdResult {
             );
         }
     };
-    let results = runner::execute(&plan, gateway.clone(), Some(truth.clone()), &on_event).await;
+    let isolated = layers.isolated();
+    let results = runner::execute_with(&plan, layers, Some(truth.clone()), &on_event).await;
     let findings = runner::findings(&plan, &results, Some(&truth));
 
     if let (Some(path), Some(rec)) = (&args.record, &plan.recorder) {
@@ -252,16 +272,20 @@ async fn run_scenarios(args: AgentRunArgs) -> CmdResult {
             database_backend: format!("{} ({})", info.kind, info.detail),
             backend_reason: info.reason,
             server_version: info.server_version,
-            target: if faults.is_empty() {
-                format!("{} with the {} model", gateway.name(), plan.provider.name())
-            } else {
-                let names: Vec<&str> = faults.iter().map(|f| f.as_str()).collect();
-                format!(
-                    "{} with the {} model, faults switched on: {}",
-                    gateway.name(),
-                    plan.provider.name(),
-                    names.join(", ")
-                )
+            target: {
+                let mut target =
+                    format!("{} with the {} model", gateway.name(), plan.provider.name());
+                if !faults.is_empty() {
+                    let names: Vec<&str> = faults.iter().map(|f| f.as_str()).collect();
+                    target.push_str(&format!(", faults switched on: {}", names.join(", ")));
+                }
+                if !isolated {
+                    target.push_str(
+                        "; attempts share one layer instance (a layer reached by URL cannot be \
+                         started fresh per attempt), so its rate and quota state carries over",
+                    );
+                }
+                target
             },
             started_at,
         },
@@ -349,12 +373,84 @@ fn plan(args: &AgentRunArgs) -> Result<RunPlan, CliError> {
     Ok(plan)
 }
 
+/// A fresh built-in layer per attempt: its own budget, rate-limit and quota counters, the same
+/// policy, faults, secret key and database.
+struct BuiltinLayers {
+    target: BuiltinTarget,
+    policy: Arc<Policy>,
+    faults: Faults,
+}
+
+#[async_trait::async_trait]
+impl AttemptLayers for BuiltinLayers {
+    async fn layer(&self) -> Result<Arc<dyn Gateway>, String> {
+        self.target
+            .instance(self.policy.clone(), self.faults.clone())
+            .await
+            .map_err(|e| preflight_probes::runner::error_chain(&e))
+    }
+
+    fn isolated(&self) -> bool {
+        true
+    }
+}
+
+/// A fresh process per attempt for a layer started over MCP stdio, ended after the attempt.
+struct StdioLayers {
+    conn: preflight_targets::Connection,
+    open: std::sync::Mutex<Vec<Arc<preflight_targets::RemoteGateway>>>,
+}
+
+#[async_trait::async_trait]
+impl AttemptLayers for StdioLayers {
+    async fn layer(&self) -> Result<Arc<dyn Gateway>, String> {
+        let first = preflight_enforcer::Principal {
+            tenant: "acme".to_string(),
+            user: "preflight-agent".to_string(),
+            roles: Vec::new(),
+        };
+        let g = preflight_targets::RemoteGateway::connect(self.conn.clone(), &first)
+            .await
+            .map_err(|e| format!("cannot reach the target: {e}"))?;
+        let g = Arc::new(g.into_raw());
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(g.clone());
+        Ok(g)
+    }
+
+    fn isolated(&self) -> bool {
+        true
+    }
+
+    async fn release(&self, layer: Arc<dyn Gateway>) {
+        let mine = {
+            let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+            let at = open
+                .iter()
+                .position(|g| std::ptr::addr_eq(Arc::as_ptr(g), Arc::as_ptr(&layer)));
+            at.map(|i| open.swap_remove(i))
+        };
+        if let Some(g) = mine {
+            g.shutdown().await;
+        }
+    }
+}
+
 /// A layer reached through its profile, in its raw view: the agent sees the layer's own tools.
+/// Returns the connection too, for fresh instances of a stdio layer.
 async fn connect_remote(
     profile: &Arc<preflight_targets::Profile>,
     profile_dir: &str,
     database: &preflight_probes::db::Database,
-) -> Result<preflight_targets::RemoteGateway, CliError> {
+) -> Result<
+    (
+        preflight_targets::RemoteGateway,
+        preflight_targets::Connection,
+    ),
+    CliError,
+> {
     use preflight_targets::profile::Login;
     let database_url = match profile.login {
         Login::Agent => database.agent_url().to_string(),
@@ -380,9 +476,9 @@ async fn connect_remote(
         user: "preflight-agent".to_string(),
         roles: Vec::new(),
     };
-    preflight_targets::RemoteGateway::connect(conn, &first)
+    preflight_targets::RemoteGateway::connect(conn.clone(), &first)
         .await
-        .map(preflight_targets::RemoteGateway::into_raw)
+        .map(|g| (g.into_raw(), conn))
         .map_err(|e| CliError::infra(format!("cannot reach the target: {e}")))
 }
 
@@ -394,7 +490,7 @@ async fn build_gateway(
     policy_file: &Path,
     database: &preflight_probes::db::Database,
     faults: Faults,
-) -> Result<(Arc<dyn Gateway>, Policy), CliError> {
+) -> Result<(Arc<dyn Gateway>, Policy, BuiltinTarget), CliError> {
     let owner = database.owner_pool().await.map_err(db_error)?;
     let catalog = Catalog::read(&owner)
         .await
@@ -407,7 +503,7 @@ async fn build_gateway(
         .instance(Arc::new(policy.clone()), faults)
         .await
         .map_err(|e| CliError::infra(format!("cannot start the built-in layer: {e}")))?;
-    Ok((gateway, policy))
+    Ok((gateway, policy, target))
 }
 
 fn chrono_now() -> String {

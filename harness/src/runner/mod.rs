@@ -3,9 +3,11 @@
 //! works and returns [`RunResult`]s, which [`findings`] aggregates into report findings with
 //! pass@k and pass^k per scenario.
 //!
-//! Scenarios that check writes or approvals run alone (a write lock over the database), so their
-//! before/after snapshots cannot see another run's writes; rows they change are put back
-//! afterwards so that repeats start from the same state.
+//! Attempts are isolated (see `docs/agent.md`, "Isolated attempts"): each attempt gets its own
+//! layer instance from [`AttemptLayers`] (its own budget, rate-limit and quota state), and
+//! scenarios that check writes or approvals run alone (a write lock over the database) with the
+//! rows they change put back from the ground-truth snapshot taken before the attempt, so every
+//! attempt starts from the loaded fixtures whatever ran before it or beside it.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -123,6 +125,36 @@ pub enum AgentEvent {
     },
 }
 
+/// Where each attempt's enforcement layer comes from.
+#[async_trait::async_trait]
+pub trait AttemptLayers: Send + Sync {
+    /// The layer one attempt talks to.
+    async fn layer(&self) -> Result<Arc<dyn Gateway>, String>;
+
+    /// Whether every [`layer`](AttemptLayers::layer) call returns a fresh instance with its own
+    /// in-memory state. `false` for a layer reached by URL: the report then says attempts share
+    /// it.
+    fn isolated(&self) -> bool;
+
+    /// Called once the attempt is judged, with the layer it used (a stdio layer's process ends).
+    async fn release(&self, _layer: Arc<dyn Gateway>) {}
+}
+
+/// One layer instance shared by every attempt (the entry point's old behaviour, kept for callers
+/// that hold a single gateway; attempts are then not isolated at the layer).
+pub struct SharedLayer(pub Arc<dyn Gateway>);
+
+#[async_trait::async_trait]
+impl AttemptLayers for SharedLayer {
+    async fn layer(&self) -> Result<Arc<dyn Gateway>, String> {
+        Ok(self.0.clone())
+    }
+
+    fn isolated(&self) -> bool {
+        false
+    }
+}
+
 /// One run of one scenario.
 #[derive(Clone, Debug)]
 pub struct RunResult {
@@ -133,6 +165,11 @@ pub struct RunResult {
     pub checks: Vec<Check>,
     pub verdict: Verdict,
     pub transcript: Option<PathBuf>,
+    /// What isolating this attempt cost: starting its layer instance and putting back the rows it
+    /// changed.
+    pub isolation: Duration,
+    /// When the attempt started (UTC).
+    pub started_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// Fail beats error beats not verified beats pass.
@@ -149,10 +186,22 @@ pub fn worst(verdicts: impl IntoIterator<Item = Verdict>) -> Verdict {
         .unwrap_or(Verdict::NotVerified)
 }
 
-/// Runs the plan. Failures of single runs are results, never `Err`.
+/// Runs the plan with every attempt on the one `gateway` (not isolated at the layer; see
+/// [`execute_with`]). Failures of single runs are results, never `Err`.
 pub async fn execute(
     plan: &RunPlan,
     gateway: Arc<dyn Gateway>,
+    truth: Option<GroundTruth>,
+    on_event: &(dyn Fn(AgentEvent) + Send + Sync),
+) -> Vec<RunResult> {
+    execute_with(plan, Arc::new(SharedLayer(gateway)), truth, on_event).await
+}
+
+/// Runs the plan, each attempt on a layer from `layers`. Failures of single runs are results,
+/// never `Err`.
+pub async fn execute_with(
+    plan: &RunPlan,
+    layers: Arc<dyn AttemptLayers>,
     truth: Option<GroundTruth>,
     on_event: &(dyn Fn(AgentEvent) + Send + Sync),
 ) -> Vec<RunResult> {
@@ -193,7 +242,7 @@ pub async fn execute(
     let mut results: Vec<RunResult> = futures::stream::iter(runs)
         .map(|(i, repeat)| {
             let scenario = &plan.scenarios[i];
-            let gateway = gateway.clone();
+            let layers = layers.clone();
             let truth = truth.clone();
             let db_lock = db_lock.clone();
             let scrubber = scrubber.clone();
@@ -201,30 +250,21 @@ pub async fn execute(
             let done = done.clone();
             async move {
                 let started = Instant::now();
+                let attempt = Attempt {
+                    plan,
+                    scenario,
+                    repeat,
+                    layers: layers.as_ref(),
+                    truth: truth.as_ref(),
+                    scrubber: &scrubber,
+                    replay: replay.as_deref(),
+                };
                 let result = if scenario.touches_writes() {
                     let _g = db_lock.write().await;
-                    run_one(
-                        plan,
-                        scenario,
-                        repeat,
-                        gateway,
-                        truth.as_ref(),
-                        &scrubber,
-                        replay.as_deref(),
-                    )
-                    .await
+                    attempt.run().await
                 } else {
                     let _g = db_lock.read().await;
-                    run_one(
-                        plan,
-                        scenario,
-                        repeat,
-                        gateway,
-                        truth.as_ref(),
-                        &scrubber,
-                        replay.as_deref(),
-                    )
-                    .await
+                    attempt.run().await
                 };
                 let n = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
                 on_event(AgentEvent::RunFinished {
@@ -252,15 +292,44 @@ pub async fn execute(
     results
 }
 
-async fn run_one(
-    plan: &RunPlan,
-    scenario: &Scenario,
+/// One attempt of one scenario, with what it needs.
+struct Attempt<'a> {
+    plan: &'a RunPlan,
+    scenario: &'a Scenario,
     repeat: u32,
-    gateway: Arc<dyn Gateway>,
-    truth: Option<&GroundTruth>,
-    scrubber: &Scrubber,
-    replay: Option<&ReplayServer>,
-) -> RunResult {
+    layers: &'a dyn AttemptLayers,
+    truth: Option<&'a GroundTruth>,
+    scrubber: &'a Scrubber,
+    replay: Option<&'a ReplayServer>,
+}
+
+impl Attempt<'_> {
+    /// A fresh layer for the attempt, the attempt, then the layer released.
+    async fn run(&self) -> RunResult {
+        let started_at = chrono::Utc::now();
+        let setup = Instant::now();
+        let layer = self.layers.layer().await;
+        let setup = setup.elapsed();
+        let mut result = run_one(self, layer.clone()).await;
+        result.isolation += setup;
+        result.started_at = started_at;
+        if let Ok(layer) = layer {
+            self.layers.release(layer).await;
+        }
+        result
+    }
+}
+
+async fn run_one(a: &Attempt<'_>, layer: Result<Arc<dyn Gateway>, String>) -> RunResult {
+    let Attempt {
+        plan,
+        scenario,
+        repeat,
+        truth,
+        scrubber,
+        replay,
+        ..
+    } = *a;
     let trace_id = uuid::Uuid::new_v4().simple().to_string();
     let ctx = CallContext {
         principal: scenario.principal.clone(),
@@ -297,6 +366,16 @@ async fn run_one(
         }],
         verdict: Verdict::Error,
         transcript: None,
+        isolation: Duration::ZERO,
+        started_at: chrono::Utc::now(),
+    };
+    let gateway = match layer {
+        Ok(g) => g,
+        Err(e) => {
+            return fail(format!(
+                "cannot start a layer instance for this attempt: {e}"
+            ))
+        }
     };
 
     // The model endpoint for this run.
@@ -348,6 +427,16 @@ async fn run_one(
         },
         None => judge::Before::default(),
     };
+    // The highest id of every table a write scenario looks at: rows above it are the attempt's.
+    let mut max_ids = Vec::new();
+    if let Some(t) = truth {
+        for table in written_tables(scenario) {
+            match t.max_id(&table).await {
+                Ok(m) => max_ids.push((table, m)),
+                Err(e) => return fail(format!("cannot snapshot ground truth: {e}")),
+            }
+        }
+    }
     let tenants: Vec<String> = truth.map(|t| t.tenants.clone()).unwrap_or_default();
     let guard = PrincipalGuard::new(
         &scenario.principal.tenant,
@@ -409,7 +498,8 @@ async fn run_one(
     }
     let checks = judge::judge(scenario, &run, truth, &before, &cx).await;
 
-    // Put changed rows back so the next repeat starts from the same state.
+    // Put changed rows back so the next attempt starts from the same state.
+    let restoring = Instant::now();
     if let Some(t) = truth {
         for (change, (_, _, row)) in scenario.expect.changed.iter().zip(&before.rows) {
             if let Some(row) = row {
@@ -419,7 +509,13 @@ async fn run_one(
                 }
             }
         }
+        for (table, max_id) in &max_ids {
+            if let Err(e) = t.remove_rows_after(table, *max_id).await {
+                tracing::warn!("cannot remove the rows the attempt created in {table}: {e}");
+            }
+        }
     }
+    let isolation = restoring.elapsed();
     let verdict = worst(checks.iter().map(|c| c.verdict));
     RunResult {
         scenario: scenario.name.clone(),
@@ -429,7 +525,16 @@ async fn run_one(
         checks,
         verdict,
         transcript: transcript_path,
+        isolation,
+        started_at: chrono::Utc::now(),
     }
+}
+
+/// The tables a scenario's write expectations name (unchanged or changed), once each.
+fn written_tables(scenario: &Scenario) -> BTreeSet<String> {
+    let mut tables: BTreeSet<String> = scenario.expect.unchanged.iter().cloned().collect();
+    tables.extend(scenario.expect.changed.iter().map(|c| c.table.clone()));
+    tables
 }
 
 fn judge_error(kind: CheckKind, message: &str) -> Check {
