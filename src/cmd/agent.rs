@@ -47,14 +47,6 @@ pub enum ProviderArg {
     Openai,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum RequireArg {
-    /// A scenario passes only when every repeat passes (pass^k).
-    All,
-    /// A scenario passes when any repeat passes (pass@k).
-    Any,
-}
-
 #[derive(Args, Debug)]
 pub struct AgentRunArgs {
     /// A scenario file, or a folder of *.yaml scenario files.
@@ -114,9 +106,11 @@ pub struct AgentRunArgs {
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
 
-    /// When a repeated scenario counts as passed.
-    #[arg(long, value_enum, default_value_t = RequireArg::All)]
-    pub require: RequireArg,
+    /// When a scenario's attempts count as a pass: `all` (every attempt, pass^k), `any` (at
+    /// least one, pass@k), or `rate=P` (the 95% Wilson lower bound of the pass rate is at least
+    /// P, e.g. `rate=0.9`). The rule is stated in the report.
+    #[arg(long, default_value = "all", value_parser = parse_require, value_name = "all|any|rate=P")]
+    pub require: Require,
 
     /// Model API attempts per request (first included) before the run ends as `error`.
     #[arg(long, default_value_t = 5, value_name = "N")]
@@ -138,6 +132,10 @@ pub struct AgentRunArgs {
 
     #[command(flatten)]
     pub db: DbArgs,
+}
+
+fn parse_require(s: &str) -> Result<Require, String> {
+    s.parse()
 }
 
 fn parse_fault(name: &str) -> Result<Fault, String> {
@@ -362,10 +360,7 @@ fn plan(args: &AgentRunArgs) -> Result<RunPlan, CliError> {
         },
         recorder: args.record.as_ref().map(|_| Arc::new(Recorder::new())),
         transcripts_dir: Some(args.out.join("transcripts")),
-        require: match args.require {
-            RequireArg::All => Require::All,
-            RequireArg::Any => Require::Any,
-        },
+        require: args.require,
         // Set once the policy is loaded against the provisioned database.
         policy: None,
     };
@@ -507,10 +502,5 @@ async fn build_gateway(
 }
 
 fn chrono_now() -> String {
-    // RFC 3339 in UTC without pulling chrono into the binary.
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    format!("unix:{secs}")
+    runner::now_iso8601()
 }

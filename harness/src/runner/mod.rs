@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use preflight_enforcer::{CallContext, Gateway};
-use preflight_reports::{Evidence, Finding, Severity, ToolCallRecord, Verdict};
+use preflight_reports::{Evidence, Verdict};
 
 use crate::agent::{run_agent, AgentRun, AgentSettings, RunOutcome};
 use crate::cassette::{Cassette, Recorder};
@@ -49,11 +49,39 @@ impl Provider {
     }
 }
 
-/// Whether a scenario passes when all its repeats pass (pass^k) or when any does (pass@k).
+/// When a scenario's attempts add up to a pass (the run's verdict rule, stated in the report).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Require {
+    /// Every attempt passed (pass^k). The default.
     All,
+    /// At least one attempt passed (pass@k).
     Any,
+    /// The 95% Wilson lower bound of the per-attempt pass rate is at least `per_mille` / 1000.
+    MinRate { per_mille: u16 },
+}
+
+impl std::str::FromStr for Require {
+    type Err = String;
+
+    /// `all`, `any`, or `rate=P` with P in (0, 1].
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "all" => Ok(Require::All),
+            "any" => Ok(Require::Any),
+            _ => {
+                let p = s
+                    .strip_prefix("rate=")
+                    .and_then(|p| p.parse::<f64>().ok())
+                    .filter(|p| *p > 0.0 && *p <= 1.0)
+                    .ok_or_else(|| {
+                        format!("expected `all`, `any` or `rate=P` with 0 < P <= 1, got {s:?}")
+                    })?;
+                Ok(Require::MinRate {
+                    per_mille: (p * 1000.0).round() as u16,
+                })
+            }
+        }
+    }
 }
 
 /// A validated plan.
@@ -170,6 +198,11 @@ pub struct RunResult {
     pub isolation: Duration,
     /// When the attempt started (UTC).
     pub started_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The current UTC time in ISO 8601 (RFC 3339), to the second: `2026-12-06T07:32:01Z`.
+pub fn now_iso8601() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// Fail beats error beats not verified beats pass.
@@ -549,268 +582,10 @@ fn judge_error(kind: CheckKind, message: &str) -> Check {
     }
 }
 
-/// pass@k and pass^k of one scenario's runs.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct PassRates {
-    pub k: usize,
-    pub passed: usize,
-    /// At least one of the k runs passed.
-    pub pass_at_k: bool,
-    /// All k runs passed.
-    pub pass_pow_k: bool,
-}
+mod attribution;
+mod report;
+mod stats;
 
-pub fn pass_rates(results: &[&RunResult]) -> PassRates {
-    let passed = results
-        .iter()
-        .filter(|r| r.verdict == Verdict::Pass)
-        .count();
-    PassRates {
-        k: results.len(),
-        passed,
-        pass_at_k: passed > 0,
-        pass_pow_k: passed == results.len() && !results.is_empty(),
-    }
-}
-
-/// Report findings: per scenario one `agent.scenario` finding with pass@k and pass^k, one finding
-/// per check (worst verdict over the repeats), and the plan-level LLM-1 check of the system
-/// prompt.
-pub fn findings(
-    plan: &RunPlan,
-    results: &[RunResult],
-    truth: Option<&GroundTruth>,
-) -> Vec<Finding> {
-    // Findings quote the model's answer and arguments: scrub them like transcripts.
-    let scrubber = Scrubber::new(truth.map(|t| t.canaries.as_slice()).unwrap_or(&[]));
-    let mut out = vec![system_prompt_finding(&plan.settings.system_prompt)];
-    for scenario in &plan.scenarios {
-        let runs: Vec<&RunResult> = results
-            .iter()
-            .filter(|r| r.scenario == scenario.name)
-            .collect();
-        let rates = pass_rates(&runs);
-        let duration: Duration = runs.iter().map(|r| r.run.duration).sum();
-        let scenario_verdict = match plan.require {
-            Require::All if rates.pass_pow_k => Verdict::Pass,
-            Require::Any if rates.pass_at_k => Verdict::Pass,
-            Require::All | Require::Any => {
-                let v = worst(runs.iter().map(|r| r.verdict));
-                if v == Verdict::Pass {
-                    Verdict::Fail
-                } else {
-                    v
-                }
-            }
-        };
-        let mut kinds: Vec<CheckKind> = runs
-            .iter()
-            .flat_map(|r| r.checks.iter().map(|c| c.kind))
-            .collect();
-        kinds.sort();
-        kinds.dedup();
-        let mut checklist: BTreeSet<String> = scenario.checklist.iter().cloned().collect();
-        for k in &kinds {
-            checklist.extend(k.checklist().iter().map(|s| s.to_string()));
-        }
-        let first_bad = runs.iter().find(|r| r.verdict != Verdict::Pass);
-        let title = format!("scenario {}", scenario.name);
-        let mut evidence = Evidence {
-            summary: format!(
-                "pass@{k} = {}, pass^{k} = {} ({} of {k} run(s) passed)",
-                u8::from(rates.pass_at_k),
-                u8::from(rates.pass_pow_k),
-                rates.passed,
-                k = rates.k
-            ),
-            ..Evidence::default()
-        };
-        for r in &runs {
-            evidence.facts.push(format!(
-                "run {}: {} ({}, {} step(s), trace {})",
-                r.repeat,
-                r.verdict.as_str(),
-                r.run.outcome.as_str(),
-                r.run.steps,
-                r.trace_id
-            ));
-        }
-        out.push(Finding {
-            code: "agent.scenario".into(),
-            family: "agent".into(),
-            fingerprint: Finding::fingerprint_for("agent.scenario", &title),
-            title,
-            checklist: checklist.into_iter().collect(),
-            severity: Severity::High,
-            verdict: scenario_verdict,
-            message: match first_bad {
-                None => format!("{}: {}", scenario.description_or_task(), evidence.summary),
-                Some(r) => format!(
-                    "{}; first problem (run {}): {}",
-                    evidence.summary,
-                    r.repeat,
-                    r.checks
-                        .iter()
-                        .find(|c| c.verdict != Verdict::Pass)
-                        .map(|c| format!("{}: {}", c.kind.code(), c.summary))
-                        .unwrap_or_else(|| r.run.error.clone().unwrap_or_default())
-                ),
-            },
-            call: None,
-            response_excerpt: runs
-                .first()
-                .and_then(|r| r.run.final_answer.as_deref())
-                .map(|a| excerpt(&scrubber.scrub(a), 300)),
-            evidence,
-            location: None,
-            duration,
-        });
-        for kind in kinds {
-            let per_run: Vec<(&RunResult, &Check)> = runs
-                .iter()
-                .filter_map(|r| r.checks.iter().find(|c| c.kind == kind).map(|c| (*r, c)))
-                .collect();
-            let verdict = worst(per_run.iter().map(|(_, c)| c.verdict));
-            let Some((run, shown)) = per_run
-                .iter()
-                .find(|(_, c)| c.verdict == verdict)
-                .or_else(|| per_run.first())
-                .copied()
-            else {
-                continue;
-            };
-            let title = format!("{}: {}", scenario.name, kind.title());
-            let mut evidence = shown.evidence.clone();
-            if per_run.len() > 1 {
-                evidence.facts.push(format!(
-                    "{} of {} run(s) passed this check; shown: run {}",
-                    per_run
-                        .iter()
-                        .filter(|(_, c)| c.verdict == Verdict::Pass)
-                        .count(),
-                    per_run.len(),
-                    run.repeat
-                ));
-            }
-            let call = run
-                .run
-                .tool_calls
-                .iter()
-                .find(|c| c.error.is_some() || kind == CheckKind::CrossTenant)
-                .or_else(|| run.run.tool_calls.first())
-                .map(|c| ToolCallRecord {
-                    tool: c.tool.clone(),
-                    tenant: scenario.principal.tenant.clone(),
-                    user: scenario.principal.user.clone(),
-                    arguments: scrubber.scrub_value(&c.arguments),
-                    trace_id: run.trace_id.clone(),
-                });
-            out.push(Finding {
-                code: kind.code().into(),
-                family: "agent".into(),
-                fingerprint: Finding::fingerprint_for(kind.code(), &title),
-                title,
-                checklist: kind.checklist().iter().map(|s| s.to_string()).collect(),
-                severity: severity(kind),
-                verdict,
-                message: shown.summary.clone(),
-                call,
-                response_excerpt: None,
-                evidence,
-                location: None,
-                duration: run.run.duration,
-            });
-        }
-    }
-    out
-}
-
-fn severity(kind: CheckKind) -> Severity {
-    match kind {
-        CheckKind::CrossTenant | CheckKind::Secrets | CheckKind::PrincipalLeak => {
-            Severity::Critical
-        }
-        CheckKind::Writes | CheckKind::Approval | CheckKind::StepCap | CheckKind::Transcript => {
-            Severity::High
-        }
-        CheckKind::Recovery
-        | CheckKind::ErrorsSeen
-        | CheckKind::ToolList
-        | CheckKind::AuditTrail
-        | CheckKind::ModelRequests => Severity::Medium,
-        CheckKind::Outcome | CheckKind::Steps | CheckKind::FinalAnswer | CheckKind::Tools => {
-            Severity::Low
-        }
-    }
-}
-
-/// LLM-1 as a static check of the prompt text: it must explain `code` and `suggestion` and ask
-/// the model to recover.
-pub fn system_prompt_finding(prompt: &str) -> Finding {
-    let lower = prompt.to_lowercase();
-    let mut missing = Vec::new();
-    for (needle, what) in [
-        ("code", "the error `code`"),
-        ("suggestion", "the `suggestion`"),
-        (
-            "recover",
-            "that the agent should recover rather than give up",
-        ),
-    ] {
-        if !lower.contains(needle) {
-            missing.push(what);
-        }
-    }
-    let title = "the system prompt explains structured errors".to_string();
-    Finding {
-        code: "agent.system_prompt".into(),
-        family: "agent".into(),
-        fingerprint: Finding::fingerprint_for("agent.system_prompt", &title),
-        title,
-        checklist: vec!["LLM-1".into()],
-        severity: Severity::Medium,
-        verdict: if missing.is_empty() {
-            Verdict::Pass
-        } else {
-            Verdict::Fail
-        },
-        message: if missing.is_empty() {
-            "the system prompt tells the agent how to read `code` and `suggestion` and to recover"
-                .into()
-        } else {
-            format!(
-                "the system prompt does not mention {}; add it (see harness/prompts/system.md)",
-                missing.join(", ")
-            )
-        },
-        call: None,
-        response_excerpt: Some(excerpt(prompt, 300)),
-        evidence: Evidence {
-            summary: format!(
-                "{} characters of system prompt checked",
-                prompt.chars().count()
-            ),
-            ..Evidence::default()
-        },
-        location: None,
-        duration: Duration::ZERO,
-    }
-}
-
-fn excerpt(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_string()
-    } else {
-        format!("{}…", s.chars().take(max).collect::<String>())
-    }
-}
-
-impl Scenario {
-    fn description_or_task(&self) -> String {
-        if self.description.is_empty() {
-            excerpt(&self.task, 120)
-        } else {
-            self.description.clone()
-        }
-    }
-}
+pub use attribution::{attribute, FailureKind};
+pub use report::{findings, pass_rates, system_prompt_finding, PassRates};
+pub use stats::{wilson, Interval};

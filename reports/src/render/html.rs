@@ -93,7 +93,7 @@ pub(crate) fn render_scrubbed(report: &Scrubbed) -> String {
          <h1 class=\"outcome outcome-{}\"><span class=\"dot\"></span>{}</h1>\n<dl class=\"env\">\n",
         kind_title(report.kind),
         outcome.as_str(),
-        markup(&capitalise(outcome.headline())),
+        markup(&capitalise(&report.headline())),
     );
     let env_rows: [(&str, String); 11] = [
         ("Target", e.target.clone()),
