@@ -449,6 +449,7 @@ impl SelfTestResult {
             duration: self.duration,
             tool_calls,
             probe_duration: self.duration,
+            attempts: Vec::new(),
         }
     }
 }

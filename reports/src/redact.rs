@@ -176,6 +176,16 @@ pub fn scrub_report(report: &Report) -> Report {
     let mut r = report.clone();
     scrub_environment(&mut r.environment);
     r.findings.iter_mut().for_each(scrub_finding);
+    for a in &mut r.attempts {
+        for t in &mut a.turns {
+            s(&mut t.text);
+            s(&mut t.label);
+        }
+        for c in &mut a.checks {
+            s(&mut c.summary);
+            c.evidence.iter_mut().for_each(s);
+        }
+    }
     r
 }
 

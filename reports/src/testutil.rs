@@ -250,6 +250,7 @@ pub fn sample_report() -> Report {
         duration: Duration::from_millis(4321),
         tool_calls: 42,
         probe_duration: Duration::from_millis(3000),
+        attempts: Vec::new(),
     }
 }
 

@@ -298,6 +298,7 @@ async fn run_scenarios(args: AgentRunArgs) -> CmdResult {
         duration: started.elapsed(),
         // No probing phase apart from the run: rates are taken over the whole duration.
         probe_duration: std::time::Duration::ZERO,
+        attempts: runner::attempt_records(&plan, &results, Some(&truth)),
     };
     let files = preflight_reports::write_all(&report, &args.out)
         .map_err(|e| CliError::infra(format!("cannot write the report: {e}")))?;

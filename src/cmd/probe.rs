@@ -311,6 +311,7 @@ pub async fn run(args: ProbeArgs) -> CmdResult {
         duration: started.elapsed(),
         tool_calls: result.tool_calls,
         probe_duration: result.duration,
+        attempts: Vec::new(),
     };
     finish_report(&report, &plan.out)?;
     let secs = result.duration.as_secs_f64().max(0.001);

@@ -582,10 +582,12 @@ fn judge_error(kind: CheckKind, message: &str) -> Check {
     }
 }
 
+mod attempts;
 mod attribution;
 mod report;
 mod stats;
 
+pub use attempts::attempt_records;
 pub use attribution::{attribute, FailureKind};
 pub use report::{findings, pass_rates, system_prompt_finding, PassRates};
 pub use stats::{wilson, Interval};
