@@ -382,3 +382,43 @@ impl Scenario {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rates(passed: usize, k: usize) -> PassRates {
+        PassRates {
+            k,
+            passed,
+            pass_at_k: passed > 0,
+            pass_pow_k: passed == k && k > 0,
+            rate: wilson(passed, k),
+            flaky: passed > 0 && passed < k,
+        }
+    }
+
+    #[test]
+    fn verdict_rules() {
+        let all: Require = "all".parse().unwrap();
+        let any: Require = "any".parse().unwrap();
+        let rate: Require = "rate=0.9".parse().unwrap();
+        assert_eq!(rate, Require::MinRate { per_mille: 900 });
+        assert!(all.holds(&rates(30, 30)) && !all.holds(&rates(29, 30)));
+        assert!(any.holds(&rates(1, 30)) && !any.holds(&rates(0, 30)));
+        // The Wilson lower bound, not the observed rate: 30 of 30 is not enough for 0.9.
+        assert!(rate.holds(&rates(50, 50)));
+        assert!(!rate.holds(&rates(30, 30)));
+        assert!(!rate.holds(&rates(0, 0)));
+        for bad in ["rate=0", "rate=1.5", "rate=x", "most", ""] {
+            assert!(bad.parse::<Require>().is_err(), "{bad}");
+        }
+        assert!(rate.describe().contains("0.900"));
+    }
+
+    #[test]
+    fn flaky_only_when_attempts_disagree() {
+        assert!(rates(3, 10).flaky);
+        assert!(!rates(10, 10).flaky && !rates(0, 10).flaky);
+    }
+}
