@@ -439,3 +439,53 @@ expect:
     assert!(line.contains("no layer failure found"), "{line}");
     assert!(!line.contains("the layer"), "{line}");
 }
+
+/// Attempts are independent of what runs beside them: 8 at a time gives attempt for attempt the
+/// verdicts and failed checks 1 at a time gives, on a layer with a fault (so some attempts fail).
+#[test]
+fn eight_jobs_give_the_verdicts_of_one_job() {
+    let verdicts = |jobs: &str| {
+        let out_dir = tempfile::tempdir().expect("temp dir");
+        let out = Command::new(BIN)
+            .args(["agent", "run"])
+            .arg(scenarios_dir())
+            .args([
+                "--db",
+                "local",
+                "--repeat",
+                "3",
+                "--fault",
+                "reason_not_required",
+            ])
+            .args(["--jobs", jobs, "--out"])
+            .arg(out_dir.path())
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("run preflight");
+        assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+        let report = report(out_dir.path());
+        let mut v: Vec<String> = report["attempts"]
+            .as_array()
+            .expect("attempts")
+            .iter()
+            .map(|a| {
+                let failed: Vec<String> = a["checks"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|c| c["verdict"] != "pass")
+                    .map(|c| format!("{}={}/{}", c["code"], c["verdict"], c["failure_kind"]))
+                    .collect();
+                format!(
+                    "{}#{} {} {failed:?}",
+                    a["scenario"], a["attempt"], a["verdict"]
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let one = verdicts("1");
+    assert!(one.iter().any(|v| v.contains("\"fail\"")), "{one:?}");
+    assert_eq!(one, verdicts("8"));
+}

@@ -64,7 +64,26 @@ pub fn attempt_records(
                     .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 trace_id: r.trace_id.clone(),
                 outcome: r.run.outcome.as_str().to_string(),
-                turns: r.run.transcript.iter().map(|e| turn(e, &s)).collect(),
+                turns: r
+                    .run
+                    .transcript
+                    .iter()
+                    .map(|e| match e {
+                        // The same in every attempt: named, not repeated 1,000 times.
+                        TranscriptEntry::System { text } if *text == plan.settings.system_prompt => {
+                            TranscriptTurn {
+                                role: "system".into(),
+                                step: None,
+                                label: String::new(),
+                                text: format!(
+                                    "(the run's system prompt, {} characters: see the agent.system_prompt finding)",
+                                    text.chars().count()
+                                ),
+                            }
+                        }
+                        e => turn(e, &s),
+                    })
+                    .collect(),
                 checks,
             }
         })
