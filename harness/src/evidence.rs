@@ -250,16 +250,22 @@ impl GroundTruth {
             .map_err(q("read the highest id"))
     }
 
-    /// Removes the rows of `table` created after the snapshot whose highest id was `max_id`
-    /// (an attempt's inserts, so the next attempt starts from the same rows). Returns how many.
-    pub async fn remove_rows_after(
+    /// Removes rows `ids` of `table` that were created after the snapshot whose highest id was
+    /// `max_id` (an attempt's inserts, so the next attempt starts from the same rows; a row at or
+    /// below `max_id` is never touched). Returns how many.
+    pub async fn remove_created_rows(
         &self,
         table: &str,
         max_id: Option<i64>,
+        ids: &[i64],
     ) -> Result<u64, EvidenceError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
         let t = self.check_table(table)?;
-        let sql = format!("DELETE FROM public.{t} WHERE id > $1");
+        let sql = format!("DELETE FROM public.{t} WHERE id = ANY($1) AND id > $2");
         sqlx::query(&sql)
+            .bind(ids)
             .bind(max_id.unwrap_or(i64::MIN))
             .execute(&self.owner)
             .await

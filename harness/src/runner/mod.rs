@@ -543,7 +543,8 @@ async fn run_one(a: &Attempt<'_>, layer: Result<Arc<dyn Gateway>, String>) -> Ru
             }
         }
         for (table, max_id) in &max_ids {
-            if let Err(e) = t.remove_rows_after(table, *max_id).await {
+            let ids = created_ids(&run, table);
+            if let Err(e) = t.remove_created_rows(table, *max_id, &ids).await {
                 tracing::warn!("cannot remove the rows the attempt created in {table}: {e}");
             }
         }
@@ -561,6 +562,47 @@ async fn run_one(a: &Attempt<'_>, layer: Result<Arc<dyn Gateway>, String>) -> Ru
         isolation,
         started_at: chrono::Utc::now(),
     }
+}
+
+/// Ids of the rows of `table` the layer said it created in this attempt: the `id` fields in the
+/// results of its successful create calls on that model. Only these rows (and only above the
+/// table's highest id before the attempt) are removed afterwards, so on a shared staging
+/// database no row another client wrote meanwhile is touched.
+fn created_ids(run: &AgentRun, table: &str) -> Vec<i64> {
+    fn ids(v: &serde_json::Value, depth: u8, out: &mut Vec<i64>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                if let Some(id) = m.get("id").and_then(serde_json::Value::as_i64) {
+                    out.push(id);
+                }
+                if depth > 0 {
+                    m.values().for_each(|x| ids(x, depth - 1, out));
+                }
+            }
+            serde_json::Value::Array(a) if depth > 0 => {
+                a.iter().for_each(|x| ids(x, depth - 1, out));
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for c in &run.tool_calls {
+        let creates = ["create", "insert"]
+            .iter()
+            .any(|w| c.tool.to_lowercase().contains(w));
+        if creates
+            && c.origin == crate::agent::ResultOrigin::Gateway
+            && c.error.is_none()
+            && c.arguments.get("model").and_then(serde_json::Value::as_str) == Some(table)
+        {
+            if let Some(result) = &c.result {
+                ids(result, 3, &mut out);
+            }
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 /// The tables a scenario's write expectations name (unchanged or changed), once each.
