@@ -179,9 +179,11 @@ async fn run_scenarios(args: AgentRunArgs) -> CmdResult {
         .await
         .map_err(db_error)?;
     let owner = database.owner_pool().await.map_err(db_error)?;
-    let truth = GroundTruth::load(owner)
+    let mut truth = GroundTruth::load(owner)
         .await
         .map_err(|e| CliError::infra(format!("cannot read ground truth: {e}")))?;
+    // A staging database's rows are not ours: write scenarios act on copies made per attempt.
+    truth.attempt_rows = matches!(db, preflight_probes::db::Db::Url { .. });
     let policy_file = args
         .policy
         .clone()

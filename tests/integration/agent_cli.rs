@@ -489,3 +489,75 @@ fn eight_jobs_give_the_verdicts_of_one_job() {
     assert!(one.iter().any(|v| v.contains("\"fail\"")), "{one:?}");
     assert_eq!(one, verdicts("8"));
 }
+
+/// On a staging URL with `--allow-writes`, a write scenario acts only on rows created for each
+/// attempt (a copy of the row it names) and removes them afterwards: the fixture row is never
+/// written, the table ends as it began, and every attempt passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_staging_url_write_scenarios_act_on_rows_created_for_the_attempt() {
+    let db = testing::database().await;
+    let owner = db.owner_pool().await.expect("owner pool");
+    let digest = || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT count(*)::text || ':' || md5(coalesce(string_agg(t::text, ',' ORDER BY t.id), '')) FROM public.support_tickets t",
+        )
+        .fetch_one(&owner)
+        .await
+        .expect("support_tickets digest")
+    };
+    let before = digest().await;
+    let out_dir = tempfile::tempdir().expect("temp dir");
+    let (bin, out_path) = (BIN.to_string(), out_dir.path().to_path_buf());
+    let scenario = scenarios_dir().join("06-write-without-reason.yaml");
+    let (owner_url, agent_url) = (db.owner_url().to_string(), db.agent_url().to_string());
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(bin)
+            .args(["agent", "run"])
+            .arg(scenario)
+            .args(["--allow-writes", "--repeat", "3", "--jobs", "3", "--out"])
+            .arg(out_path)
+            .env("PREFLIGHT_DB", owner_url)
+            .env("PREFLIGHT_AGENT_URL", agent_url)
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("run preflight")
+    })
+    .await
+    .expect("join");
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let report = report(out_dir.path());
+    let attempts = attempts_of(&report, "write-without-reason");
+    assert_eq!(attempts.len(), 3);
+    let mut rows = std::collections::BTreeSet::new();
+    for a in attempts {
+        assert_eq!(a["verdict"], "pass", "{a}");
+        // The update went to the attempt's own row, never to the fixture's row 2.
+        let calls: Vec<&str> = a["turns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["role"] == "assistant")
+            .filter_map(|t| t["text"].as_str())
+            .filter(|t| t.contains("db_update"))
+            .collect();
+        assert_eq!(calls.len(), 2, "{a}");
+        for c in calls {
+            assert!(!c.contains("\"id\":2,") && !c.contains("\"id\":2}"), "{c}");
+            rows.insert(
+                c.split("\"id\":")
+                    .nth(1)
+                    .unwrap()
+                    .split([',', '}'])
+                    .next()
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+    }
+    assert_eq!(rows.len(), 3, "each attempt had a row of its own: {rows:?}");
+    assert_eq!(
+        digest().await,
+        before,
+        "the attempts' rows were not removed"
+    );
+}

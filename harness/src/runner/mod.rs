@@ -410,6 +410,32 @@ async fn run_one(a: &Attempt<'_>, layer: Result<Arc<dyn Gateway>, String>) -> Ru
             ))
         }
     };
+    // On a staging database a write scenario acts on rows of its own: a copy of each row it
+    // names, created now and removed after the attempt.
+    let mut own_rows: Vec<(String, i64)> = Vec::new();
+    let attempt_scenario;
+    let scenario = match truth {
+        Some(t) if t.attempt_rows && !scenario.expect.changed.is_empty() => {
+            let mut s = scenario.clone();
+            for i in 0..s.expect.changed.len() {
+                let (table, id) = (s.expect.changed[i].table.clone(), s.expect.changed[i].id);
+                let copy = match t.copy_row(&table, id).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        for (table, id) in &own_rows {
+                            let _ = t.delete_row(table, *id).await;
+                        }
+                        return fail(format!("cannot create the attempt's own rows: {e}"));
+                    }
+                };
+                own_rows.push((table.clone(), copy));
+                retarget(&mut s, &table, id, copy);
+            }
+            attempt_scenario = s;
+            &attempt_scenario
+        }
+        _ => scenario,
+    };
 
     // The model endpoint for this run.
     let mut scripted: Option<ScriptedServer> = None;
@@ -548,6 +574,11 @@ async fn run_one(a: &Attempt<'_>, layer: Result<Arc<dyn Gateway>, String>) -> Ru
                 tracing::warn!("cannot remove the rows the attempt created in {table}: {e}");
             }
         }
+        for (table, id) in &own_rows {
+            if let Err(e) = t.delete_row(table, *id).await {
+                tracing::warn!("cannot remove the attempt's own row {table}#{id}: {e}");
+            }
+        }
     }
     let isolation = restoring.elapsed();
     let verdict = worst(checks.iter().map(|c| c.verdict));
@@ -561,6 +592,38 @@ async fn run_one(a: &Attempt<'_>, layer: Result<Arc<dyn Gateway>, String>) -> Ru
         transcript: transcript_path,
         isolation,
         started_at: chrono::Utc::now(),
+    }
+}
+
+/// Points a scenario at row `to` of `table` instead of row `from`: the `changed` expectation,
+/// every scripted call on that model with that id, and the task's mention of the id (as a whole
+/// number) when it mentions it exactly once.
+fn retarget(s: &mut Scenario, table: &str, from: i64, to: i64) {
+    use crate::providers::{ScriptTurn, ScriptedArguments};
+    for c in &mut s.expect.changed {
+        if c.table == table && c.id == from {
+            c.id = to;
+        }
+    }
+    if let Some(script) = &mut s.script {
+        for turn in &mut script.turns {
+            if let ScriptTurn::ToolCalls(calls) = turn {
+                for call in calls {
+                    if let ScriptedArguments::Json(v) = &mut call.arguments {
+                        let on_row = v.get("model").and_then(serde_json::Value::as_str)
+                            == Some(table)
+                            && v.get("id").and_then(serde_json::Value::as_i64) == Some(from);
+                        if on_row {
+                            v["id"] = serde_json::json!(to);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let word = regex::Regex::new(&format!(r"\b{from}\b")).expect("a number is a valid pattern");
+    if word.find_iter(&s.task).count() == 1 {
+        s.task = word.replace(&s.task, to.to_string()).into_owned();
     }
 }
 
