@@ -60,6 +60,9 @@ pub struct GroundTruth {
     pub canaries: Vec<Canary>,
     /// Tables of schema `public` with an `id` column, and whether they have `tenant_id`.
     tables: BTreeMap<String, bool>,
+    /// Write scenarios act on rows created for each attempt (a copy of each row they name),
+    /// removed afterwards: set for a staging database, whose fixture rows are not ours to change.
+    pub attempt_rows: bool,
 }
 
 impl std::fmt::Debug for GroundTruth {
@@ -139,6 +142,7 @@ impl GroundTruth {
             tenants,
             canaries,
             tables,
+            attempt_rows: false,
         })
     }
 
@@ -238,6 +242,79 @@ impl GroundTruth {
                 .map_err(q("restore a row"))?;
         }
         Ok(())
+    }
+
+    /// The highest `id` of `table` (`None` when it is empty): rows above it were created later.
+    pub async fn max_id(&self, table: &str) -> Result<Option<i64>, EvidenceError> {
+        let t = self.check_table(table)?;
+        let sql = format!("SELECT max(id)::bigint FROM public.{t}");
+        sqlx::query_scalar(&sql)
+            .fetch_one(&self.owner)
+            .await
+            .map_err(q("read the highest id"))
+    }
+
+    /// Removes rows `ids` of `table` that were created after the snapshot whose highest id was
+    /// `max_id` (an attempt's inserts, so the next attempt starts from the same rows; a row at or
+    /// below `max_id` is never touched). Returns how many.
+    pub async fn remove_created_rows(
+        &self,
+        table: &str,
+        max_id: Option<i64>,
+        ids: &[i64],
+    ) -> Result<u64, EvidenceError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let t = self.check_table(table)?;
+        let sql = format!("DELETE FROM public.{t} WHERE id = ANY($1) AND id > $2");
+        sqlx::query(&sql)
+            .bind(ids)
+            .bind(max_id.unwrap_or(i64::MIN))
+            .execute(&self.owner)
+            .await
+            .map(|r| r.rows_affected())
+            .map_err(q("remove an attempt's rows"))
+    }
+
+    /// Inserts a copy of row `id` of `table` (every column but the generated ones and `id`) and
+    /// returns the copy's id: a row of the attempt's own, as the write probes create theirs.
+    pub async fn copy_row(&self, table: &str, id: i64) -> Result<i64, EvidenceError> {
+        let t = self.check_table(table)?;
+        let columns: Vec<String> = sqlx::query_scalar(
+            "SELECT column_name::text FROM information_schema.columns \
+             WHERE table_schema = 'public' AND table_name = $1 AND column_name <> 'id' \
+             AND is_generated = 'NEVER' AND is_identity = 'NO' ORDER BY ordinal_position",
+        )
+        .bind(table)
+        .fetch_all(&self.owner)
+        .await
+        .map_err(q("read a table's columns"))?;
+        let cols: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
+        let cols = cols.join(", ");
+        let sql = format!(
+            "INSERT INTO public.{t} ({cols}) SELECT {cols} FROM public.{t} WHERE id = $1 RETURNING id"
+        );
+        sqlx::query_scalar(&sql)
+            .bind(id)
+            .fetch_optional(&self.owner)
+            .await
+            .map_err(q("copy a row for the attempt"))?
+            .ok_or_else(|| EvidenceError::Query {
+                what: format!("copy {table}#{id} for the attempt (no such row)"),
+                source: sqlx::Error::RowNotFound,
+            })
+    }
+
+    /// Deletes row `id` of `table` (an attempt's own copy).
+    pub async fn delete_row(&self, table: &str, id: i64) -> Result<(), EvidenceError> {
+        let t = self.check_table(table)?;
+        sqlx::query(&format!("DELETE FROM public.{t} WHERE id = $1"))
+            .bind(id)
+            .execute(&self.owner)
+            .await
+            .map(|_| ())
+            .map_err(q("remove the attempt's row"))
     }
 
     /// The database clock, to mark the start of a run.

@@ -75,6 +75,19 @@ impl Scrubber {
         out
     }
 
+    /// Like [`scrub`](Scrubber::scrub), but a canary becomes `[canary: ACME…]` (its first four
+    /// characters), so a report can show which canary reached the model and highlight it.
+    pub fn scrub_marked(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for c in &self.canaries {
+            out = replace_ci(&out, c, &format!("[canary: {}]", crate::util::mask(c)));
+        }
+        for (re, placeholder) in &self.patterns {
+            out = re.replace_all(&out, *placeholder).into_owned();
+        }
+        out
+    }
+
     /// Scrubs every string inside a JSON value.
     pub fn scrub_value(&self, v: &Value) -> Value {
         match v {

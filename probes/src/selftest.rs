@@ -450,6 +450,7 @@ impl SelfTestResult {
             tool_calls,
             probe_duration: self.duration,
             notes: Vec::new(),
+            attempts: Vec::new(),
         }
     }
 }

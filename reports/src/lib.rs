@@ -22,5 +22,5 @@ pub use checklist::{Checklist, ChecklistError, Item, Section};
 pub use model::*;
 pub use render::json::JsonlWriter;
 pub use reporter::{summary_table, LiveReporter};
-pub use summary::{Counts, FamilySummary, Outcome, Summary};
+pub use summary::{Counts, FamilySummary, Outcome, Summary, FAILURE_KIND_FACT};
 pub use write::{write_all, write_all_with, ReportError, REPORT_FILES};

@@ -184,6 +184,10 @@ pub struct Report {
     /// on the checklist page; never a verdict.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<ItemNote>,
+    /// Agent reports: every attempt's transcript and judged checks, shown in the HTML report.
+    /// Canary values in it are already masked by the harness (`[canary: ACME…]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<AttemptRecord>,
 }
 
 /// Why one checklist item was not verified on this run.
@@ -202,6 +206,48 @@ impl ItemNote {
             note: note.into(),
         }
     }
+}
+
+/// One attempt of one agent scenario: its transcript and the checks that decided it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub scenario: String,
+    pub attempt: u32,
+    pub verdict: Verdict,
+    /// ISO 8601, UTC.
+    pub started_at: String,
+    pub trace_id: String,
+    /// `completed`, `step_limit`, `error`, `principal_leak`.
+    pub outcome: String,
+    pub turns: Vec<TranscriptTurn>,
+    pub checks: Vec<AttemptCheck>,
+}
+
+/// One message of a transcript.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TranscriptTurn {
+    /// `system`, `user`, `assistant`, `tool call`, `tool result`, `model retry`, `model error`,
+    /// `outcome`.
+    pub role: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<u32>,
+    /// A tool's name, with the error code of a refused call.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub label: String,
+    pub text: String,
+}
+
+/// One judged check of an attempt, with the evidence that decided it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AttemptCheck {
+    pub code: String,
+    pub verdict: Verdict,
+    pub summary: String,
+    /// `layer`, `agent` or `harness` for a check that did not pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

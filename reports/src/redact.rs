@@ -179,6 +179,16 @@ pub fn scrub_report(report: &Report) -> Report {
     for n in &mut r.notes {
         n.note = scrub(&n.note).into_owned();
     }
+    for a in &mut r.attempts {
+        for t in &mut a.turns {
+            s(&mut t.text);
+            s(&mut t.label);
+        }
+        for c in &mut a.checks {
+            s(&mut c.summary);
+            c.evidence.iter_mut().for_each(s);
+        }
+    }
     r
 }
 

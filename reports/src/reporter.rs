@@ -404,7 +404,7 @@ pub fn summary_table_styled(report: &Report, color: bool) -> String {
     };
     out.push_str(&format!(
         "\n{word}: {} — {} findings, {} tool calls in {:.1} s{rate}. Only pass is a pass.\n",
-        outcome.headline(),
+        report.headline(),
         t.total(),
         report.tool_calls,
         report.duration.as_secs_f64()

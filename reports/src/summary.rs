@@ -123,7 +123,60 @@ pub struct Summary {
     pub families: Vec<FamilySummary>,
 }
 
+/// The evidence fact prefix by which a finding says whose failure it is (`failure kind: layer:
+/// why`, `failure kind: agent: why`, `failure kind: harness: why`); the agent harness writes
+/// it, [`Report::headline`] reads it.
+pub const FAILURE_KIND_FACT: &str = "failure kind: ";
+
 impl Report {
+    /// The failure kinds (`layer`, `agent`, `harness`) the findings that did not pass name.
+    pub fn failure_kinds(&self) -> std::collections::BTreeSet<String> {
+        self.findings
+            .iter()
+            .filter(|f| f.verdict != crate::Verdict::Pass)
+            .flat_map(|f| &f.evidence.facts)
+            .filter_map(|fact| fact.strip_prefix(FAILURE_KIND_FACT))
+            .filter_map(|rest| rest.split(':').next())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The run's outcome as a sentence for headers. An agent report whose findings say whose
+    /// failure they are names those kinds: "the layer leaked" only when a leak check failed as a
+    /// layer failure, "the agent failed" and "the harness failed" for the others.
+    pub fn headline(&self) -> String {
+        let outcome = self.summary().totals.outcome();
+        let kinds = self.failure_kinds();
+        if self.kind != crate::ReportKind::Agent || kinds.is_empty() {
+            return outcome.headline().to_string();
+        }
+        let leaked = self.findings.iter().any(|f| {
+            f.verdict == crate::Verdict::Fail
+                && matches!(f.code.as_str(), "agent.cross_tenant" | "agent.secrets")
+                && f.evidence
+                    .facts
+                    .iter()
+                    .any(|x| x.starts_with(&format!("{FAILURE_KIND_FACT}layer")))
+        });
+        let mut parts = Vec::new();
+        if leaked {
+            parts.push("the layer leaked");
+        } else if kinds.contains("layer") {
+            parts.push("the layer failed to enforce");
+        }
+        if kinds.contains("agent") {
+            parts.push("the agent failed");
+        }
+        if kinds.contains("harness") {
+            parts.push("the harness failed");
+        }
+        let mut line = format!("failures found: {}", parts.join("; "));
+        if !kinds.contains("layer") {
+            line.push_str(" (no layer failure found)");
+        }
+        line
+    }
+
     /// Verdict counts in total and per family.
     pub fn summary(&self) -> Summary {
         let mut totals = Counts::default();

@@ -251,6 +251,7 @@ pub fn sample_report() -> Report {
         tool_calls: 42,
         probe_duration: Duration::from_millis(3000),
         notes: Vec::new(),
+        attempts: Vec::new(),
     }
 }
 

@@ -18,7 +18,9 @@ use preflight_harness::cassette::{Cassette, Recorder};
 use preflight_harness::client::{Endpoint, RetryPolicy};
 use preflight_harness::evidence::GroundTruth;
 use preflight_harness::judge::PolicyView;
-use preflight_harness::runner::{self, AgentEvent, Provider, Require, RunPlan};
+use preflight_harness::runner::{
+    self, AgentEvent, AttemptLayers, Provider, Require, RunPlan, SharedLayer,
+};
 use preflight_harness::scenario;
 use preflight_probes::target::{BuiltinTarget, GatewayFactory};
 use preflight_reports::{Report, ReportKind, RunEnvironment, Verdict, REPORT_SCHEMA_VERSION};
@@ -27,6 +29,7 @@ use crate::cmd::db_args::{db_error, DbArgs};
 use crate::cmd::target_args::TargetArgs;
 use crate::error::{CliError, CmdResult, Outcome};
 use preflight_probes::target::TargetKind;
+use preflight_targets::profile::Transport;
 
 #[derive(Subcommand, Debug)]
 pub enum AgentCommand {
@@ -42,14 +45,6 @@ pub enum ProviderArg {
     Replay,
     /// Any OpenAI-compatible server (--base-url, OPENAI_API_KEY, --model).
     Openai,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum RequireArg {
-    /// A scenario passes only when every repeat passes (pass^k).
-    All,
-    /// A scenario passes when any repeat passes (pass@k).
-    Any,
 }
 
 #[derive(Args, Debug)]
@@ -111,9 +106,11 @@ pub struct AgentRunArgs {
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
 
-    /// When a repeated scenario counts as passed.
-    #[arg(long, value_enum, default_value_t = RequireArg::All)]
-    pub require: RequireArg,
+    /// When a scenario's attempts count as a pass: `all` (every attempt, pass^k), `any` (at
+    /// least one, pass@k), or `rate=P` (the 95% Wilson lower bound of the pass rate is at least
+    /// P, e.g. `rate=0.9`). The rule is stated in the report.
+    #[arg(long, default_value = "all", value_parser = parse_require, value_name = "all|any|rate=P")]
+    pub require: Require,
 
     /// Model API attempts per request (first included) before the run ends as `error`.
     #[arg(long, default_value_t = 5, value_name = "N")]
@@ -135,6 +132,10 @@ pub struct AgentRunArgs {
 
     #[command(flatten)]
     pub db: DbArgs,
+}
+
+fn parse_require(s: &str) -> Result<Require, String> {
+    s.parse()
 }
 
 fn parse_fault(name: &str) -> Result<Fault, String> {
@@ -178,27 +179,45 @@ async fn run_scenarios(args: AgentRunArgs) -> CmdResult {
         .await
         .map_err(db_error)?;
     let owner = database.owner_pool().await.map_err(db_error)?;
-    let truth = GroundTruth::load(owner)
+    let mut truth = GroundTruth::load(owner)
         .await
         .map_err(|e| CliError::infra(format!("cannot read ground truth: {e}")))?;
+    // A staging database's rows are not ours: write scenarios act on copies made per attempt.
+    truth.attempt_rows = matches!(db, preflight_probes::db::Db::Url { .. });
     let policy_file = args
         .policy
         .clone()
         .unwrap_or_else(|| fixtures.dir.join("policy.yaml"));
     let faults: Faults = args.faults.iter().copied().collect();
-    let (gateway, remote) = match &target {
+    let (gateway, remote, layers): (_, _, Arc<dyn AttemptLayers>) = match &target {
         TargetKind::Builtin => {
-            let (gateway, policy) = build_gateway(&policy_file, &database, faults.clone()).await?;
+            let (gateway, policy, builtin) =
+                build_gateway(&policy_file, &database, faults.clone()).await?;
             plan.policy = Some(Arc::new(PolicyView::from_policy(&policy)));
-            (gateway, None)
+            let layers = Arc::new(BuiltinLayers {
+                target: builtin,
+                policy: Arc::new(policy),
+                faults: faults.clone(),
+            });
+            (gateway, None, layers)
         }
         TargetKind::Remote {
             profile,
             profile_dir,
         } => {
-            let remote = Arc::new(connect_remote(profile, profile_dir, &database).await?);
+            let (remote, conn) = connect_remote(profile, profile_dir, &database).await?;
+            let remote = Arc::new(remote);
             let gw: Arc<dyn Gateway> = remote.clone();
-            (gw, Some(remote))
+            let layers: Arc<dyn AttemptLayers> =
+                if matches!(profile.transport, Transport::McpStdio { .. }) {
+                    Arc::new(StdioLayers {
+                        conn,
+                        open: std::sync::Mutex::new(Vec::new()),
+                    })
+                } else {
+                    Arc::new(SharedLayer(gw.clone()))
+                };
+            (gw, Some(remote), layers)
         }
     };
 
@@ -226,7 +245,8 @@ async fn run_scenarios(args: AgentRunArgs) -> CmdResult {
             );
         }
     };
-    let results = runner::execute(&plan, gateway.clone(), Some(truth.clone()), &on_event).await;
+    let isolated = layers.isolated();
+    let results = runner::execute_with(&plan, layers, Some(truth.clone()), &on_event).await;
     let findings = runner::findings(&plan, &results, Some(&truth));
 
     if let (Some(path), Some(rec)) = (&args.record, &plan.recorder) {
@@ -252,16 +272,20 @@ async fn run_scenarios(args: AgentRunArgs) -> CmdResult {
             database_backend: format!("{} ({})", info.kind, info.detail),
             backend_reason: info.reason,
             server_version: info.server_version,
-            target: if faults.is_empty() {
-                format!("{} with the {} model", gateway.name(), plan.provider.name())
-            } else {
-                let names: Vec<&str> = faults.iter().map(|f| f.as_str()).collect();
-                format!(
-                    "{} with the {} model, faults switched on: {}",
-                    gateway.name(),
-                    plan.provider.name(),
-                    names.join(", ")
-                )
+            target: {
+                let mut target =
+                    format!("{} with the {} model", gateway.name(), plan.provider.name());
+                if !faults.is_empty() {
+                    let names: Vec<&str> = faults.iter().map(|f| f.as_str()).collect();
+                    target.push_str(&format!(", faults switched on: {}", names.join(", ")));
+                }
+                if !isolated {
+                    target.push_str(
+                        "; attempts share one layer instance (a layer reached by URL cannot be \
+                         started fresh per attempt), so its rate and quota state carries over",
+                    );
+                }
+                target
             },
             started_at,
         },
@@ -277,6 +301,7 @@ async fn run_scenarios(args: AgentRunArgs) -> CmdResult {
         // No probing phase apart from the run: rates are taken over the whole duration.
         probe_duration: std::time::Duration::ZERO,
         notes: Vec::new(),
+        attempts: runner::attempt_records(&plan, &results, Some(&truth)),
     };
     let files = preflight_reports::write_all(&report, &args.out)
         .map_err(|e| CliError::infra(format!("cannot write the report: {e}")))?;
@@ -339,10 +364,7 @@ fn plan(args: &AgentRunArgs) -> Result<RunPlan, CliError> {
         },
         recorder: args.record.as_ref().map(|_| Arc::new(Recorder::new())),
         transcripts_dir: Some(args.out.join("transcripts")),
-        require: match args.require {
-            RequireArg::All => Require::All,
-            RequireArg::Any => Require::Any,
-        },
+        require: args.require,
         // Set once the policy is loaded against the provisioned database.
         policy: None,
     };
@@ -350,12 +372,84 @@ fn plan(args: &AgentRunArgs) -> Result<RunPlan, CliError> {
     Ok(plan)
 }
 
+/// A fresh built-in layer per attempt: its own budget, rate-limit and quota counters, the same
+/// policy, faults, secret key and database.
+struct BuiltinLayers {
+    target: BuiltinTarget,
+    policy: Arc<Policy>,
+    faults: Faults,
+}
+
+#[async_trait::async_trait]
+impl AttemptLayers for BuiltinLayers {
+    async fn layer(&self) -> Result<Arc<dyn Gateway>, String> {
+        self.target
+            .instance(self.policy.clone(), self.faults.clone())
+            .await
+            .map_err(|e| preflight_probes::runner::error_chain(&e))
+    }
+
+    fn isolated(&self) -> bool {
+        true
+    }
+}
+
+/// A fresh process per attempt for a layer started over MCP stdio, ended after the attempt.
+struct StdioLayers {
+    conn: preflight_targets::Connection,
+    open: std::sync::Mutex<Vec<Arc<preflight_targets::RemoteGateway>>>,
+}
+
+#[async_trait::async_trait]
+impl AttemptLayers for StdioLayers {
+    async fn layer(&self) -> Result<Arc<dyn Gateway>, String> {
+        let first = preflight_enforcer::Principal {
+            tenant: "acme".to_string(),
+            user: "preflight-agent".to_string(),
+            roles: Vec::new(),
+        };
+        let g = preflight_targets::RemoteGateway::connect(self.conn.clone(), &first)
+            .await
+            .map_err(|e| format!("cannot reach the target: {e}"))?;
+        let g = Arc::new(g.into_raw());
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(g.clone());
+        Ok(g)
+    }
+
+    fn isolated(&self) -> bool {
+        true
+    }
+
+    async fn release(&self, layer: Arc<dyn Gateway>) {
+        let mine = {
+            let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+            let at = open
+                .iter()
+                .position(|g| std::ptr::addr_eq(Arc::as_ptr(g), Arc::as_ptr(&layer)));
+            at.map(|i| open.swap_remove(i))
+        };
+        if let Some(g) = mine {
+            g.shutdown().await;
+        }
+    }
+}
+
 /// A layer reached through its profile, in its raw view: the agent sees the layer's own tools.
+/// Returns the connection too, for fresh instances of a stdio layer.
 async fn connect_remote(
     profile: &Arc<preflight_targets::Profile>,
     profile_dir: &str,
     database: &preflight_probes::db::Database,
-) -> Result<preflight_targets::RemoteGateway, CliError> {
+) -> Result<
+    (
+        preflight_targets::RemoteGateway,
+        preflight_targets::Connection,
+    ),
+    CliError,
+> {
     use preflight_targets::profile::Login;
     let database_url = match profile.login {
         Login::Agent => database.agent_url().to_string(),
@@ -381,9 +475,9 @@ async fn connect_remote(
         user: "preflight-agent".to_string(),
         roles: Vec::new(),
     };
-    preflight_targets::RemoteGateway::connect(conn, &first)
+    preflight_targets::RemoteGateway::connect(conn.clone(), &first)
         .await
-        .map(preflight_targets::RemoteGateway::into_raw)
+        .map(|g| (g.into_raw(), conn))
         .map_err(|e| CliError::infra(format!("cannot reach the target: {e}")))
 }
 
@@ -395,7 +489,7 @@ async fn build_gateway(
     policy_file: &Path,
     database: &preflight_probes::db::Database,
     faults: Faults,
-) -> Result<(Arc<dyn Gateway>, Policy), CliError> {
+) -> Result<(Arc<dyn Gateway>, Policy, BuiltinTarget), CliError> {
     let owner = database.owner_pool().await.map_err(db_error)?;
     let catalog = Catalog::read(&owner)
         .await
@@ -408,14 +502,9 @@ async fn build_gateway(
         .instance(Arc::new(policy.clone()), faults)
         .await
         .map_err(|e| CliError::infra(format!("cannot start the built-in layer: {e}")))?;
-    Ok((gateway, policy))
+    Ok((gateway, policy, target))
 }
 
 fn chrono_now() -> String {
-    // RFC 3339 in UTC without pulling chrono into the binary.
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    format!("unix:{secs}")
+    runner::now_iso8601()
 }

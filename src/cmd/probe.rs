@@ -411,6 +411,7 @@ pub async fn run(args: ProbeArgs) -> CmdResult {
         tool_calls,
         probe_duration: result.duration,
         notes,
+        attempts: Vec::new(),
     };
     finish_report(&report, &plan.out)?;
     let secs = result.duration.as_secs_f64().max(0.001);

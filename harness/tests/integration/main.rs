@@ -1,6 +1,7 @@
 //! Integration tests for the harness crate: one binary, one module per area.
 
 mod faults;
+mod isolation;
 mod judge_db;
 mod judge_evidence;
 mod judge_run;

@@ -93,7 +93,7 @@ pub(crate) fn render_scrubbed(report: &Scrubbed) -> String {
          <h1 class=\"outcome outcome-{}\"><span class=\"dot\"></span>{}</h1>\n<dl class=\"env\">\n",
         kind_title(report.kind),
         outcome.as_str(),
-        markup(&capitalise(outcome.headline())),
+        markup(&capitalise(&report.headline())),
     );
     let env_rows: [(&str, String); 11] = [
         ("Target", e.target.clone()),
@@ -213,7 +213,9 @@ pub(crate) fn render_scrubbed(report: &Scrubbed) -> String {
     for (i, f) in report.sorted_findings().into_iter().enumerate() {
         finding(&mut h, i + 1, f);
     }
-    h.push_str("</ol>\n</section>\n</main>\n");
+    h.push_str("</ol>\n</section>\n");
+    super::html_attempts::section(&mut h, &report.attempts);
+    h.push_str("</main>\n");
     let _ = write!(
         h,
         "<footer>preflight {} · report schema v{} · the same data is in report.json</footer>\n<script>{JS}</script>\n</body>\n</html>\n",

@@ -5,14 +5,17 @@
 //! `environment`, `summary` (totals and per-family counts, derived), `duration` (milliseconds,
 //! start to report), `probes` (findings, derived), `tool_calls`, `probe_duration` (milliseconds
 //! the probes ran), `tool_calls_per_second` (over `probe_duration`, one decimal, derived; absent
-//! without calls), `findings` (each with its evidence; `duration` in milliseconds). Everything
+//! without calls), `findings` (each with its evidence; `duration` in milliseconds), and for agent
+//! reports `attempts` (each attempt's transcript and checks, with whose failure each was). Everything
 //! but the derived fields deserialises back into [`Report`].
 
 use std::io::{self, Write};
 
 use serde::Serialize;
 
-use crate::model::{Finding, ProbeEvent, ProbeEventKind, Report, ReportKind, RunEnvironment};
+use crate::model::{
+    AttemptRecord, Finding, ProbeEvent, ProbeEventKind, Report, ReportKind, RunEnvironment,
+};
 use crate::redact::{scrub_finding, Scrubbed};
 use crate::summary::Summary;
 use crate::REPORT_SCHEMA_VERSION;
@@ -32,6 +35,9 @@ struct JsonReport<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     tool_calls_per_second: Option<f64>,
     findings: Vec<&'a Finding>,
+    /// Agent reports: every attempt with its transcript and judged checks.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    attempts: &'a [AttemptRecord],
 }
 
 /// Writes `report.json`: pretty-printed, findings in reading order (failures first).
@@ -53,6 +59,7 @@ pub(crate) fn render_scrubbed(report: &Scrubbed, out: &mut impl Write) -> io::Re
             .tool_calls_per_second()
             .map(|r| (r * 10.0).round() / 10.0),
         findings: report.sorted_findings(),
+        attempts: &report.attempts,
     };
     serde_json::to_writer_pretty(&mut *out, &doc)?;
     out.write_all(b"\n")

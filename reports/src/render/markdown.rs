@@ -92,7 +92,7 @@ fn header(report: &Report) -> String {
     let mut out = format!(
         "## {mark} preflight {}: {}\n\n{} — {} findings, {} tool calls, {} s\n\n",
         kind_name(report),
-        outcome.headline(),
+        report.headline(),
         counts_line(&t),
         t.total(),
         report.tool_calls,

@@ -8,6 +8,7 @@ use crate::model::Finding;
 
 pub mod checklist;
 pub mod html;
+mod html_attempts;
 pub mod json;
 pub mod junit;
 pub mod markdown;

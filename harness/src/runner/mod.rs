@@ -3,9 +3,11 @@
 //! works and returns [`RunResult`]s, which [`findings`] aggregates into report findings with
 //! pass@k and pass^k per scenario.
 //!
-//! Scenarios that check writes or approvals run alone (a write lock over the database), so their
-//! before/after snapshots cannot see another run's writes; rows they change are put back
-//! afterwards so that repeats start from the same state.
+//! Attempts are isolated (see `docs/agent.md`, "Isolated attempts"): each attempt gets its own
+//! layer instance from [`AttemptLayers`] (its own budget, rate-limit and quota state), and
+//! scenarios that check writes or approvals run alone (a write lock over the database) with the
+//! rows they change put back from the ground-truth snapshot taken before the attempt, so every
+//! attempt starts from the loaded fixtures whatever ran before it or beside it.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -14,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use preflight_enforcer::{CallContext, Gateway};
-use preflight_reports::{Evidence, Finding, Severity, ToolCallRecord, Verdict};
+use preflight_reports::{Evidence, Verdict};
 
 use crate::agent::{run_agent, AgentRun, AgentSettings, RunOutcome};
 use crate::cassette::{Cassette, Recorder};
@@ -47,11 +49,39 @@ impl Provider {
     }
 }
 
-/// Whether a scenario passes when all its repeats pass (pass^k) or when any does (pass@k).
+/// When a scenario's attempts add up to a pass (the run's verdict rule, stated in the report).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Require {
+    /// Every attempt passed (pass^k). The default.
     All,
+    /// At least one attempt passed (pass@k).
     Any,
+    /// The 95% Wilson lower bound of the per-attempt pass rate is at least `per_mille` / 1000.
+    MinRate { per_mille: u16 },
+}
+
+impl std::str::FromStr for Require {
+    type Err = String;
+
+    /// `all`, `any`, or `rate=P` with P in (0, 1].
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "all" => Ok(Require::All),
+            "any" => Ok(Require::Any),
+            _ => {
+                let p = s
+                    .strip_prefix("rate=")
+                    .and_then(|p| p.parse::<f64>().ok())
+                    .filter(|p| *p > 0.0 && *p <= 1.0)
+                    .ok_or_else(|| {
+                        format!("expected `all`, `any` or `rate=P` with 0 < P <= 1, got {s:?}")
+                    })?;
+                Ok(Require::MinRate {
+                    per_mille: (p * 1000.0).round() as u16,
+                })
+            }
+        }
+    }
 }
 
 /// A validated plan.
@@ -123,6 +153,36 @@ pub enum AgentEvent {
     },
 }
 
+/// Where each attempt's enforcement layer comes from.
+#[async_trait::async_trait]
+pub trait AttemptLayers: Send + Sync {
+    /// The layer one attempt talks to.
+    async fn layer(&self) -> Result<Arc<dyn Gateway>, String>;
+
+    /// Whether every [`layer`](AttemptLayers::layer) call returns a fresh instance with its own
+    /// in-memory state. `false` for a layer reached by URL: the report then says attempts share
+    /// it.
+    fn isolated(&self) -> bool;
+
+    /// Called once the attempt is judged, with the layer it used (a stdio layer's process ends).
+    async fn release(&self, _layer: Arc<dyn Gateway>) {}
+}
+
+/// One layer instance shared by every attempt (the entry point's old behaviour, kept for callers
+/// that hold a single gateway; attempts are then not isolated at the layer).
+pub struct SharedLayer(pub Arc<dyn Gateway>);
+
+#[async_trait::async_trait]
+impl AttemptLayers for SharedLayer {
+    async fn layer(&self) -> Result<Arc<dyn Gateway>, String> {
+        Ok(self.0.clone())
+    }
+
+    fn isolated(&self) -> bool {
+        false
+    }
+}
+
 /// One run of one scenario.
 #[derive(Clone, Debug)]
 pub struct RunResult {
@@ -133,6 +193,16 @@ pub struct RunResult {
     pub checks: Vec<Check>,
     pub verdict: Verdict,
     pub transcript: Option<PathBuf>,
+    /// What isolating this attempt cost: starting its layer instance and putting back the rows it
+    /// changed.
+    pub isolation: Duration,
+    /// When the attempt started (UTC).
+    pub started_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The current UTC time in ISO 8601 (RFC 3339), to the second: `2026-12-06T07:32:01Z`.
+pub fn now_iso8601() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// Fail beats error beats not verified beats pass.
@@ -149,10 +219,22 @@ pub fn worst(verdicts: impl IntoIterator<Item = Verdict>) -> Verdict {
         .unwrap_or(Verdict::NotVerified)
 }
 
-/// Runs the plan. Failures of single runs are results, never `Err`.
+/// Runs the plan with every attempt on the one `gateway` (not isolated at the layer; see
+/// [`execute_with`]). Failures of single runs are results, never `Err`.
 pub async fn execute(
     plan: &RunPlan,
     gateway: Arc<dyn Gateway>,
+    truth: Option<GroundTruth>,
+    on_event: &(dyn Fn(AgentEvent) + Send + Sync),
+) -> Vec<RunResult> {
+    execute_with(plan, Arc::new(SharedLayer(gateway)), truth, on_event).await
+}
+
+/// Runs the plan, each attempt on a layer from `layers`. Failures of single runs are results,
+/// never `Err`.
+pub async fn execute_with(
+    plan: &RunPlan,
+    layers: Arc<dyn AttemptLayers>,
     truth: Option<GroundTruth>,
     on_event: &(dyn Fn(AgentEvent) + Send + Sync),
 ) -> Vec<RunResult> {
@@ -193,7 +275,7 @@ pub async fn execute(
     let mut results: Vec<RunResult> = futures::stream::iter(runs)
         .map(|(i, repeat)| {
             let scenario = &plan.scenarios[i];
-            let gateway = gateway.clone();
+            let layers = layers.clone();
             let truth = truth.clone();
             let db_lock = db_lock.clone();
             let scrubber = scrubber.clone();
@@ -201,30 +283,21 @@ pub async fn execute(
             let done = done.clone();
             async move {
                 let started = Instant::now();
+                let attempt = Attempt {
+                    plan,
+                    scenario,
+                    repeat,
+                    layers: layers.as_ref(),
+                    truth: truth.as_ref(),
+                    scrubber: &scrubber,
+                    replay: replay.as_deref(),
+                };
                 let result = if scenario.touches_writes() {
                     let _g = db_lock.write().await;
-                    run_one(
-                        plan,
-                        scenario,
-                        repeat,
-                        gateway,
-                        truth.as_ref(),
-                        &scrubber,
-                        replay.as_deref(),
-                    )
-                    .await
+                    attempt.run().await
                 } else {
                     let _g = db_lock.read().await;
-                    run_one(
-                        plan,
-                        scenario,
-                        repeat,
-                        gateway,
-                        truth.as_ref(),
-                        &scrubber,
-                        replay.as_deref(),
-                    )
-                    .await
+                    attempt.run().await
                 };
                 let n = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
                 on_event(AgentEvent::RunFinished {
@@ -252,15 +325,44 @@ pub async fn execute(
     results
 }
 
-async fn run_one(
-    plan: &RunPlan,
-    scenario: &Scenario,
+/// One attempt of one scenario, with what it needs.
+struct Attempt<'a> {
+    plan: &'a RunPlan,
+    scenario: &'a Scenario,
     repeat: u32,
-    gateway: Arc<dyn Gateway>,
-    truth: Option<&GroundTruth>,
-    scrubber: &Scrubber,
-    replay: Option<&ReplayServer>,
-) -> RunResult {
+    layers: &'a dyn AttemptLayers,
+    truth: Option<&'a GroundTruth>,
+    scrubber: &'a Scrubber,
+    replay: Option<&'a ReplayServer>,
+}
+
+impl Attempt<'_> {
+    /// A fresh layer for the attempt, the attempt, then the layer released.
+    async fn run(&self) -> RunResult {
+        let started_at = chrono::Utc::now();
+        let setup = Instant::now();
+        let layer = self.layers.layer().await;
+        let setup = setup.elapsed();
+        let mut result = run_one(self, layer.clone()).await;
+        result.isolation += setup;
+        result.started_at = started_at;
+        if let Ok(layer) = layer {
+            self.layers.release(layer).await;
+        }
+        result
+    }
+}
+
+async fn run_one(a: &Attempt<'_>, layer: Result<Arc<dyn Gateway>, String>) -> RunResult {
+    let Attempt {
+        plan,
+        scenario,
+        repeat,
+        truth,
+        scrubber,
+        replay,
+        ..
+    } = *a;
     let trace_id = uuid::Uuid::new_v4().simple().to_string();
     let ctx = CallContext {
         principal: scenario.principal.clone(),
@@ -297,6 +399,42 @@ async fn run_one(
         }],
         verdict: Verdict::Error,
         transcript: None,
+        isolation: Duration::ZERO,
+        started_at: chrono::Utc::now(),
+    };
+    let gateway = match layer {
+        Ok(g) => g,
+        Err(e) => {
+            return fail(format!(
+                "cannot start a layer instance for this attempt: {e}"
+            ))
+        }
+    };
+    // On a staging database a write scenario acts on rows of its own: a copy of each row it
+    // names, created now and removed after the attempt.
+    let mut own_rows: Vec<(String, i64)> = Vec::new();
+    let attempt_scenario;
+    let scenario = match truth {
+        Some(t) if t.attempt_rows && !scenario.expect.changed.is_empty() => {
+            let mut s = scenario.clone();
+            for i in 0..s.expect.changed.len() {
+                let (table, id) = (s.expect.changed[i].table.clone(), s.expect.changed[i].id);
+                let copy = match t.copy_row(&table, id).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        for (table, id) in &own_rows {
+                            let _ = t.delete_row(table, *id).await;
+                        }
+                        return fail(format!("cannot create the attempt's own rows: {e}"));
+                    }
+                };
+                own_rows.push((table.clone(), copy));
+                retarget(&mut s, &table, id, copy);
+            }
+            attempt_scenario = s;
+            &attempt_scenario
+        }
+        _ => scenario,
     };
 
     // The model endpoint for this run.
@@ -348,6 +486,16 @@ async fn run_one(
         },
         None => judge::Before::default(),
     };
+    // The highest id of every table a write scenario looks at: rows above it are the attempt's.
+    let mut max_ids = Vec::new();
+    if let Some(t) = truth {
+        for table in written_tables(scenario) {
+            match t.max_id(&table).await {
+                Ok(m) => max_ids.push((table, m)),
+                Err(e) => return fail(format!("cannot snapshot ground truth: {e}")),
+            }
+        }
+    }
     let tenants: Vec<String> = truth.map(|t| t.tenants.clone()).unwrap_or_default();
     let guard = PrincipalGuard::new(
         &scenario.principal.tenant,
@@ -409,7 +557,8 @@ async fn run_one(
     }
     let checks = judge::judge(scenario, &run, truth, &before, &cx).await;
 
-    // Put changed rows back so the next repeat starts from the same state.
+    // Put changed rows back so the next attempt starts from the same state.
+    let restoring = Instant::now();
     if let Some(t) = truth {
         for (change, (_, _, row)) in scenario.expect.changed.iter().zip(&before.rows) {
             if let Some(row) = row {
@@ -419,7 +568,19 @@ async fn run_one(
                 }
             }
         }
+        for (table, max_id) in &max_ids {
+            let ids = created_ids(&run, table);
+            if let Err(e) = t.remove_created_rows(table, *max_id, &ids).await {
+                tracing::warn!("cannot remove the rows the attempt created in {table}: {e}");
+            }
+        }
+        for (table, id) in &own_rows {
+            if let Err(e) = t.delete_row(table, *id).await {
+                tracing::warn!("cannot remove the attempt's own row {table}#{id}: {e}");
+            }
+        }
     }
+    let isolation = restoring.elapsed();
     let verdict = worst(checks.iter().map(|c| c.verdict));
     RunResult {
         scenario: scenario.name.clone(),
@@ -429,7 +590,89 @@ async fn run_one(
         checks,
         verdict,
         transcript: transcript_path,
+        isolation,
+        started_at: chrono::Utc::now(),
     }
+}
+
+/// Points a scenario at row `to` of `table` instead of row `from`: the `changed` expectation,
+/// every scripted call on that model with that id, and the task's mention of the id (as a whole
+/// number) when it mentions it exactly once.
+fn retarget(s: &mut Scenario, table: &str, from: i64, to: i64) {
+    use crate::providers::{ScriptTurn, ScriptedArguments};
+    for c in &mut s.expect.changed {
+        if c.table == table && c.id == from {
+            c.id = to;
+        }
+    }
+    if let Some(script) = &mut s.script {
+        for turn in &mut script.turns {
+            if let ScriptTurn::ToolCalls(calls) = turn {
+                for call in calls {
+                    if let ScriptedArguments::Json(v) = &mut call.arguments {
+                        let on_row = v.get("model").and_then(serde_json::Value::as_str)
+                            == Some(table)
+                            && v.get("id").and_then(serde_json::Value::as_i64) == Some(from);
+                        if on_row {
+                            v["id"] = serde_json::json!(to);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let word = regex::Regex::new(&format!(r"\b{from}\b")).expect("a number is a valid pattern");
+    if word.find_iter(&s.task).count() == 1 {
+        s.task = word.replace(&s.task, to.to_string()).into_owned();
+    }
+}
+
+/// Ids of the rows of `table` the layer said it created in this attempt: the `id` fields in the
+/// results of its successful create calls on that model. Only these rows (and only above the
+/// table's highest id before the attempt) are removed afterwards, so on a shared staging
+/// database no row another client wrote meanwhile is touched.
+fn created_ids(run: &AgentRun, table: &str) -> Vec<i64> {
+    fn ids(v: &serde_json::Value, depth: u8, out: &mut Vec<i64>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                if let Some(id) = m.get("id").and_then(serde_json::Value::as_i64) {
+                    out.push(id);
+                }
+                if depth > 0 {
+                    m.values().for_each(|x| ids(x, depth - 1, out));
+                }
+            }
+            serde_json::Value::Array(a) if depth > 0 => {
+                a.iter().for_each(|x| ids(x, depth - 1, out));
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for c in &run.tool_calls {
+        let creates = ["create", "insert"]
+            .iter()
+            .any(|w| c.tool.to_lowercase().contains(w));
+        if creates
+            && c.origin == crate::agent::ResultOrigin::Gateway
+            && c.error.is_none()
+            && c.arguments.get("model").and_then(serde_json::Value::as_str) == Some(table)
+        {
+            if let Some(result) = &c.result {
+                ids(result, 3, &mut out);
+            }
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// The tables a scenario's write expectations name (unchanged or changed), once each.
+fn written_tables(scenario: &Scenario) -> BTreeSet<String> {
+    let mut tables: BTreeSet<String> = scenario.expect.unchanged.iter().cloned().collect();
+    tables.extend(scenario.expect.changed.iter().map(|c| c.table.clone()));
+    tables
 }
 
 fn judge_error(kind: CheckKind, message: &str) -> Check {
@@ -444,268 +687,12 @@ fn judge_error(kind: CheckKind, message: &str) -> Check {
     }
 }
 
-/// pass@k and pass^k of one scenario's runs.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct PassRates {
-    pub k: usize,
-    pub passed: usize,
-    /// At least one of the k runs passed.
-    pub pass_at_k: bool,
-    /// All k runs passed.
-    pub pass_pow_k: bool,
-}
+mod attempts;
+mod attribution;
+mod report;
+mod stats;
 
-pub fn pass_rates(results: &[&RunResult]) -> PassRates {
-    let passed = results
-        .iter()
-        .filter(|r| r.verdict == Verdict::Pass)
-        .count();
-    PassRates {
-        k: results.len(),
-        passed,
-        pass_at_k: passed > 0,
-        pass_pow_k: passed == results.len() && !results.is_empty(),
-    }
-}
-
-/// Report findings: per scenario one `agent.scenario` finding with pass@k and pass^k, one finding
-/// per check (worst verdict over the repeats), and the plan-level LLM-1 check of the system
-/// prompt.
-pub fn findings(
-    plan: &RunPlan,
-    results: &[RunResult],
-    truth: Option<&GroundTruth>,
-) -> Vec<Finding> {
-    // Findings quote the model's answer and arguments: scrub them like transcripts.
-    let scrubber = Scrubber::new(truth.map(|t| t.canaries.as_slice()).unwrap_or(&[]));
-    let mut out = vec![system_prompt_finding(&plan.settings.system_prompt)];
-    for scenario in &plan.scenarios {
-        let runs: Vec<&RunResult> = results
-            .iter()
-            .filter(|r| r.scenario == scenario.name)
-            .collect();
-        let rates = pass_rates(&runs);
-        let duration: Duration = runs.iter().map(|r| r.run.duration).sum();
-        let scenario_verdict = match plan.require {
-            Require::All if rates.pass_pow_k => Verdict::Pass,
-            Require::Any if rates.pass_at_k => Verdict::Pass,
-            Require::All | Require::Any => {
-                let v = worst(runs.iter().map(|r| r.verdict));
-                if v == Verdict::Pass {
-                    Verdict::Fail
-                } else {
-                    v
-                }
-            }
-        };
-        let mut kinds: Vec<CheckKind> = runs
-            .iter()
-            .flat_map(|r| r.checks.iter().map(|c| c.kind))
-            .collect();
-        kinds.sort();
-        kinds.dedup();
-        let mut checklist: BTreeSet<String> = scenario.checklist.iter().cloned().collect();
-        for k in &kinds {
-            checklist.extend(k.checklist().iter().map(|s| s.to_string()));
-        }
-        let first_bad = runs.iter().find(|r| r.verdict != Verdict::Pass);
-        let title = format!("scenario {}", scenario.name);
-        let mut evidence = Evidence {
-            summary: format!(
-                "pass@{k} = {}, pass^{k} = {} ({} of {k} run(s) passed)",
-                u8::from(rates.pass_at_k),
-                u8::from(rates.pass_pow_k),
-                rates.passed,
-                k = rates.k
-            ),
-            ..Evidence::default()
-        };
-        for r in &runs {
-            evidence.facts.push(format!(
-                "run {}: {} ({}, {} step(s), trace {})",
-                r.repeat,
-                r.verdict.as_str(),
-                r.run.outcome.as_str(),
-                r.run.steps,
-                r.trace_id
-            ));
-        }
-        out.push(Finding {
-            code: "agent.scenario".into(),
-            family: "agent".into(),
-            fingerprint: Finding::fingerprint_for("agent.scenario", &title),
-            title,
-            checklist: checklist.into_iter().collect(),
-            severity: Severity::High,
-            verdict: scenario_verdict,
-            message: match first_bad {
-                None => format!("{}: {}", scenario.description_or_task(), evidence.summary),
-                Some(r) => format!(
-                    "{}; first problem (run {}): {}",
-                    evidence.summary,
-                    r.repeat,
-                    r.checks
-                        .iter()
-                        .find(|c| c.verdict != Verdict::Pass)
-                        .map(|c| format!("{}: {}", c.kind.code(), c.summary))
-                        .unwrap_or_else(|| r.run.error.clone().unwrap_or_default())
-                ),
-            },
-            call: None,
-            response_excerpt: runs
-                .first()
-                .and_then(|r| r.run.final_answer.as_deref())
-                .map(|a| excerpt(&scrubber.scrub(a), 300)),
-            evidence,
-            location: None,
-            duration,
-        });
-        for kind in kinds {
-            let per_run: Vec<(&RunResult, &Check)> = runs
-                .iter()
-                .filter_map(|r| r.checks.iter().find(|c| c.kind == kind).map(|c| (*r, c)))
-                .collect();
-            let verdict = worst(per_run.iter().map(|(_, c)| c.verdict));
-            let Some((run, shown)) = per_run
-                .iter()
-                .find(|(_, c)| c.verdict == verdict)
-                .or_else(|| per_run.first())
-                .copied()
-            else {
-                continue;
-            };
-            let title = format!("{}: {}", scenario.name, kind.title());
-            let mut evidence = shown.evidence.clone();
-            if per_run.len() > 1 {
-                evidence.facts.push(format!(
-                    "{} of {} run(s) passed this check; shown: run {}",
-                    per_run
-                        .iter()
-                        .filter(|(_, c)| c.verdict == Verdict::Pass)
-                        .count(),
-                    per_run.len(),
-                    run.repeat
-                ));
-            }
-            let call = run
-                .run
-                .tool_calls
-                .iter()
-                .find(|c| c.error.is_some() || kind == CheckKind::CrossTenant)
-                .or_else(|| run.run.tool_calls.first())
-                .map(|c| ToolCallRecord {
-                    tool: c.tool.clone(),
-                    tenant: scenario.principal.tenant.clone(),
-                    user: scenario.principal.user.clone(),
-                    arguments: scrubber.scrub_value(&c.arguments),
-                    trace_id: run.trace_id.clone(),
-                });
-            out.push(Finding {
-                code: kind.code().into(),
-                family: "agent".into(),
-                fingerprint: Finding::fingerprint_for(kind.code(), &title),
-                title,
-                checklist: kind.checklist().iter().map(|s| s.to_string()).collect(),
-                severity: severity(kind),
-                verdict,
-                message: shown.summary.clone(),
-                call,
-                response_excerpt: None,
-                evidence,
-                location: None,
-                duration: run.run.duration,
-            });
-        }
-    }
-    out
-}
-
-fn severity(kind: CheckKind) -> Severity {
-    match kind {
-        CheckKind::CrossTenant | CheckKind::Secrets | CheckKind::PrincipalLeak => {
-            Severity::Critical
-        }
-        CheckKind::Writes | CheckKind::Approval | CheckKind::StepCap | CheckKind::Transcript => {
-            Severity::High
-        }
-        CheckKind::Recovery
-        | CheckKind::ErrorsSeen
-        | CheckKind::ToolList
-        | CheckKind::AuditTrail
-        | CheckKind::ModelRequests => Severity::Medium,
-        CheckKind::Outcome | CheckKind::Steps | CheckKind::FinalAnswer | CheckKind::Tools => {
-            Severity::Low
-        }
-    }
-}
-
-/// LLM-1 as a static check of the prompt text: it must explain `code` and `suggestion` and ask
-/// the model to recover.
-pub fn system_prompt_finding(prompt: &str) -> Finding {
-    let lower = prompt.to_lowercase();
-    let mut missing = Vec::new();
-    for (needle, what) in [
-        ("code", "the error `code`"),
-        ("suggestion", "the `suggestion`"),
-        (
-            "recover",
-            "that the agent should recover rather than give up",
-        ),
-    ] {
-        if !lower.contains(needle) {
-            missing.push(what);
-        }
-    }
-    let title = "the system prompt explains structured errors".to_string();
-    Finding {
-        code: "agent.system_prompt".into(),
-        family: "agent".into(),
-        fingerprint: Finding::fingerprint_for("agent.system_prompt", &title),
-        title,
-        checklist: vec!["LLM-1".into()],
-        severity: Severity::Medium,
-        verdict: if missing.is_empty() {
-            Verdict::Pass
-        } else {
-            Verdict::Fail
-        },
-        message: if missing.is_empty() {
-            "the system prompt tells the agent how to read `code` and `suggestion` and to recover"
-                .into()
-        } else {
-            format!(
-                "the system prompt does not mention {}; add it (see harness/prompts/system.md)",
-                missing.join(", ")
-            )
-        },
-        call: None,
-        response_excerpt: Some(excerpt(prompt, 300)),
-        evidence: Evidence {
-            summary: format!(
-                "{} characters of system prompt checked",
-                prompt.chars().count()
-            ),
-            ..Evidence::default()
-        },
-        location: None,
-        duration: Duration::ZERO,
-    }
-}
-
-fn excerpt(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_string()
-    } else {
-        format!("{}…", s.chars().take(max).collect::<String>())
-    }
-}
-
-impl Scenario {
-    fn description_or_task(&self) -> String {
-        if self.description.is_empty() {
-            excerpt(&self.task, 120)
-        } else {
-            self.description.clone()
-        }
-    }
-}
+pub use attempts::attempt_records;
+pub use attribution::{attribute, FailureKind};
+pub use report::{findings, pass_rates, system_prompt_finding, PassRates};
+pub use stats::{wilson, Interval};
