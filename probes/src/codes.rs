@@ -20,10 +20,11 @@ pub enum Family {
     Audit,
     Hygiene,
     Lint,
+    Server,
 }
 
 impl Family {
-    pub const ALL: [Family; 8] = [
+    pub const ALL: [Family; 9] = [
         Family::CrossTenant,
         Family::Pii,
         Family::Budget,
@@ -32,6 +33,7 @@ impl Family {
         Family::Audit,
         Family::Hygiene,
         Family::Lint,
+        Family::Server,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -44,6 +46,7 @@ impl Family {
             Family::Audit => "audit",
             Family::Hygiene => "hygiene",
             Family::Lint => "lint",
+            Family::Server => "server",
         }
     }
 
@@ -115,10 +118,16 @@ pub enum ProbeCode {
     AuditGrants,
     JoinTargetsScoped,
     SavedViews,
+    // server
+    TokenForgery,
+    HealthFields,
+    HealthDbDown,
+    RateLimitPerPrincipal,
+    RateLimitPerIp,
 }
 
 impl ProbeCode {
-    pub const ALL: [ProbeCode; 46] = [
+    pub const ALL: [ProbeCode; 51] = [
         ProbeCode::GetForeignRow,
         ProbeCode::FilterForgedTenant,
         ProbeCode::FilterForeignKeys,
@@ -165,6 +174,11 @@ impl ProbeCode {
         ProbeCode::AuditGrants,
         ProbeCode::JoinTargetsScoped,
         ProbeCode::SavedViews,
+        ProbeCode::TokenForgery,
+        ProbeCode::HealthFields,
+        ProbeCode::HealthDbDown,
+        ProbeCode::RateLimitPerPrincipal,
+        ProbeCode::RateLimitPerIp,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -215,6 +229,11 @@ impl ProbeCode {
             ProbeCode::AuditGrants => "hygiene.audit_grants",
             ProbeCode::JoinTargetsScoped => "hygiene.join_targets_scoped",
             ProbeCode::SavedViews => "hygiene.saved_views",
+            ProbeCode::TokenForgery => "server.token_forgery",
+            ProbeCode::HealthFields => "server.health_fields",
+            ProbeCode::HealthDbDown => "server.health_db_down",
+            ProbeCode::RateLimitPerPrincipal => "server.rate_limit_per_principal",
+            ProbeCode::RateLimitPerIp => "server.rate_limit_per_ip",
         }
     }
 
@@ -248,6 +267,8 @@ impl ProbeCode {
             | ArgumentsSanitized => Family::Audit,
             RlsForced | AgentRole | RoleStatementTimeout | AuditGrants | JoinTargetsScoped
             | SavedViews => Family::Hygiene,
+            TokenForgery | HealthFields | HealthDbDown | RateLimitPerPrincipal
+            | RateLimitPerIp => Family::Server,
         }
     }
 
@@ -296,6 +317,9 @@ impl ProbeCode {
             AuditGrants => &["AUD-2"],
             JoinTargetsScoped => &["ISO-4"],
             SavedViews => &["AUD-5", "CMP-2"],
+            TokenForgery => &["ISO-1"],
+            HealthFields | HealthDbDown => &["OPS-4"],
+            RateLimitPerPrincipal | RateLimitPerIp => &["OPS-6"],
         }
     }
 
@@ -314,7 +338,8 @@ impl ProbeCode {
             | GetRedacted
             | QueryRedacted
             | IncludeRedacted
-            | AgentRole => Severity::Critical,
+            | AgentRole
+            | TokenForgery => Severity::Critical,
             CursorForeign
             | WriteForeignReference
             | FilterOracle
@@ -337,7 +362,8 @@ impl ProbeCode {
             | RlsForced
             | AuditGrants => Severity::High,
             CursorRebound | DescribeSchema | RowLimit | JoinDepth | StatementTimeout | Quota
-            | DryRun | RateLimit | ApprovalExpiry | RoleStatementTimeout | JoinTargetsScoped => {
+            | DryRun | RateLimit | ApprovalExpiry | RoleStatementTimeout | JoinTargetsScoped
+            | HealthFields | HealthDbDown | RateLimitPerPrincipal | RateLimitPerIp => {
                 Severity::Medium
             }
             SavedViews => Severity::Low,
@@ -380,6 +406,10 @@ impl ProbeCode {
             | ApprovalReplay | ApprovalExpiry | EveryCallAudited | WriterAppendOnly
             | ChainVerifies | TamperDetected | ArgumentsSanitized | RlsForced | AgentRole
             | RoleStatementTimeout | AuditGrants | JoinTargetsScoped | SavedViews => &[],
+            // The server probes call the layer raw, below the contract's tools (see
+            // families/server.rs); a profile without `db_query` makes them not_verified there.
+            TokenForgery | HealthFields | HealthDbDown | RateLimitPerPrincipal
+            | RateLimitPerIp => &[],
         }
     }
 
@@ -433,6 +463,11 @@ impl ProbeCode {
             AuditGrants => "the audit writer role may only INSERT into the audit log",
             JoinTargetsScoped => "every relation target has a tenant column or a stated exemption",
             SavedViews => "the saved audit views the security team relies on exist and answer",
+            TokenForgery => "a forged bearer token (unsigned, wrongly signed, tenant claim edited, expired) is refused and no data comes back",
+            HealthFields => "the health endpoint reports the layer's version, policy hash and audit sink status",
+            HealthDbDown => "the health endpoint turns unhealthy when the layer loses its database, and healthy again when it comes back",
+            RateLimitPerPrincipal => "a burst from one principal is cut off at the declared per-principal request rate, with 429 and Retry-After or a rate-limit code",
+            RateLimitPerIp => "a burst from one client address is cut off at the declared per-IP request rate, with 429 and Retry-After or a rate-limit code",
         }
     }
 }

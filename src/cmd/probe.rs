@@ -150,8 +150,12 @@ impl RunPlan {
     pub fn from_args(args: &ProbeArgs) -> Result<RunPlan, CliError> {
         let only = parse_families("--only", &args.only)?;
         let skip = parse_families("--skip", &args.skip)?;
+        let target = args.target.to_kind()?;
         let mut families: BTreeSet<Family> = if only.is_empty() {
-            Family::ALL.into_iter().collect()
+            Family::ALL
+                .into_iter()
+                .filter(|f| *f != Family::Server || reached_by_url(&target))
+                .collect()
         } else {
             only
         };
@@ -184,10 +188,24 @@ impl RunPlan {
             jobs: args.jobs,
             fail_on: args.fail_on,
             self_test: args.self_test,
-            target: args.target.to_kind()?,
+            target,
             tenant_a: args.tenant_a.clone(),
             tenant_b: args.tenant_b.clone(),
         })
+    }
+}
+
+/// Whether the layer is reached by URL: only then is the `server` family in the default run. The
+/// built-in layer and a stdio layer have no HTTP endpoint, so its claims could only be
+/// `not_verified` there (asked for with `--only server`, they say so).
+fn reached_by_url(target: &TargetKind) -> bool {
+    use preflight_targets::profile::Transport;
+    match target {
+        TargetKind::Builtin => false,
+        TargetKind::Remote { profile, .. } => match profile.transport {
+            Transport::McpStdio { .. } => false,
+            Transport::McpHttp { .. } | Transport::Http { .. } => true,
+        },
     }
 }
 
