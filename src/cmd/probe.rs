@@ -528,6 +528,20 @@ mod tests {
         assert!(e.to_string().contains("no family"), "{e}");
     }
 
+    /// The built-in layer's default run has no `server` family (its claims could only be
+    /// `not_verified` there, which would turn a sound run red); a layer reached by URL gets it,
+    /// and `--only server` asks for it anywhere.
+    #[test]
+    fn the_server_family_runs_by_default_only_for_a_layer_reached_by_url() {
+        assert!(!plan(&[]).unwrap().families.contains(&Family::Server));
+        let p = plan(&["--target", "mcp-http", "http://127.0.0.1:9/mcp"]).unwrap();
+        assert!(p.families.contains(&Family::Server));
+        let p = plan(&["--target", "mcp-stdio", "--", "layer"]).unwrap();
+        assert!(!p.families.contains(&Family::Server));
+        let p = plan(&["--only", "server"]).unwrap();
+        assert_eq!(p.families, BTreeSet::from([Family::Server]));
+    }
+
     #[test]
     fn bad_jobs_and_tenants_are_usage_errors() {
         assert!(plan(&["--jobs", "0"]).is_err());

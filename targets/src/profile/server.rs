@@ -55,7 +55,7 @@ fn health(d: &mut Diag, node: &Node) -> Option<HealthCheck> {
                     return None;
                 }
             }
-            let mut field = |d: &mut Diag, key: &str, slot: &mut String| {
+            let field = |d: &mut Diag, key: &str, slot: &mut String| {
                 if let Some(n) = get(m, key) {
                     if let Some(s) = string(d, n, &join("server.health", key)) {
                         *slot = s;

@@ -15,7 +15,7 @@ use std::time::Instant;
 use futures::stream::{self, StreamExt};
 use preflight_enforcer::{ErrorCode, Principal};
 use preflight_targets::profile::DeclaredRate;
-use preflight_targets::wire::{Answer, Wire, WireSession};
+use preflight_targets::wire::{Answer, WireSession};
 
 use super::{probe_principal, remote, section, DataCall};
 use crate::codes::ProbeCode;
