@@ -36,6 +36,19 @@ impl Family {
         Family::Server,
     ];
 
+    /// The families that can test the built-in layer inside this process: every one but
+    /// `server`, which needs a layer reached by URL (see families/server.rs).
+    pub const IN_PROCESS: [Family; 8] = [
+        Family::CrossTenant,
+        Family::Pii,
+        Family::Budget,
+        Family::Write,
+        Family::Approval,
+        Family::Audit,
+        Family::Hygiene,
+        Family::Lint,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Family::CrossTenant => "cross_tenant",
@@ -267,8 +280,9 @@ impl ProbeCode {
             | ArgumentsSanitized => Family::Audit,
             RlsForced | AgentRole | RoleStatementTimeout | AuditGrants | JoinTargetsScoped
             | SavedViews => Family::Hygiene,
-            TokenForgery | HealthFields | HealthDbDown | RateLimitPerPrincipal
-            | RateLimitPerIp => Family::Server,
+            TokenForgery | HealthFields | HealthDbDown | RateLimitPerPrincipal | RateLimitPerIp => {
+                Family::Server
+            }
         }
     }
 
@@ -361,11 +375,21 @@ impl ProbeCode {
             | ArgumentsSanitized
             | RlsForced
             | AuditGrants => Severity::High,
-            CursorRebound | DescribeSchema | RowLimit | JoinDepth | StatementTimeout | Quota
-            | DryRun | RateLimit | ApprovalExpiry | RoleStatementTimeout | JoinTargetsScoped
-            | HealthFields | HealthDbDown | RateLimitPerPrincipal | RateLimitPerIp => {
-                Severity::Medium
-            }
+            CursorRebound
+            | DescribeSchema
+            | RowLimit
+            | JoinDepth
+            | StatementTimeout
+            | Quota
+            | DryRun
+            | RateLimit
+            | ApprovalExpiry
+            | RoleStatementTimeout
+            | JoinTargetsScoped
+            | HealthFields
+            | HealthDbDown
+            | RateLimitPerPrincipal
+            | RateLimitPerIp => Severity::Medium,
             SavedViews => Severity::Low,
         }
     }
@@ -408,8 +432,9 @@ impl ProbeCode {
             | RoleStatementTimeout | AuditGrants | JoinTargetsScoped | SavedViews => &[],
             // The server probes call the layer raw, below the contract's tools (see
             // families/server.rs); a profile without `db_query` makes them not_verified there.
-            TokenForgery | HealthFields | HealthDbDown | RateLimitPerPrincipal
-            | RateLimitPerIp => &[],
+            TokenForgery | HealthFields | HealthDbDown | RateLimitPerPrincipal | RateLimitPerIp => {
+                &[]
+            }
         }
     }
 
@@ -515,6 +540,7 @@ mod tests {
     fn families_round_trip() {
         for f in Family::ALL {
             assert_eq!(Family::parse(f.as_str()), Some(f));
+            assert_eq!(Family::IN_PROCESS.contains(&f), f != Family::Server);
         }
     }
 }

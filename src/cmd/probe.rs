@@ -152,10 +152,11 @@ impl RunPlan {
         let skip = parse_families("--skip", &args.skip)?;
         let target = args.target.to_kind()?;
         let mut families: BTreeSet<Family> = if only.is_empty() {
-            Family::ALL
-                .into_iter()
-                .filter(|f| *f != Family::Server || reached_by_url(&target))
-                .collect()
+            if reached_by_url(&target) {
+                Family::ALL.into_iter().collect()
+            } else {
+                Family::IN_PROCESS.into_iter().collect()
+            }
         } else {
             only
         };

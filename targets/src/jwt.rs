@@ -149,7 +149,10 @@ pub fn forge(jwt: &Jwt, who: &Principal, forgery: &Forgery) -> Result<String, St
                 .and_then(|p| serde_json::from_slice(&p).ok())
                 .ok_or("a minted token's payload is not JSON")?;
             claims[jwt.tenant_claim.as_str()] = json!(tenant);
-            Ok(format!("{header}.{}.{sig}", b64(claims.to_string().as_bytes())))
+            Ok(format!(
+                "{header}.{}.{sig}",
+                b64(claims.to_string().as_bytes())
+            ))
         }
         Forgery::Expired => {
             let issued = now.saturating_sub(Duration::from_secs(7200) + jwt.ttl);
@@ -227,14 +230,9 @@ mod tests {
             Forgery::Expired,
         ] {
             let token = forge(&jwt, &who, &f).unwrap();
-            assert!(
-                decode::<Value>(&token, &key, &v).is_err(),
-                "{f:?} verified"
-            );
-            let payload: Value = serde_json::from_slice(
-                &unb64(token.split('.').nth(1).unwrap()).unwrap(),
-            )
-            .unwrap();
+            assert!(decode::<Value>(&token, &key, &v).is_err(), "{f:?} verified");
+            let payload: Value =
+                serde_json::from_slice(&unb64(token.split('.').nth(1).unwrap()).unwrap()).unwrap();
             let tenant = if matches!(f, Forgery::TenantEdited { .. }) {
                 "globex"
             } else {

@@ -266,9 +266,14 @@ impl Wire {
                 Err(e) => Answer::fault(without_url(&e)),
             }
         };
-        answer.outcome = self.reply(&answer).map(|reply| {
-            crate::adapt::incoming(contract_tool, map, &self.profile.denials, reply)
-        });
+        if let Some(reply) = self.reply(&answer) {
+            answer.outcome = Some(crate::adapt::incoming(
+                contract_tool,
+                map,
+                &self.profile.denials,
+                reply,
+            ));
+        }
         answer
     }
 

@@ -189,6 +189,12 @@ async fn the_server_family_passes_on_serve_and_each_variant_fails_its_probes() {
         let run = probe_db(&db, "server", &judged_by, Some(&profile), &[]);
         drop(server);
         let name = variant.unwrap_or("serve");
+        for f in &run.findings {
+            eprintln!(
+                "{name}: {} {} — {}\n    {}",
+                f["verdict"], f["title"], f["message"], f["evidence"]["facts"]
+            );
+        }
         assert_eq!(run.findings.len(), 8, "{name}: {}", run.log());
         let passing: BTreeSet<String> = ALL
             .iter()
@@ -217,14 +223,23 @@ async fn the_server_family_passes_on_serve_and_each_variant_fails_its_probes() {
             assert_eq!(forged.len(), 4, "{}", run.log());
             for f in forged {
                 assert!(
-                    f["message"].as_str().unwrap_or_default().contains("accepted"),
+                    f["message"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains("accepted"),
                     "{f}"
                 );
             }
         }
         let all = format!("{}{}", run.report, run.log());
-        assert!(!all.contains(KEY), "{name}: the signing key reached the output");
-        assert!(!all.contains("Bearer ey"), "{name}: a token reached the output");
+        assert!(
+            !all.contains(KEY),
+            "{name}: the signing key reached the output"
+        );
+        assert!(
+            !all.contains("Bearer ey"),
+            "{name}: a token reached the output"
+        );
         assert!(
             agent_can_log_in(&db).await,
             "{name}: the agent login was not given back"
@@ -257,8 +272,9 @@ async fn server_claims_are_not_verified_where_nothing_is_declared() {
     };
     let (server, port) = structured_http_layer(&bin, db.agent_url(), "none", &[]).await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let template = std::fs::read_to_string(repo().join("tests/targets/structured/profile-http.yaml"))
-        .expect("profile");
+    let template =
+        std::fs::read_to_string(repo().join("tests/targets/structured/profile-http.yaml"))
+            .expect("profile");
     let profile = dir.path().join("profile-http.yaml");
     std::fs::write(&profile, template.replace("38917", &port.to_string())).expect("write");
     let run = probe_db(

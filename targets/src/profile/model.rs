@@ -250,7 +250,10 @@ impl HealthCheck {
             return Some(self.path.clone());
         }
         let (scheme, rest) = base.split_once("://")?;
-        let host = rest.split(['/', '?', '#']).next().filter(|h| !h.is_empty())?;
+        let host = rest
+            .split(['/', '?', '#'])
+            .next()
+            .filter(|h| !h.is_empty())?;
         Some(format!("{scheme}://{host}{}", self.path))
     }
 }

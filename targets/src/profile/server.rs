@@ -11,7 +11,14 @@ use super::model::*;
 use super::nodes::*;
 
 const KEYS: &[&str] = &["health", "rate_limits"];
-const HEALTH_KEYS: &[&str] = &["path", "status", "healthy", "version", "policy_hash", "sinks"];
+const HEALTH_KEYS: &[&str] = &[
+    "path",
+    "status",
+    "healthy",
+    "version",
+    "policy_hash",
+    "sinks",
+];
 const LIMIT_KEYS: &[&str] = &["per_ip", "per_principal"];
 const UNITS: &[&str] = &["s", "sec", "second", "min", "minute", "h", "hour"];
 
@@ -233,7 +240,8 @@ mod tests {
         let text = "transport: {stdio: {command: x}}\nprincipal: {env: {T: \"{tenant}\"}}\ntools: {db_get: {}}\nserver: {health: /healthz}\n";
         let e = load_str(text, "p.yaml").unwrap_err().to_string();
         assert!(
-            e.contains("p.yaml:4:") && e.contains("error: server: a stdio layer has no HTTP endpoint"),
+            e.contains("p.yaml:4:")
+                && e.contains("error: server: a stdio layer has no HTTP endpoint"),
             "{e}"
         );
     }

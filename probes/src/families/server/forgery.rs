@@ -51,9 +51,11 @@ pub(super) fn probes() -> Vec<Probe> {
     ]
     .into_iter()
     .map(|kind| {
-        Probe::new(ProbeCode::TokenForgery, kind.title(), move |ctx| async move {
-            run(&ctx, kind).await
-        })
+        Probe::new(
+            ProbeCode::TokenForgery,
+            kind.title(),
+            move |ctx| async move { run(&ctx, kind).await },
+        )
     })
     .collect()
 }

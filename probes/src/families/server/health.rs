@@ -125,7 +125,10 @@ async fn fields(ctx: &ProbeCtx) -> ProbeResult {
         Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) => false,
     });
     if sinks.is_none() {
-        missing.push(format!("the audit sinks' status (`{}`)", health.sinks_field));
+        missing.push(format!(
+            "the audit sinks' status (`{}`)",
+            health.sinks_field
+        ));
     }
     let mut out_facts = vec![shown];
     if let Some(h) = &policy_hash {

@@ -284,7 +284,14 @@ mod tests {
         t.unstructured.push("HTTP 429 without Retry-After".into());
         assert_eq!(v(&t).unwrap().verdict, preflight_reports::Verdict::Fail);
         // Nothing refused and nothing over: the limit was never shown.
-        let slow = judge(Scope::Ip, rate(), 70, 3, Duration::from_secs(30), &tally(70, 0));
+        let slow = judge(
+            Scope::Ip,
+            rate(),
+            70,
+            3,
+            Duration::from_secs(30),
+            &tally(70, 0),
+        );
         assert_eq!(
             slow.unwrap_err().verdict,
             preflight_reports::Verdict::NotVerified
