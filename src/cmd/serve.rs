@@ -100,6 +100,11 @@ pub struct ServeArgs {
     #[arg(long, value_enum, hide = true)]
     pub insecure_test_variant: Vec<InsecureVariant>,
 
+    /// This instance's name, for `{instance}` in the policy's JSONL audit path (several
+    /// instances on one host each write their own chained file) [default: the process id].
+    #[arg(long, env = "PREFLIGHT_INSTANCE", value_name = "NAME")]
+    pub instance: Option<String>,
+
     /// Runs the layer with one of the self-test's faults (`mask_off`, `reason_not_required`, …),
     /// so the tests can show a fault is caught over MCP as it is in-process. Test-only, hidden,
     /// never in production.
@@ -156,6 +161,7 @@ impl ServePlan {
             database_url: args.db.clone(),
             secret_key,
             faults,
+            instance: args.instance.clone(),
         };
         let mode = match args.mcp {
             McpTransport::Stdio => {

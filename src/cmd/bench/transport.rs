@@ -54,9 +54,11 @@ impl Transport {
                     Transport::McpStdio,
                     Transport::McpHttp,
                 ],
-                other => return Err(CliError::config(format!(
+                other => {
+                    return Err(CliError::config(format!(
                     "--transport: expected in-process, mcp-stdio, mcp-http or all, found `{other}`"
-                ))),
+                )))
+                }
             };
             out.extend_from_slice(add);
         }
@@ -132,6 +134,7 @@ impl Transports {
                         database_url: agent_url.to_string(),
                         secret_key: None,
                         faults: Default::default(),
+                        instance: None,
                     })
                     .await
                     .map_err(|e| CliError::infra(error_chain(&e)))?;
