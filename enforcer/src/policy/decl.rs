@@ -1128,28 +1128,6 @@ fn walk_audit(w: &mut Walker<'_>, node: &Node, path: &str) -> Option<AuditDecl> 
     Some(out)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn setting_names() {
-        assert!(valid_setting_name("app.tenant_id"));
-        assert!(!valid_setting_name("tenant_id"));
-        assert!(!valid_setting_name("app.tenant.id"));
-        assert!(!valid_setting_name("app.Tenant"));
-        assert!(!valid_setting_name("app.tenant'; drop"));
-    }
-
-    #[test]
-    fn identifiers() {
-        assert!(valid_identifier("order_items"));
-        assert!(!valid_identifier("1orders"));
-        assert!(!valid_identifier("orders;--"));
-        assert!(!valid_identifier(""));
-    }
-}
-
 /// Every `{name}` in a JSONL sink's path must be one of [`super::JSONL_PLACEHOLDERS`].
 fn check_jsonl_placeholders(d: &mut Diag, node: &Node, path: &str, value: &str) {
     let mut rest = value;
@@ -1172,5 +1150,27 @@ fn check_jsonl_placeholders(d: &mut Diag, node: &Node, path: &str, value: &str) 
             );
         }
         rest = &after[close + 1..];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setting_names() {
+        assert!(valid_setting_name("app.tenant_id"));
+        assert!(!valid_setting_name("tenant_id"));
+        assert!(!valid_setting_name("app.tenant.id"));
+        assert!(!valid_setting_name("app.Tenant"));
+        assert!(!valid_setting_name("app.tenant'; drop"));
+    }
+
+    #[test]
+    fn identifiers() {
+        assert!(valid_identifier("order_items"));
+        assert!(!valid_identifier("1orders"));
+        assert!(!valid_identifier("orders;--"));
+        assert!(!valid_identifier(""));
     }
 }
