@@ -20,10 +20,25 @@ pub enum Family {
     Audit,
     Hygiene,
     Lint,
+    Server,
 }
 
 impl Family {
-    pub const ALL: [Family; 8] = [
+    pub const ALL: [Family; 9] = [
+        Family::CrossTenant,
+        Family::Pii,
+        Family::Budget,
+        Family::Write,
+        Family::Approval,
+        Family::Audit,
+        Family::Hygiene,
+        Family::Lint,
+        Family::Server,
+    ];
+
+    /// The families that can test the built-in layer inside this process: every one but
+    /// `server`, which needs a layer reached by URL (see families/server.rs).
+    pub const IN_PROCESS: [Family; 8] = [
         Family::CrossTenant,
         Family::Pii,
         Family::Budget,
@@ -44,6 +59,7 @@ impl Family {
             Family::Audit => "audit",
             Family::Hygiene => "hygiene",
             Family::Lint => "lint",
+            Family::Server => "server",
         }
     }
 
@@ -117,10 +133,16 @@ pub enum ProbeCode {
     AuditGrants,
     JoinTargetsScoped,
     SavedViews,
+    // server
+    TokenForgery,
+    HealthFields,
+    HealthDbDown,
+    RateLimitPerPrincipal,
+    RateLimitPerIp,
 }
 
 impl ProbeCode {
-    pub const ALL: [ProbeCode; 48] = [
+    pub const ALL: [ProbeCode; 53] = [
         ProbeCode::GetForeignRow,
         ProbeCode::FilterForgedTenant,
         ProbeCode::FilterForeignKeys,
@@ -169,6 +191,11 @@ impl ProbeCode {
         ProbeCode::AuditGrants,
         ProbeCode::JoinTargetsScoped,
         ProbeCode::SavedViews,
+        ProbeCode::TokenForgery,
+        ProbeCode::HealthFields,
+        ProbeCode::HealthDbDown,
+        ProbeCode::RateLimitPerPrincipal,
+        ProbeCode::RateLimitPerIp,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -221,6 +248,11 @@ impl ProbeCode {
             ProbeCode::AuditGrants => "hygiene.audit_grants",
             ProbeCode::JoinTargetsScoped => "hygiene.join_targets_scoped",
             ProbeCode::SavedViews => "hygiene.saved_views",
+            ProbeCode::TokenForgery => "server.token_forgery",
+            ProbeCode::HealthFields => "server.health_fields",
+            ProbeCode::HealthDbDown => "server.health_db_down",
+            ProbeCode::RateLimitPerPrincipal => "server.rate_limit_per_principal",
+            ProbeCode::RateLimitPerIp => "server.rate_limit_per_ip",
         }
     }
 
@@ -254,6 +286,9 @@ impl ProbeCode {
             | ArgumentsSanitized | SubjectAccess | SubjectErasure => Family::Audit,
             RlsForced | AgentRole | RoleStatementTimeout | AuditGrants | JoinTargetsScoped
             | SavedViews => Family::Hygiene,
+            TokenForgery | HealthFields | HealthDbDown | RateLimitPerPrincipal | RateLimitPerIp => {
+                Family::Server
+            }
         }
     }
 
@@ -304,6 +339,9 @@ impl ProbeCode {
             AuditGrants => &["AUD-2"],
             JoinTargetsScoped => &["ISO-4"],
             SavedViews => &["AUD-5", "CMP-2"],
+            TokenForgery => &["ISO-1"],
+            HealthFields | HealthDbDown => &["OPS-4"],
+            RateLimitPerPrincipal | RateLimitPerIp => &["OPS-6"],
         }
     }
 
@@ -322,7 +360,8 @@ impl ProbeCode {
             | GetRedacted
             | QueryRedacted
             | IncludeRedacted
-            | AgentRole => Severity::Critical,
+            | AgentRole
+            | TokenForgery => Severity::Critical,
             CursorForeign
             | WriteForeignReference
             | FilterOracle
@@ -346,10 +385,21 @@ impl ProbeCode {
             | SubjectErasure
             | RlsForced
             | AuditGrants => Severity::High,
-            CursorRebound | DescribeSchema | RowLimit | JoinDepth | StatementTimeout | Quota
-            | DryRun | RateLimit | ApprovalExpiry | RoleStatementTimeout | JoinTargetsScoped => {
-                Severity::Medium
-            }
+            CursorRebound
+            | DescribeSchema
+            | RowLimit
+            | JoinDepth
+            | StatementTimeout
+            | Quota
+            | DryRun
+            | RateLimit
+            | ApprovalExpiry
+            | RoleStatementTimeout
+            | JoinTargetsScoped
+            | HealthFields
+            | HealthDbDown
+            | RateLimitPerPrincipal
+            | RateLimitPerIp => Severity::Medium,
             SavedViews => Severity::Low,
         }
     }
@@ -391,6 +441,11 @@ impl ProbeCode {
             | ChainVerifies | TamperDetected | ArgumentsSanitized | SubjectAccess
             | SubjectErasure | RlsForced | AgentRole | RoleStatementTimeout | AuditGrants
             | JoinTargetsScoped | SavedViews => &[],
+            // The server probes call the layer raw, below the contract's tools (see
+            // families/server.rs); a profile without `db_query` makes them not_verified there.
+            TokenForgery | HealthFields | HealthDbDown | RateLimitPerPrincipal | RateLimitPerIp => {
+                &[]
+            }
         }
     }
 
@@ -446,6 +501,11 @@ impl ProbeCode {
             AuditGrants => "the audit writer role may only INSERT into the audit log",
             JoinTargetsScoped => "every relation target has a tenant column or a stated exemption",
             SavedViews => "the saved audit views the security team relies on exist and answer",
+            TokenForgery => "a forged bearer token (unsigned, wrongly signed, tenant claim edited, expired) is refused and no data comes back",
+            HealthFields => "the health endpoint reports the layer's version, policy hash and audit sink status",
+            HealthDbDown => "the health endpoint turns unhealthy when the layer loses its database, and healthy again when it comes back",
+            RateLimitPerPrincipal => "a burst from one principal is cut off at the declared per-principal request rate, with 429 and Retry-After or a rate-limit code",
+            RateLimitPerIp => "a burst from one client address is cut off at the declared per-IP request rate, with 429 and Retry-After or a rate-limit code",
         }
     }
 }
@@ -493,6 +553,7 @@ mod tests {
     fn families_round_trip() {
         for f in Family::ALL {
             assert_eq!(Family::parse(f.as_str()), Some(f));
+            assert_eq!(Family::IN_PROCESS.contains(&f), f != Family::Server);
         }
     }
 }

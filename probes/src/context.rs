@@ -229,6 +229,9 @@ pub struct ProbeCtx {
     pub access: Access,
     /// The audit writer role's login, for the append-only probe (a secret: never printed).
     pub audit_url: Option<String>,
+    /// A superuser login, when the database offers one: the server probes take the layer's
+    /// login away with it (a secret: never printed).
+    pub superuser_url: Option<String>,
     /// The gateway's tool names.
     pub tools: BTreeSet<String>,
     /// The layer's own tools under its own names (the every-tool probes call each).
@@ -269,6 +272,7 @@ pub struct CtxParts {
     pub principals: Principals,
     pub access: Access,
     pub audit_url: Option<String>,
+    pub superuser_url: Option<String>,
     pub approvals: Option<Arc<dyn crate::families::approval::ApprovalDesk>>,
     pub agent_role: Option<String>,
     pub audit_role: Option<String>,
@@ -289,6 +293,7 @@ impl ProbeCtx {
             calls: Arc::new(ToolCallCounter::default()),
             access: parts.access,
             audit_url: parts.audit_url,
+            superuser_url: parts.superuser_url,
             tools,
             native_tools,
             approvals: parts.approvals,

@@ -613,6 +613,7 @@ async fn run_instances(
         principals: setup.principals.clone(),
         access: Access::ReadWrite,
         audit_url: setup.audit_url.clone(),
+        superuser_url: setup.superuser_url.clone(),
         approvals: setup.approvals.clone(),
         agent_role: Some(setup.agent_role.clone()),
         audit_role: setup.audit_role.clone(),

@@ -183,6 +183,7 @@ impl Session {
                 Access::ReadWrite
             },
             audit_url: Some(self.database.audit_url().to_string()),
+            superuser_url: self.database.superuser_url().map(str::to_string),
             approvals: self.target.approvals(),
             agent_role: self.agent_role.clone(),
             audit_role: self.audit_role.clone(),

@@ -27,6 +27,9 @@ pub struct LayerConfig {
     pub secret_key: Option<[u8; 32]>,
     /// Enforcement switched off on purpose; only the test variants set it.
     pub faults: Faults,
+    /// This instance's name, for `{instance}` in a JSONL sink's path (the process id when
+    /// `None`; see [`preflight_enforcer::policy::jsonl_path`]).
+    pub instance: Option<String>,
 }
 
 impl std::fmt::Debug for LayerConfig {
@@ -87,7 +90,7 @@ impl Layer {
             policy::load_str(&text, &shown, Some(&catalog))
                 .map_err(|e| LayerError::Policy(e.to_string()))?,
         );
-        let sinks = open_sinks(&policy, &config.database_url).await?;
+        let sinks = open_sinks(&policy, &config.database_url, config.instance.as_deref()).await?;
         let budget_store = preflight_enforcer::budget_store::from_config(&policy.budget_store)
             .await
             .map_err(LayerError::BudgetStore)?;
@@ -130,6 +133,7 @@ impl Layer {
 async fn open_sinks(
     policy: &Policy,
     database_url: &str,
+    instance: Option<&str>,
 ) -> Result<Vec<Arc<dyn AuditSink>>, LayerError> {
     let mut sinks: Vec<Arc<dyn AuditSink>> = Vec::new();
     for sink in &policy.audit.sinks {
@@ -145,6 +149,8 @@ async fn open_sinks(
                 sinks.push(Arc::new(pg));
             }
             AuditSinkConfig::Jsonl { path } => {
+                // `{pid}`/`{instance}`: each instance its own file, each file its own chain.
+                let path = &preflight_enforcer::policy::jsonl_path(path, instance);
                 // A fresh deployment has no log folder yet; the log itself is created on open.
                 if let Some(parent) = std::path::Path::new(path).parent() {
                     if !parent.as_os_str().is_empty() {

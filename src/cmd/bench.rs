@@ -4,6 +4,7 @@ mod audit;
 mod audit_log;
 mod gateway;
 mod harness;
+mod transport;
 
 use clap::Subcommand;
 
@@ -11,7 +12,8 @@ use crate::error::CmdResult;
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
-    /// db_get and a filtered db_query through the gateway vs the same raw sqlx query.
+    /// db_get and a filtered db_query through the gateway vs the same raw sqlx query; or, with
+    /// `--transport`, in-process vs over MCP stdio vs over streamable HTTP.
     Gateway(gateway::GatewayBenchArgs),
     /// Audit append throughput (Postgres, JSONL) and verify speed.
     Audit(audit::AuditBenchArgs),

@@ -71,6 +71,17 @@ pub struct DbArgs {
         hide_env_values = true
     )]
     pub audit_url: Option<String>,
+
+    /// With a URL whose fixtures were loaded earlier: a superuser login to the same database,
+    /// for the probes that change roles (the `server` family takes a served layer's login away
+    /// to see its health endpoint turn unhealthy). Without it those are `not_verified`.
+    #[arg(
+        long,
+        env = "PREFLIGHT_SUPERUSER_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub superuser_url: Option<String>,
 }
 
 impl DbArgs {
@@ -88,6 +99,7 @@ impl DbArgs {
                 ("--load-fixtures", self.load_fixtures),
                 ("--agent-url", self.agent_url.is_some()),
                 ("--audit-url", self.audit_url.is_some()),
+                ("--superuser-url", self.superuser_url.is_some()),
             ];
             if let Some((flag, _)) = url_only.iter().find(|(_, set)| *set) {
                 return Err(CliError::config(format!(
@@ -126,6 +138,7 @@ impl DbArgs {
                 load_fixtures: self.load_fixtures,
                 agent_url: self.agent_url.clone(),
                 audit_url: self.audit_url.clone(),
+                superuser_url: self.superuser_url.clone(),
             },
         };
         Ok((db, fixtures))

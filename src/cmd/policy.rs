@@ -277,6 +277,7 @@ async fn lint(args: LintArgs) -> CmdResult {
         load_fixtures: false,
         agent_url: None,
         audit_url: None,
+        superuser_url: None,
     });
     // Malformed policies are reported before any database is started.
     load(&args.file, None)?;

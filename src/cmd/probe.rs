@@ -187,8 +187,13 @@ impl RunPlan {
         let (only, only_phases) = parse_families("--only", &args.only)?;
         let (skip, skip_phases) = parse_families("--skip", &args.skip)?;
         let restricted = !only.is_empty() || !only_phases.is_empty();
+        let target = args.target.to_kind()?;
         let mut families: BTreeSet<Family> = if !restricted {
-            Family::ALL.into_iter().collect()
+            if reached_by_url(&target) {
+                Family::ALL.into_iter().collect()
+            } else {
+                Family::IN_PROCESS.into_iter().collect()
+            }
         } else {
             only
         };
@@ -227,10 +232,24 @@ impl RunPlan {
             jobs: args.jobs,
             fail_on: args.fail_on,
             self_test: args.self_test,
-            target: args.target.to_kind()?,
+            target,
             tenant_a: args.tenant_a.clone(),
             tenant_b: args.tenant_b.clone(),
         })
+    }
+}
+
+/// Whether the layer is reached by URL: only then is the `server` family in the default run. The
+/// built-in layer and a stdio layer have no HTTP endpoint, so its claims could only be
+/// `not_verified` there (asked for with `--only server`, they say so).
+fn reached_by_url(target: &TargetKind) -> bool {
+    use preflight_targets::profile::Transport;
+    match target {
+        TargetKind::Builtin => false,
+        TargetKind::Remote { profile, .. } => match profile.transport {
+            Transport::McpStdio { .. } => false,
+            Transport::McpHttp { .. } | Transport::Http { .. } => true,
+        },
     }
 }
 
@@ -626,7 +645,21 @@ mod tests {
         let p = plan(&["--only", "agent"]).unwrap();
         assert!(p.agent && !p.suite && p.families.is_empty());
         let p = plan(&["--skip", "agent"]).unwrap();
-        assert!(!p.agent && p.suite && p.families.len() == Family::ALL.len());
+        assert!(!p.agent && p.suite && p.families.len() == Family::IN_PROCESS.len());
+    }
+
+    /// The built-in layer's default run has no `server` family (its claims could only be
+    /// `not_verified` there, which would turn a sound run red); a layer reached by URL gets it,
+    /// and `--only server` asks for it anywhere.
+    #[test]
+    fn the_server_family_runs_by_default_only_for_a_layer_reached_by_url() {
+        assert!(!plan(&[]).unwrap().families.contains(&Family::Server));
+        let p = plan(&["--target", "mcp-http", "http://127.0.0.1:9/mcp"]).unwrap();
+        assert!(p.families.contains(&Family::Server));
+        let p = plan(&["--target", "mcp-stdio", "--", "layer"]).unwrap();
+        assert!(!p.families.contains(&Family::Server));
+        let p = plan(&["--only", "server"]).unwrap();
+        assert_eq!(p.families, BTreeSet::from([Family::Server]));
     }
 
     #[test]

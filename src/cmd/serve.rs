@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
-use preflight_enforcer::{Faults, Principal};
+use preflight_enforcer::{Fault, Faults, Principal};
 use preflight_serve::auth::{ClaimNames, JwtAlg, JwtSettings, JwtVerifier};
 use preflight_serve::http::{HttpOptions, HttpServer, TestVariant};
 use preflight_serve::{Layer, LayerConfig};
@@ -99,6 +99,17 @@ pub struct ServeArgs {
     /// Switches one protection off, for the server probes' own tests. Never in production.
     #[arg(long, value_enum, hide = true)]
     pub insecure_test_variant: Vec<InsecureVariant>,
+
+    /// This instance's name, for `{instance}` in the policy's JSONL audit path (several
+    /// instances on one host each write their own chained file) [default: the process id].
+    #[arg(long, env = "PREFLIGHT_INSTANCE", value_name = "NAME")]
+    pub instance: Option<String>,
+
+    /// Runs the layer with one of the self-test's faults (`mask_off`, `reason_not_required`, …),
+    /// so the tests can show a fault is caught over MCP as it is in-process. Test-only, hidden,
+    /// never in production.
+    #[arg(long, hide = true, value_name = "FAULT")]
+    pub insecure_fault: Vec<String>,
 }
 
 /// What the flags ask for, validated.
@@ -128,11 +139,29 @@ impl ServePlan {
                 Some(key)
             }
         };
+        let mut faults = Faults::none();
+        for name in &args.insecure_fault {
+            let fault = Fault::ALL
+                .into_iter()
+                .find(|f| f.as_str() == name.trim())
+                .ok_or_else(|| {
+                    CliError::config(format!(
+                        "--insecure-fault: unknown fault `{name}`; expected one of {}",
+                        Fault::ALL
+                            .iter()
+                            .map(|f| f.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                })?;
+            faults = faults.iter().chain([fault]).collect();
+        }
         let layer = LayerConfig {
             policy_path: args.policy.clone(),
             database_url: args.db.clone(),
             secret_key,
-            faults: Faults::none(),
+            faults,
+            instance: args.instance.clone(),
         };
         let mode = match args.mcp {
             McpTransport::Stdio => {

@@ -9,13 +9,14 @@
 mod adapt;
 mod gateway;
 mod http;
-mod jwt;
+pub mod jwt;
 mod link;
 mod mcp;
 pub mod profile;
 mod stderr;
 mod tap;
 pub mod template;
+pub mod wire;
 
 pub use gateway::{Connection, RemoteGateway, TargetInfo, UnreachableGateway};
 pub use link::LinkError;

@@ -10,6 +10,8 @@ mod policy_diff;
 mod probe_cli;
 mod review_cli;
 mod serve_cli;
+mod serve_http;
+mod serve_probes;
 mod targets_cli;
 mod targets_http;
 mod targets_jwt;

@@ -1046,9 +1046,12 @@ fn walk_audit(w: &mut Walker<'_>, node: &Node, path: &str) -> Option<AuditDecl> 
                         }),
                         Node::Mapping(sm) => {
                             check_keys(w.d, sm, &ip, &["jsonl"]);
-                            get(sm, "jsonl")
-                                .and_then(|(_, jv)| string(w.d, jv, &join(&ip, "jsonl")))
-                                .map(|path| AuditSinkConfig::Jsonl { path })
+                            get(sm, "jsonl").and_then(|(_, jv)| {
+                                let jp = join(&ip, "jsonl");
+                                let path = string(w.d, jv, &jp)?;
+                                check_jsonl_placeholders(w.d, jv, &jp, &path);
+                                Some(AuditSinkConfig::Jsonl { path })
+                            })
                         }
                         Node::Sequence(_) => {
                             w.d.error(
@@ -1123,6 +1126,31 @@ fn walk_audit(w: &mut Walker<'_>, node: &Node, path: &str) -> Option<AuditDecl> 
         }
     }
     Some(out)
+}
+
+/// Every `{name}` in a JSONL sink's path must be one of [`super::JSONL_PLACEHOLDERS`].
+fn check_jsonl_placeholders(d: &mut Diag, node: &Node, path: &str, value: &str) {
+    let mut rest = value;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('}') else {
+            break;
+        };
+        let name = &after[..close];
+        if !super::JSONL_PLACEHOLDERS.contains(&name) {
+            let hint = super::yaml::did_you_mean(name, super::JSONL_PLACEHOLDERS.into_iter())
+                .map(|c| format!("; did you mean `{{{c}}}`?"))
+                .unwrap_or_default();
+            d.error(
+                super::yaml::span(node),
+                path,
+                format!(
+                    "unknown placeholder `{{{name}}}` in the JSONL path (expected `{{pid}}` or `{{instance}}`){hint}"
+                ),
+            );
+        }
+        rest = &after[close + 1..];
+    }
 }
 
 #[cfg(test)]

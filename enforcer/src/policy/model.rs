@@ -200,8 +200,26 @@ pub enum BudgetStoreConfig {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum AuditSinkConfig {
     Postgres,
-    Jsonl { path: String },
+    /// `path` may carry [`JSONL_PLACEHOLDERS`] (see [`jsonl_path`]).
+    Jsonl {
+        path: String,
+    },
     Tracing,
+}
+
+/// The placeholders a JSONL sink's path may carry, so that several `preflight serve` instances
+/// sharing one policy each write their own hash-chained file (a JSONL file is locked by its one
+/// writer): `{pid}`, the process id, and `{instance}`, the instance's name (`serve --instance`,
+/// else the process id).
+pub const JSONL_PLACEHOLDERS: [&str; 2] = ["pid", "instance"];
+
+/// A JSONL sink's path with its placeholders filled in for this process: `{pid}` with its id,
+/// `{instance}` with `instance` (the process id when `None`).
+pub fn jsonl_path(template: &str, instance: Option<&str>) -> String {
+    let pid = std::process::id().to_string();
+    template
+        .replace("{pid}", &pid)
+        .replace("{instance}", instance.unwrap_or(&pid))
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

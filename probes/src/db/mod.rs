@@ -121,6 +121,10 @@ pub struct StagingOptions {
     /// loaded by this run; without it `Database::audit_url` falls back to the agent URL (the
     /// agent is a member of the audit writer role).
     pub audit_url: Option<String>,
+    /// A superuser login to the same database, when the fixtures are not loaded by this run:
+    /// the probes that change roles (the `server` family's health probe takes the layer's login
+    /// away for a moment) need one. Without it they are `not_verified`.
+    pub superuser_url: Option<String>,
 }
 
 /// The backend that was actually used, for reports.

@@ -125,11 +125,15 @@ pub(crate) async fn provision(
                 Some(audit_url) => same_database(&given, audit_url, "--audit-url")?,
                 None => agent.clone(),
             };
+            let superuser = match staging.superuser_url.as_deref() {
+                Some(su) => Some(same_database(&given, su, "--superuser-url")?),
+                None => None,
+            };
             let owner = Endpoint {
                 url: url.to_string(),
                 options: given.clone(),
             };
-            (owner, agent, audit, None, None)
+            (owner, agent, audit, superuser, None)
         }
     };
     let _ = conn.close().await;

@@ -13,6 +13,7 @@ pub mod hygiene;
 pub mod lint;
 pub mod malformed;
 pub mod pii;
+pub mod server;
 pub mod write;
 
 use std::collections::BTreeSet;
@@ -94,6 +95,7 @@ pub fn plan(input: &PlanInput<'_>, families: &BTreeSet<Family>) -> ProbePlan {
             Family::Audit => audit::probes(input),
             Family::Hygiene => hygiene::probes(input),
             Family::Lint => lint::probes(input),
+            Family::Server => server::probes(input),
         });
     }
     ProbePlan { probes }

@@ -785,6 +785,7 @@ async fn a_url_database_is_read_only_unless_writes_are_allowed() {
                     load_fixtures: false,
                     agent_url,
                     audit_url: Some(throwaway.audit_url().to_string()),
+                    superuser_url: None,
                 },
                 ..shop(0)
             },

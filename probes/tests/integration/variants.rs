@@ -97,6 +97,7 @@ pub async fn ctx_with(
         principals: s.principals.clone(),
         access: Access::ReadWrite,
         audit_url: Some(s.database.audit_url().to_string()),
+        superuser_url: s.database.superuser_url().map(str::to_string),
         approvals: s.target.approvals(),
         agent_role: s.agent_role.clone(),
         audit_role: s.audit_role.clone(),

@@ -3,6 +3,7 @@
 
 mod auth;
 mod health;
+mod jsonl_instances;
 mod limits;
 mod shared_budget;
 mod support;

@@ -142,6 +142,7 @@ pub async fn serve(db: &Database, spec: ServeSpec<'_>) -> Served {
         database_url: db.agent_url().to_string(),
         secret_key: None,
         faults: Default::default(),
+        instance: None,
     })
     .await
     .unwrap_or_else(|e| {

@@ -53,14 +53,22 @@ pub struct GatewayBenchArgs {
     /// preflight_audit.audit_log inside every call's transaction, then COMMIT).
     #[arg(long, default_value = "none", value_name = "none|postgres")]
     pub audit: String,
+
+    /// Compares transports instead of gateway vs raw SQL: `in-process`, `mcp-stdio`, `mcp-http`
+    /// (repeat the flag, list them comma-separated, or say `all`). The same layer and policy
+    /// file on the same database, in this process and through `preflight serve` children, side
+    /// by side. The policy file's own audit sinks apply (`--audit` does not).
+    #[arg(long, value_name = "TRANSPORT")]
+    pub transport: Vec<String>,
 }
 
-const TENANT: &str = "acme";
+pub(super) const TENANT: &str = "acme";
 
 pub async fn run(args: GatewayBenchArgs) -> CmdResult {
     if args.iterations < 10 {
         return Err(CliError::config("--iterations: expected at least 10"));
     }
+    let transports = super::transport::Transport::parse_all(&args.transport)?;
     let (db, fixtures) = args.db.to_db()?;
     eprintln!(
         "provisioning a shop database with {} orders per tenant ...",
@@ -131,6 +139,37 @@ pub async fn run(args: GatewayBenchArgs) -> CmdResult {
         .fetch_one(&owner)
         .await
         .map_err(|e| CliError::infra(format!("cannot count orders: {e}")))?;
+
+    if !transports.is_empty() {
+        gw.pool().close().await;
+        println!(
+            "preflight bench gateway --transport: {} orders ({} per tenant), backend {} ({}), {} timed calls per transport after {} warm-up calls, one client, sequential",
+            thousands(total_orders as u64),
+            thousands(fixtures.rows),
+            database.info().kind,
+            database.info().server_version,
+            args.iterations,
+            args.warmup
+        );
+        println!(
+            "policy {}",
+            args.policy
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "built-in (orders)".to_string())
+        );
+        println!();
+        let served = super::transport::Transports::start(
+            &transports,
+            args.policy.as_deref(),
+            database.agent_url(),
+        )
+        .await?;
+        let result = super::transport::compare(&served, &ids, args.warmup, args.iterations).await;
+        served.stop().await;
+        owner.close().await;
+        return result.map(|()| Outcome::Passed);
+    }
 
     let ctx = CallContext::new(Principal {
         tenant: TENANT.to_string(),
@@ -356,13 +395,13 @@ async fn raw_query(pool: &PgPool, from: &str, to: &str, in_tx: bool) -> Result<(
     Ok(())
 }
 
-struct Stats {
-    p50: f64,
-    p99: f64,
-    mean: f64,
+pub(super) struct Stats {
+    pub(super) p50: f64,
+    pub(super) p99: f64,
+    pub(super) mean: f64,
 }
 
-fn stats(samples: &[Duration]) -> Stats {
+pub(super) fn stats(samples: &[Duration]) -> Stats {
     let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
     ms.sort_by(f64::total_cmp);
     let at = |q: f64| ms[((ms.len() as f64 * q) as usize).min(ms.len() - 1)];
@@ -374,7 +413,7 @@ fn stats(samples: &[Duration]) -> Stats {
 }
 
 /// 2020-01-01 plus `day` days, as `YYYY-MM-DD`.
-fn chrono_day(day: u64) -> String {
+pub(super) fn chrono_day(day: u64) -> String {
     // Civil-from-days (Howard Hinnant), to avoid a date dependency for one conversion.
     let z = 18262 + day as i64 + 719_468; // 18262 = days from 1970-01-01 to 2020-01-01
     let era = z.div_euclid(146_097);
@@ -390,10 +429,10 @@ fn chrono_day(day: u64) -> String {
 }
 
 /// A tiny deterministic generator: the same ids and days on every run.
-struct Lcg(u64);
+pub(super) struct Lcg(pub(super) u64);
 
 impl Lcg {
-    fn next(&mut self) -> u64 {
+    pub(super) fn next(&mut self) -> u64 {
         self.0 = self
             .0
             .wrapping_mul(6_364_136_223_846_793_005)

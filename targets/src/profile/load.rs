@@ -145,6 +145,7 @@ const TOP: &[&str] = &[
     "tools",
     "denials",
     "audit",
+    "server",
 ];
 const PRINCIPAL_VARS: &[&str] = &["tenant", "user", "roles"];
 
@@ -158,6 +159,7 @@ fn walk(d: &mut Diag, root: &Node, path: &str, text: &str) -> Option<Profile> {
         .map(|n| principal(d, n, path))
         .unwrap_or_default();
     let audit = get(top, "audit").and_then(|n| super::audit::audit(d, n));
+    let server = get(top, "server").and_then(|n| super::server::server(d, n));
     // Judged from the file, not the parsed sections, so that a mistake inside `audit:` or
     // `principal:` is reported once, not again as a missing section or an unknown placeholder.
     let has_key = |section: &str, keys: &[&str]| match get(top, section) {
@@ -209,6 +211,16 @@ fn walk(d: &mut Diag, root: &Node, path: &str, text: &str) -> Option<Profile> {
             "a bearer token travels in an HTTP header; a stdio layer has none (reach the layer by `url:`, or pass the principal in `env:`)",
         );
     }
+    if let (true, Some(n)) = (
+        matches!(transport, Transport::McpStdio { .. }),
+        get(top, "server"),
+    ) {
+        d.error(
+            at(n),
+            "server",
+            "a stdio layer has no HTTP endpoint, so it has no health endpoint or request rate limits to declare",
+        );
+    }
     if let (Some(a), Some(n)) = (&audit, get(top, "audit")) {
         super::audit::check_fits_transport(d, n, a, &transport);
     }
@@ -240,6 +252,7 @@ fn walk(d: &mut Diag, root: &Node, path: &str, text: &str) -> Option<Profile> {
         tools,
         denials,
         audit,
+        server,
     })
 }
 

@@ -6,6 +6,7 @@ mod jwt;
 mod load;
 mod model;
 mod nodes;
+mod server;
 
 pub use load::{load, load_str, ProfileError, ProfileErrors};
 pub use model::*;

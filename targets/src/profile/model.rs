@@ -33,6 +33,9 @@ pub struct Profile {
     /// The layer's own audit log; `None`: the profile names none, and no audit claim about the
     /// layer can be judged.
     pub audit: Option<AuditLog>,
+    /// The layer's health endpoint and declared request rate limits (a layer reached by URL);
+    /// `None`: the profile names neither, and the `server` probes cannot test them.
+    pub server: Option<ServerSection>,
 }
 
 /// How the layer is reached.
@@ -204,6 +207,80 @@ impl AuditLog {
     }
 }
 
+/// What the profile's `server:` section says about a layer reached by URL.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServerSection {
+    pub health: Option<HealthCheck>,
+    pub rate_limits: DeclaredLimits,
+}
+
+/// Where the health endpoint is and how its JSON body reads (dotted paths). The defaults are
+/// those of `preflight serve`'s `/healthz`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// A path on the layer's origin (`/healthz`) or a full URL.
+    pub path: String,
+    pub status_field: String,
+    /// Values of the status field that mean healthy.
+    pub healthy: Vec<String>,
+    pub version_field: String,
+    pub policy_hash_field: String,
+    /// Where each audit sink's status is listed.
+    pub sinks_field: String,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        Self {
+            path: "/healthz".to_string(),
+            status_field: "status".to_string(),
+            healthy: vec!["ok".to_string()],
+            version_field: "version".to_string(),
+            policy_hash_field: "policy_hash".to_string(),
+            sinks_field: "audit_sinks".to_string(),
+        }
+    }
+}
+
+impl HealthCheck {
+    /// The endpoint's URL for a layer at `base` (its MCP or tools URL): a full URL as given, a
+    /// path on `base`'s origin. `None` when `base` has no `scheme://host` part.
+    pub fn url(&self, base: &str) -> Option<String> {
+        if self.path.starts_with("http://") || self.path.starts_with("https://") {
+            return Some(self.path.clone());
+        }
+        let (scheme, rest) = base.split_once("://")?;
+        let host = rest
+            .split(['/', '?', '#'])
+            .next()
+            .filter(|h| !h.is_empty())?;
+        Some(format!("{scheme}://{host}{}", self.path))
+    }
+}
+
+/// The request rate limits a layer declares.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeclaredLimits {
+    pub per_ip: Option<DeclaredRate>,
+    pub per_principal: Option<DeclaredRate>,
+}
+
+/// `requests` per `per`, with a burst of `requests` (a token bucket or GCRA).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeclaredRate {
+    pub requests: u32,
+    pub per: std::time::Duration,
+}
+
+impl DeclaredRate {
+    /// The most requests a limiter of this rate may serve in `elapsed`: the burst, and what
+    /// refilled meanwhile.
+    pub fn allowance(&self, elapsed: std::time::Duration) -> u64 {
+        let refill = elapsed.as_secs_f64() * f64::from(self.requests) / self.per.as_secs_f64();
+        u64::from(self.requests) + refill.floor() as u64
+    }
+}
+
 /// How a layer offers one contract tool.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ToolMap {
@@ -341,6 +418,7 @@ impl Profile {
             tools,
             denials: Denials::default(),
             audit: None,
+            server: None,
         }
     }
 }
