@@ -20,10 +20,11 @@ pub enum Family {
     Audit,
     Hygiene,
     Lint,
+    Sql,
 }
 
 impl Family {
-    pub const ALL: [Family; 8] = [
+    pub const ALL: [Family; 9] = [
         Family::CrossTenant,
         Family::Pii,
         Family::Budget,
@@ -32,6 +33,7 @@ impl Family {
         Family::Audit,
         Family::Hygiene,
         Family::Lint,
+        Family::Sql,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -44,6 +46,7 @@ impl Family {
             Family::Audit => "audit",
             Family::Hygiene => "hygiene",
             Family::Lint => "lint",
+            Family::Sql => "sql",
         }
     }
 
@@ -115,10 +118,19 @@ pub enum ProbeCode {
     AuditGrants,
     JoinTargetsScoped,
     SavedViews,
+    // sql
+    SqlWriteEscape,
+    SqlSessionEscape,
+    SqlServerAccess,
+    SqlServerTimeout,
+    SqlRowCap,
+    SqlForeignRows,
+    SqlSecretColumns,
+    SqlLoginRole,
 }
 
 impl ProbeCode {
-    pub const ALL: [ProbeCode; 46] = [
+    pub const ALL: [ProbeCode; 54] = [
         ProbeCode::GetForeignRow,
         ProbeCode::FilterForgedTenant,
         ProbeCode::FilterForeignKeys,
@@ -165,6 +177,14 @@ impl ProbeCode {
         ProbeCode::AuditGrants,
         ProbeCode::JoinTargetsScoped,
         ProbeCode::SavedViews,
+        ProbeCode::SqlWriteEscape,
+        ProbeCode::SqlSessionEscape,
+        ProbeCode::SqlServerAccess,
+        ProbeCode::SqlServerTimeout,
+        ProbeCode::SqlRowCap,
+        ProbeCode::SqlForeignRows,
+        ProbeCode::SqlSecretColumns,
+        ProbeCode::SqlLoginRole,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -215,6 +235,14 @@ impl ProbeCode {
             ProbeCode::AuditGrants => "hygiene.audit_grants",
             ProbeCode::JoinTargetsScoped => "hygiene.join_targets_scoped",
             ProbeCode::SavedViews => "hygiene.saved_views",
+            ProbeCode::SqlWriteEscape => "sql.write_escape",
+            ProbeCode::SqlSessionEscape => "sql.session_escape",
+            ProbeCode::SqlServerAccess => "sql.server_access",
+            ProbeCode::SqlServerTimeout => "sql.server_timeout",
+            ProbeCode::SqlRowCap => "sql.row_cap",
+            ProbeCode::SqlForeignRows => "sql.foreign_rows",
+            ProbeCode::SqlSecretColumns => "sql.secret_columns",
+            ProbeCode::SqlLoginRole => "sql.login_role",
         }
     }
 
@@ -248,6 +276,8 @@ impl ProbeCode {
             | ArgumentsSanitized => Family::Audit,
             RlsForced | AgentRole | RoleStatementTimeout | AuditGrants | JoinTargetsScoped
             | SavedViews => Family::Hygiene,
+            SqlWriteEscape | SqlSessionEscape | SqlServerAccess | SqlServerTimeout | SqlRowCap
+            | SqlForeignRows | SqlSecretColumns | SqlLoginRole => Family::Sql,
         }
     }
 
@@ -296,6 +326,15 @@ impl ProbeCode {
             AuditGrants => &["AUD-2"],
             JoinTargetsScoped => &["ISO-4"],
             SavedViews => &["AUD-5", "CMP-2"],
+            // Escape instances cite their corpus entry's items (a subset of these).
+            SqlWriteEscape => &["PRE-4", "WRT-1", "WRT-2"],
+            SqlSessionEscape => &["PRE-4", "WRT-1", "ISO-1", "ISO-5"],
+            SqlServerAccess => &["RED-5", "ISO-5"],
+            SqlServerTimeout => &["BUD-2"],
+            SqlRowCap => &["BUD-3"],
+            SqlForeignRows => &["PRE-1", "ISO-1", "ISO-3"],
+            SqlSecretColumns => &["PRE-2", "RED-1", "RED-2", "RED-5"],
+            SqlLoginRole => &["ISO-5", "BUD-2"],
         }
     }
 
@@ -314,7 +353,12 @@ impl ProbeCode {
             | GetRedacted
             | QueryRedacted
             | IncludeRedacted
-            | AgentRole => Severity::Critical,
+            | AgentRole
+            | SqlWriteEscape
+            | SqlSessionEscape
+            | SqlServerAccess
+            | SqlForeignRows
+            | SqlSecretColumns => Severity::Critical,
             CursorForeign
             | WriteForeignReference
             | FilterOracle
@@ -335,11 +379,12 @@ impl ProbeCode {
             | TamperDetected
             | ArgumentsSanitized
             | RlsForced
-            | AuditGrants => Severity::High,
+            | AuditGrants
+            | SqlServerTimeout
+            | SqlLoginRole => Severity::High,
             CursorRebound | DescribeSchema | RowLimit | JoinDepth | StatementTimeout | Quota
-            | DryRun | RateLimit | ApprovalExpiry | RoleStatementTimeout | JoinTargetsScoped => {
-                Severity::Medium
-            }
+            | DryRun | RateLimit | ApprovalExpiry | RoleStatementTimeout | JoinTargetsScoped
+            | SqlRowCap => Severity::Medium,
             SavedViews => Severity::Low,
         }
     }
@@ -380,6 +425,9 @@ impl ProbeCode {
             | ApprovalReplay | ApprovalExpiry | EveryCallAudited | WriterAppendOnly
             | ChainVerifies | TamperDetected | ArgumentsSanitized | RlsForced | AgentRole
             | RoleStatementTimeout | AuditGrants | JoinTargetsScoped | SavedViews => &[],
+            // The layer's SQL tool, under its own name (the profile's `sql.tool`).
+            SqlWriteEscape | SqlSessionEscape | SqlServerAccess | SqlServerTimeout | SqlRowCap
+            | SqlForeignRows | SqlSecretColumns | SqlLoginRole => &[],
         }
     }
 
@@ -433,6 +481,14 @@ impl ProbeCode {
             AuditGrants => "the audit writer role may only INSERT into the audit log",
             JoinTargetsScoped => "every relation target has a tenant column or a stated exemption",
             SavedViews => "the saved audit views the security team relies on exist and answer",
+            SqlWriteEscape => "SQL that writes (DML, DDL, writing CTEs, SELECT INTO, writes hidden in functions) changes nothing in the database, in any spelling",
+            SqlSessionEscape => "transaction and session control (COMMIT, SET ROLE, SET TRANSACTION READ WRITE, DO, PREPARE, several statements) neither writes nor changes who the SQL runs as",
+            SqlServerAccess => "the server's files and processes are out of reach: no file content comes back, no backend is signalled, no configuration is reloaded",
+            SqlServerTimeout => "a statement past the layer's timeout is stopped on the server, not only abandoned by the client",
+            SqlRowCap => "SELECT * of the largest table returns no more rows than the layer's declared cap",
+            SqlForeignRows => "SQL naming another tenant's rows returns none of them",
+            SqlSecretColumns => "SQL selecting secret and PII columns returns none of their raw values",
+            SqlLoginRole => "the SQL runs as a login that is not superuser, cannot bypass row-level security, owns nothing and carries its own statement_timeout",
         }
     }
 }

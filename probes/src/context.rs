@@ -245,6 +245,10 @@ pub struct ProbeCtx {
     pub foreign: Option<crate::target::ForeignAudit>,
     /// When the context was made: records of a foreign log from before it are not this run's.
     pub started: std::time::SystemTime,
+    /// A superuser login (a secret: never printed), for what only a superuser can set up: the
+    /// canary file the `sql` family plants in the data directory. `None` on a database that
+    /// offers none.
+    pub superuser_url: Option<String>,
     /// Which probe is running, per task (for the call log).
     current: Mutex<BTreeMap<tokio::task::Id, String>>,
 }
@@ -297,8 +301,15 @@ impl ProbeCtx {
             scratch: crate::scratch::ScratchRegistry::new(),
             foreign: parts.foreign,
             started: std::time::SystemTime::now(),
+            superuser_url: None,
             current: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Gives the context a superuser login (see [`ProbeCtx::superuser_url`]).
+    pub fn with_superuser_url(mut self, url: Option<String>) -> Self {
+        self.superuser_url = url;
+        self
     }
 
     /// Calls `tool` on the gateway under test as `who`, logging the call.

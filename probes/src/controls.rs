@@ -156,6 +156,16 @@ impl Control {
             RoleStatementTimeout => vec![Control::Db(DbControl::RoleTimeoutUnset)],
             JoinTargetsScoped => vec![Control::Policy(PolicyControl::ExemptionUnexplained)],
             SavedViews => vec![Control::Db(DbControl::SavedViewMissing)],
+            // Planned only for layers with a SQL tool (a target profile's `sql:`): the built-in
+            // layer, the only one the self-test can break, has none. Their positive controls are
+            // the guarded SQL layers of tests/targets/sql/; these are the built-in faults that
+            // break the same claims.
+            SqlWriteEscape | SqlSessionEscape => one(Fault::ReasonNotRequired),
+            SqlServerAccess | SqlLoginRole => vec![Control::Db(DbControl::AgentBypassRls)],
+            SqlServerTimeout => one(Fault::TimeoutOff),
+            SqlRowCap => one(Fault::RowBudgetOff),
+            SqlForeignRows => one(Fault::RlsDisabled),
+            SqlSecretColumns => one(Fault::MaskOff),
         }
     }
 

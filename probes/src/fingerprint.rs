@@ -21,6 +21,8 @@ use sqlx::PgPool;
 
 use crate::truth::{quote_ident, TruthError};
 
+pub mod server;
+
 /// The audit log: append-only, compared over the records of the earlier fingerprint.
 const AUDIT_LOG: (&str, &str) = ("preflight_audit", "audit_log");
 
@@ -54,6 +56,16 @@ impl Fingerprint {
     /// Reads the fingerprint. With `earlier`, the audit log is checksummed over the records
     /// `earlier` saw, so the two compare equal when only new records were appended.
     pub async fn take(pool: &PgPool, earlier: Option<&Fingerprint>) -> Result<Self, TruthError> {
+        Self::take_ignoring(pool, earlier, &[]).await
+    }
+
+    /// As [`Fingerprint::take`], leaving out the data of `ignore` (`(schema, table)`: a foreign
+    /// layer's own audit table, which grows by design); their catalog entries still count.
+    pub async fn take_ignoring(
+        pool: &PgPool,
+        earlier: Option<&Fingerprint>,
+        ignore: &[(String, String)],
+    ) -> Result<Self, TruthError> {
         let mut entries = BTreeMap::new();
         let catalog: [(&str, String); 7] = [
             (
@@ -155,11 +167,10 @@ impl Fingerprint {
         }
         .unwrap_or(0);
         // One checksum per table, a few at a time (the big tables dominate).
-        let checksums = futures::stream::iter(
-            tables
-                .into_iter()
-                .filter(|(s, t)| !LEDGERS.contains(&(s.as_str(), t.as_str()))),
-        )
+        let checksums = futures::stream::iter(tables.into_iter().filter(|(s, t)| {
+            !LEDGERS.contains(&(s.as_str(), t.as_str()))
+                && !ignore.iter().any(|(is, it)| is == s && it == t)
+        }))
         .map(|(schema, table)| async move {
             let name = format!("{}.{}", quote_ident(&schema), quote_ident(&table));
             let audit = (schema.as_str(), table.as_str()) == AUDIT_LOG;

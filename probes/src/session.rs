@@ -170,24 +170,39 @@ impl Session {
             )
             .await
             .map_err(SessionError::Target)?;
-        Ok(Arc::new(ProbeCtx::new(CtxParts {
-            gateway,
-            factory: self.target.factory(),
-            faults,
-            truth: Arc::clone(&self.truth),
-            policy: Arc::clone(&self.policy),
-            principals: self.principals.clone(),
-            access: if self.database.read_only() {
-                Access::ReadOnly
-            } else {
-                Access::ReadWrite
-            },
-            audit_url: Some(self.database.audit_url().to_string()),
-            approvals: self.target.approvals(),
-            agent_role: self.agent_role.clone(),
-            audit_role: self.audit_role.clone(),
-            foreign: self.target.foreign_audit(),
-        })))
+        Ok(Arc::new(
+            ProbeCtx::new(CtxParts {
+                gateway,
+                factory: self.target.factory(),
+                faults,
+                truth: Arc::clone(&self.truth),
+                policy: Arc::clone(&self.policy),
+                principals: self.principals.clone(),
+                access: if self.database.read_only() {
+                    Access::ReadOnly
+                } else {
+                    Access::ReadWrite
+                },
+                audit_url: Some(self.database.audit_url().to_string()),
+                approvals: self.target.approvals(),
+                agent_role: self.agent_role.clone(),
+                audit_role: self.audit_role.clone(),
+                foreign: self.target.foreign_audit(),
+            })
+            .with_superuser_url(self.database.superuser_url().map(str::to_string)),
+        ))
+    }
+
+    /// The selected families that do not apply to this target, each with the reason, for the
+    /// report ([`RunEnvironment::not_applicable`]).
+    pub fn not_applicable(&self, ctx: &ProbeCtx, families: &BTreeSet<Family>) -> Vec<String> {
+        let mut out = Vec::new();
+        if families.contains(&Family::Sql) {
+            if let Err(why) = families::sql::applies(ctx.foreign.as_ref().map(|f| &*f.profile)) {
+                out.push(format!("sql: {why}"));
+            }
+        }
+        out
     }
 
     /// The policy linter's results as lint items.
@@ -210,6 +225,7 @@ impl Session {
             tenant_a: &self.principals.a.tenant,
             tenant_b: &self.principals.b.tenant,
             lint,
+            sql: ctx.foreign.as_ref().and_then(|f| f.profile.sql.as_ref()),
         };
         families::plan(&input, families)
     }
@@ -255,6 +271,7 @@ impl Session {
             server_version: info.server_version.clone(),
             target: self.target.name(),
             started_at,
+            not_applicable: Vec::new(),
         }
     }
 }

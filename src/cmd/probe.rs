@@ -275,7 +275,8 @@ pub async fn run(args: ProbeArgs) -> CmdResult {
         .await
         .map_err(session_error)?;
     // After the layer has been reached, so the report names its server and tool list.
-    let env = session.environment(fixtures_hash, started_at);
+    let mut env = session.environment(fixtures_hash, started_at);
+    env.not_applicable = session.not_applicable(&ctx, &plan.families);
     let probe_plan = session.plan(&ctx, &plan.families, &lint);
     status(format!(
         "probing {} with {} probes in {} families ({} at a time) ...",

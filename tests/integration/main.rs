@@ -12,3 +12,4 @@ mod serve_cli;
 mod targets_cli;
 mod targets_http;
 mod targets_jwt;
+mod targets_sql;

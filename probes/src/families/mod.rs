@@ -13,6 +13,7 @@ pub mod hygiene;
 pub mod lint;
 pub mod malformed;
 pub mod pii;
+pub mod sql;
 pub mod write;
 
 use std::collections::BTreeSet;
@@ -36,6 +37,9 @@ pub struct PlanInput<'a> {
     pub tenant_b: &'a str,
     /// Policy lint results, turned into findings by the lint family.
     pub lint: &'a [lint::LintItem],
+    /// The layer's SQL tool (its target profile's `sql:`); `None`: the `sql` family does not
+    /// apply.
+    pub sql: Option<&'a preflight_targets::profile::SqlTool>,
 }
 
 impl PlanInput<'_> {
@@ -94,6 +98,7 @@ pub fn plan(input: &PlanInput<'_>, families: &BTreeSet<Family>) -> ProbePlan {
             Family::Audit => audit::probes(input),
             Family::Hygiene => hygiene::probes(input),
             Family::Lint => lint::probes(input),
+            Family::Sql => sql::probes(input),
         });
     }
     ProbePlan { probes }

@@ -145,6 +145,7 @@ const TOP: &[&str] = &[
     "tools",
     "denials",
     "audit",
+    "sql",
 ];
 const PRINCIPAL_VARS: &[&str] = &["tenant", "user", "roles"];
 
@@ -158,6 +159,7 @@ fn walk(d: &mut Diag, root: &Node, path: &str, text: &str) -> Option<Profile> {
         .map(|n| principal(d, n, path))
         .unwrap_or_default();
     let audit = get(top, "audit").and_then(|n| super::audit::audit(d, n));
+    let sql = get(top, "sql").and_then(|n| super::sql::sql(d, n));
     // Judged from the file, not the parsed sections, so that a mistake inside `audit:` or
     // `principal:` is reported once, not again as a missing section or an unknown placeholder.
     let has_key = |section: &str, keys: &[&str]| match get(top, section) {
@@ -240,6 +242,7 @@ fn walk(d: &mut Diag, root: &Node, path: &str, text: &str) -> Option<Profile> {
         tools,
         denials,
         audit,
+        sql,
     })
 }
 

@@ -33,6 +33,8 @@ pub struct Profile {
     /// The layer's own audit log; `None`: the profile names none, and no audit claim about the
     /// layer can be judged.
     pub audit: Option<AuditLog>,
+    /// The layer's SQL tool, for the `sql` probe family; `None`: it offers none.
+    pub sql: Option<super::SqlTool>,
 }
 
 /// How the layer is reached.
@@ -341,6 +343,7 @@ impl Profile {
             tools,
             denials: Denials::default(),
             audit: None,
+            sql: None,
         }
     }
 }
