@@ -143,13 +143,27 @@ impl Fingerprint {
                 entries.insert(k, v.unwrap_or_default());
             }
         }
-        let tables: Vec<(String, String)> = sqlx::query_as(&format!(
-            "SELECT n.nspname::text, c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+        let listed: Vec<(String, String, bool)> = sqlx::query_as(&format!(
+            "SELECT n.nspname::text, c.relname::text, has_table_privilege(c.oid, 'SELECT') \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
              WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND {SYSTEM_SCHEMAS} ORDER BY 1, 2"
         ))
         .fetch_all(pool)
         .await
         .map_err(q("list the tables to fingerprint"))?;
+        // A table this login may not read (one another login created) is fingerprinted by its
+        // catalog entry only; its data line says so, so it still shows as new or gone.
+        let mut tables = Vec::new();
+        for (schema, table, readable) in listed {
+            if readable {
+                tables.push((schema, table));
+            } else {
+                entries.insert(
+                    format!("data {schema}.{table}"),
+                    "not readable by the fingerprint's login".to_string(),
+                );
+            }
+        }
         let audit_max_id: Option<i64> = if tables
             .iter()
             .any(|(s, t)| (s.as_str(), t.as_str()) == AUDIT_LOG)

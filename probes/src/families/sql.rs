@@ -186,7 +186,12 @@ pub(crate) async fn run_sql(ctx: &ProbeCtx, tool: &SqlTool, sql: &str) -> SqlCal
     match &out.call.result {
         Err(e) => {
             out.fault = e.details.get("target_fault").and_then(Value::as_bool) == Some(true);
-            out.refused = Some(format!("{}: {}", e.code, e.message));
+            // A denial the profile maps no code for is still a refusal here: its raw text is
+            // what the layer said.
+            out.refused = Some(match e.details.get("raw").and_then(Value::as_str) {
+                Some(raw) => raw.to_string(),
+                None => format!("{}: {}", e.code, e.message),
+            });
         }
         Ok(v) => {
             let flagged = tool
