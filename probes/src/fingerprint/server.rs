@@ -2,7 +2,8 @@
 //! database [`Fingerprint`] (catalog, grants, policies, roles and their settings, a checksum of
 //! every table) plus what SQL can change without touching a table: sequence values, large
 //! objects, advisory locks still held, temporary relations, prepared transactions, installed
-//! extensions, database-wide settings and the time the configuration was last loaded.
+//! extensions and database-wide settings. (When the configuration was last loaded is a
+//! per-backend fact, read on one held connection around the attempt: [`conf_load_time`].)
 //!
 //! Backends are not listed here (the layer's own connections come and go); the family watches
 //! a sentinel backend of its own instead ([`Sentinel`]).
@@ -71,7 +72,7 @@ impl ServerFingerprint {
         };
         let ignored: Vec<String> = ignore.iter().map(|(s, t)| format!("{s}.{t}")).collect();
         let mut server = BTreeMap::new();
-        let queries: [(&str, String); 8] = [
+        let queries: [(&str, String); 7] = [
             (
                 "sequences",
                 format!(
@@ -121,11 +122,6 @@ impl ServerFingerprint {
                  WHERE $1::text[] IS NOT NULL"
                     .to_string(),
             ),
-            (
-                "configuration",
-                "SELECT 'configuration loaded at', pg_conf_load_time()::text WHERE $1::text[] IS NOT NULL"
-                    .to_string(),
-            ),
         ];
         for (what, sql) in queries {
             let rows: Vec<(String, Option<String>)> = sqlx::query_as(&sql)
@@ -171,6 +167,16 @@ impl ServerFingerprint {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// When this connection's backend last loaded the server's configuration. A reload
+/// (`pg_reload_conf()`) reaches every backend, which re-reads the files before its next command;
+/// read it on the same connection before and after an attempt.
+pub async fn conf_load_time(conn: &mut PgConnection) -> Result<String, TruthError> {
+    sqlx::query_scalar("SELECT pg_conf_load_time()::text")
+        .fetch_one(conn)
+        .await
+        .map_err(q("read when the configuration was loaded"))
 }
 
 /// A backend of ground truth's own that sits in `pg_sleep` while an attempt runs: an attempt

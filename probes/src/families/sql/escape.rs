@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::corpus::{Effect, Entry};
 use super::{control, growing_tables, run_sql, SqlCall};
-use crate::fingerprint::server::{Sentinel, ServerFingerprint};
+use crate::fingerprint::server::{conf_load_time, Sentinel, ServerFingerprint};
 use crate::runner::{excerpt, ProbeCtx, ProbeOutcome, ProbeResult};
 use crate::truth::TruthError;
 
@@ -158,6 +158,11 @@ pub(super) async fn escape(
     let mut full = 0usize;
     for (index, sql) in entry.sql.iter().enumerate() {
         let started = std::time::Instant::now();
+        let mut held = pool
+            .acquire()
+            .await
+            .map_err(|e| truth_error("hold a connection for the attempt", e))?;
+        let conf_before = conf_load_time(&mut held).await?;
         let before = ServerFingerprint::take(pool, last.as_ref(), &ignore).await?;
         let sentinel = Sentinel::start(pool).await?;
         let mut fingerprint_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -167,6 +172,15 @@ pub(super) async fn escape(
         if let Some(what) = sentinel.stop(pool).await? {
             effects.push(what);
         }
+        // A terminated connection says nothing about the configuration.
+        if let Ok(conf_after) = conf_load_time(&mut held).await {
+            if conf_after != conf_before {
+                effects.push(format!(
+                    "the server's configuration was reloaded (loaded at {conf_before} → {conf_after})"
+                ));
+            }
+        }
+        drop(held);
         // An attempt that terminated backends may have taken pooled connections with it: one
         // retry on a fresh connection.
         let after = match ServerFingerprint::take(pool, Some(&before), &ignore).await {
