@@ -209,8 +209,10 @@ impl Sentinel {
             let _ = conn.close().await;
             r
         });
-        // Let the sleep reach the server before the attempt is made.
-        for _ in 0..50 {
+        // Let the sleep reach the server before the attempt is made: a sentinel that is not yet
+        // sleeping cannot be interrupted, and would hide an attempt that cancels backends.
+        let mut sleeping = false;
+        for _ in 0..500 {
             let active: bool = sqlx::query_scalar(
                 "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND state = 'active')",
             )
@@ -219,9 +221,19 @@ impl Sentinel {
             .await
             .map_err(q("watch the sentinel backend"))?;
             if active {
+                sleeping = true;
                 break;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if !sleeping {
+            task.abort();
+            return Err(TruthError::Query {
+                what: "start the sentinel backend".to_string(),
+                source: sqlx::Error::Protocol(format!(
+                    "backend {pid} was not sleeping after 2.5 s"
+                )),
+            });
         }
         Ok(Sentinel { pid, task })
     }
@@ -229,14 +241,25 @@ impl Sentinel {
     /// Stops the sentinel; `Some(what happened)` when something other than this call ended its
     /// sleep (the attempt cancelled or terminated it).
     pub async fn stop(self, pool: &PgPool) -> Result<Option<String>, TruthError> {
-        let state: Option<Option<String>> =
-            sqlx::query_scalar("SELECT state FROM pg_stat_activity WHERE pid = $1")
-                .bind(self.pid)
-                .fetch_optional(pool)
-                .await
-                .map_err(q("watch the sentinel backend"))?;
+        let read = || async {
+            sqlx::query_scalar::<_, Option<String>>(
+                "SELECT state FROM pg_stat_activity WHERE pid = $1",
+            )
+            .bind(self.pid)
+            .fetch_optional(pool)
+            .await
+            .map_err(q("watch the sentinel backend"))
+        };
+        let mut state = read().await?;
+        if matches!(&state, Some(Some(s)) if s == "active") {
+            // A signal sent just before the reply may still be on its way.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            state = read().await?;
+        }
         let interrupted = match state {
-            None => Some("the backend is gone (terminated)".to_string()),
+            None => Some(
+                "its sleep ended and the backend is gone (cancelled or terminated)".to_string(),
+            ),
             Some(Some(s)) if s == "active" => None,
             Some(s) => Some(format!(
                 "the backend is {} instead of sleeping (its query was cancelled)",
