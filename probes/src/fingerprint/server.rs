@@ -214,7 +214,7 @@ impl Sentinel {
         let mut sleeping = false;
         for _ in 0..500 {
             let active: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND state = 'active')",
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND state = 'active' AND wait_event = 'PgSleep')",
             )
             .bind(pid)
             .fetch_one(pool)
@@ -241,34 +241,38 @@ impl Sentinel {
     /// Stops the sentinel; `Some(what happened)` when something other than this call ended its
     /// sleep (the attempt cancelled or terminated it).
     pub async fn stop(self, pool: &PgPool) -> Result<Option<String>, TruthError> {
-        let read = || async {
-            sqlx::query_scalar::<_, Option<String>>(
-                "SELECT state FROM pg_stat_activity WHERE pid = $1",
+        // Interrupted means the sleep ended (the task got its error: a cancel, a closed
+        // connection) or the backend left the server. The backend's `state` is no witness: it
+        // reads `idle` between the statement's parse and its execution.
+        let gone = || async {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)",
             )
             .bind(self.pid)
-            .fetch_optional(pool)
+            .fetch_one(pool)
             .await
             .map_err(q("watch the sentinel backend"))
         };
-        let mut state = read().await?;
-        if matches!(&state, Some(Some(s)) if s == "active") {
-            // A signal sent just before the reply may still be on its way.
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            state = read().await?;
+        let mut vanished = gone().await?;
+        // A signal sent just before the reply may still be on its way: up to 50 ms more.
+        for _ in 0..5 {
+            if vanished || self.task.is_finished() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            vanished = gone().await?;
         }
-        let interrupted = match state {
-            None => Some(
-                "its sleep ended and the backend is gone (cancelled or terminated)".to_string(),
-            ),
-            Some(Some(s)) if s == "active" => None,
-            Some(s) => Some(format!(
-                "the backend is {} instead of sleeping (its query was cancelled)",
-                s.unwrap_or_default()
-            )),
-        };
-        if interrupted.is_some() || self.task.is_finished() {
-            self.task.abort();
-            let what = interrupted.unwrap_or_else(|| "its sleep ended early".to_string());
+        if vanished || self.task.is_finished() {
+            let what = if self.task.is_finished() {
+                match self.task.await {
+                    Ok(Err(e)) => e,
+                    Ok(Ok(())) => "its sleep ended early".to_string(),
+                    Err(e) => e.to_string(),
+                }
+            } else {
+                self.task.abort();
+                "the backend is gone (terminated)".to_string()
+            };
             return Ok(Some(format!(
                 "the sentinel backend (pid {}) was interrupted: {what}",
                 self.pid
