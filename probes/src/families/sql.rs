@@ -45,6 +45,9 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
         return Vec::new();
     };
     let tool = Arc::new(tool.clone());
+    // The last fingerprint an escape probe took: the next one starts from it (escape probes run
+    // one at a time), so the tables are checksummed again only after something wrote.
+    let last: escape::LastFingerprint = Arc::default();
     let mut out = Vec::new();
     for entry in Corpus::embedded().entries {
         let code = match entry.kind {
@@ -56,8 +59,14 @@ pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
         let checklist = entry.checklist.clone();
         let tool = Arc::clone(&tool);
         let entry = Arc::new(entry);
+        let last = Arc::clone(&last);
         let mut probe = Probe::new(code, title, move |ctx| {
-            escape::escape(ctx, Arc::clone(&tool), Arc::clone(&entry))
+            escape::escape(
+                ctx,
+                Arc::clone(&tool),
+                Arc::clone(&entry),
+                Arc::clone(&last),
+            )
         })
         .phase(Phase::Serial);
         probe.checklist = checklist;

@@ -133,10 +133,14 @@ struct Attempt {
     fingerprint_ms: f64,
 }
 
+/// The last fingerprint the family's escape probes took, shared by them.
+pub(super) type LastFingerprint = Arc<tokio::sync::Mutex<Option<ServerFingerprint>>>;
+
 pub(super) async fn escape(
     ctx: Arc<ProbeCtx>,
     tool: Arc<SqlTool>,
     entry: Arc<Entry>,
+    shared: LastFingerprint,
 ) -> ProbeResult {
     let control_call = control(&ctx, &tool).await?;
     let files = if entry.effect == Effect::File {
@@ -154,7 +158,8 @@ pub(super) async fn escape(
     let mut attempts = Vec::new();
     // Each attempt's "after" is the next one's starting point (re-read cheaply: see
     // ServerFingerprint::take).
-    let mut last: Option<ServerFingerprint> = None;
+    let mut shared = shared.lock().await;
+    let mut last: Option<ServerFingerprint> = shared.take();
     let mut full = 0usize;
     for (index, sql) in entry.sql.iter().enumerate() {
         let started = std::time::Instant::now();
@@ -211,7 +216,8 @@ pub(super) async fn escape(
                 }
             }
         }
-        last = Some(after);
+        last = Some(after.clone());
+        *shared = Some(after);
         attempts.push(Attempt {
             index,
             sql: sql.clone(),
