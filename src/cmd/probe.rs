@@ -52,7 +52,7 @@ pub struct ProbeArgs {
     pub jobs: usize,
 
     /// Run only these families (comma-separated): cross_tenant, pii, budget, write, approval,
-    /// audit, hygiene, lint.
+    /// audit, hygiene, lint, sql (layers with a SQL tool only).
     #[arg(long, value_delimiter = ',', value_name = "FAMILY,...")]
     pub only: Vec<String>,
 
