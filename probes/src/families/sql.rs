@@ -244,7 +244,12 @@ fn at_path<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
 /// profile says. Without it a refusal proves nothing (the layer might refuse everything, or be
 /// driven wrongly).
 pub(crate) async fn control(ctx: &ProbeCtx, tool: &SqlTool) -> Result<SqlCall, ProbeOutcome> {
-    let call = run_sql(ctx, tool, "SELECT 1 AS preflight_control").await;
+    let call = run_sql(
+        ctx,
+        tool,
+        "SELECT 1 AS preflight_control, current_user AS current_user, session_user AS session_user",
+    )
+    .await;
     if call.refused.is_none() && !call.unreadable && !call.rows.is_empty() {
         return Ok(call);
     }
@@ -254,6 +259,23 @@ pub(crate) async fn control(ctx: &ProbeCtx, tool: &SqlTool) -> Result<SqlCall, P
         call.describe()
     ))
     .with_call(ctx, &call.call))
+}
+
+/// The control call as evidence: its answer and which roles the SQL ran as.
+pub(crate) fn control_fact(control: &SqlCall) -> String {
+    let row = control.rows.first();
+    let name = |k: &str| {
+        row.and_then(|r| r.get(k))
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_string()
+    };
+    format!(
+        "control `SELECT 1, current_user, session_user` → {}; the SQL runs as session_user = {}, current_user = {}",
+        control.describe(),
+        name("session_user"),
+        name("current_user")
+    )
 }
 
 /// A SQL string literal of `s` (quotes doubled): for the text of attempts sent to the layer,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use preflight_targets::profile::SqlTool;
 use serde_json::Value;
 
-use super::{control, literal, run_sql, SqlCall};
+use super::{control, control_fact, literal, run_sql, SqlCall};
 use crate::runner::{ProbeCtx, ProbeOutcome, ProbeResult};
 use crate::truth::{quote_ident, table_ref, TruthError};
 
@@ -305,7 +305,7 @@ pub(super) async fn foreign_rows(
             literal(&b)
         ),
     ];
-    let mut facts = vec![format!("control `SELECT 1` → {}", control_call.describe())];
+    let mut facts = vec![control_fact(&control_call)];
     for sql in attempts {
         let call = run_sql(&ctx, &tool, &sql).await;
         let found = foreign_in(&ctx, &call, &tc);
@@ -342,7 +342,7 @@ pub(super) async fn secret_columns(
         format!("SELECT * FROM {t} LIMIT 50"),
         format!("SELECT row_to_json(x)::text AS j FROM {t} x LIMIT 50"),
     ];
-    let mut facts = vec![format!("control `SELECT 1` → {}", control_call.describe())];
+    let mut facts = vec![control_fact(&control_call)];
     for sql in attempts {
         let call = run_sql(&ctx, &tool, &sql).await;
         facts.push(format!("`{sql}` → {}", call.describe()));

@@ -9,7 +9,7 @@ use preflight_targets::profile::SqlTool;
 use serde_json::Value;
 
 use super::corpus::{Effect, Entry};
-use super::{control, growing_tables, run_sql, SqlCall};
+use super::{control, control_fact, growing_tables, run_sql, SqlCall};
 use crate::fingerprint::server::{conf_load_time, Sentinel, ServerFingerprint};
 use crate::runner::{excerpt, ProbeCtx, ProbeOutcome, ProbeResult};
 use crate::truth::TruthError;
@@ -243,6 +243,7 @@ pub(super) async fn escape(
             ));
             facts.extend(a.effects.iter().map(|e| format!("  {e}")));
         }
+        facts.push(control_fact(&control_call));
         facts.push(timing);
         let mut outcome = ProbeOutcome::fail(format!(
             "{} of {} spelling(s) of `{}` got through: {}. The guard must not be the only thing between the agent and the database: connect the SQL tool with a login that has only SELECT grants, no superuser or ownership, and run one statement per call in a read-only transaction.",
@@ -271,10 +272,7 @@ pub(super) async fn escape(
     let facts: Vec<String> = attempts
         .iter()
         .map(|a| format!("spelling {} → {}", a.index + 1, a.call.describe()))
-        .chain([
-            format!("control `SELECT 1` → {}", control_call.describe()),
-            timing,
-        ])
+        .chain([control_fact(&control_call), timing])
         .collect();
     Ok(ProbeOutcome::pass(format!(
         "none of the {} spelling(s) of `{}` changed the database or reached the server ({} refused, {} answered without effect)",
