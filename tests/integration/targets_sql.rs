@@ -1,7 +1,8 @@
 //! The `sql` probe family against the SQL test layers of tests/targets/sql/ (MCP stdio, real
 //! local Postgres): each guard fails on exactly the escapes its design lets through, named
-//! here one by one; the sound layer passes everything or is honestly `not_verified`; and the
-//! built-in layer, which has no SQL tool, gets no `sql` finding and a report that says why.
+//! here one by one; the sound layer passes everything or is honestly `not_verified`; a layer
+//! driven wrongly (every call refused, the control too) gets no pass at all; and the built-in
+//! layer, which has no SQL tool, gets no `sql` finding and a report that says why.
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -359,4 +360,71 @@ fn the_sql_family_does_not_apply_to_the_built_in_layer() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A profile that drives the layer wrongly (the SQL goes in an argument the tool does not
+/// take, so every call is refused): no escape may pass on refusals that prove nothing. The
+/// control `SELECT 1` is refused too, so every probe is an `error` or `not_verified`.
+#[test]
+fn refusals_that_prove_nothing_are_never_a_pass() {
+    let Some(bin) = venv_bin() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let profile = dir.path().join("wrong-argument.yaml");
+    std::fs::write(
+        &profile,
+        format!(
+            "name: keyword guard driven wrongly\ntransport:\n  stdio:\n    command: python3\n    args: [\"{}\"]\ntimeout: 20s\ndatabase: {{login: owner}}\nprincipal:\n  env: {{LAYER_TENANT: \"{{tenant}}\"}}\ntools: {{}}\nsql: {{tool: execute_sql, argument: query, rows: rows}}\n",
+            repo().join("tests/targets/sql/keyword_guard.py").display()
+        ),
+    )
+    .expect("write profile");
+    let out_dir = dir.path().join("out");
+    let out = Command::new(BIN)
+        .args(["probe", "--db", "local", "--only", "sql", "--target"])
+        .arg(&profile)
+        .arg("--out")
+        .arg(&out_dir)
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                bin.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run preflight");
+    let text = std::fs::read_to_string(out_dir.join("report.json")).expect("report.json");
+    let report: Value = serde_json::from_str(&text).expect("JSON");
+    let findings = report["findings"].as_array().cloned().unwrap_or_default();
+    assert!(
+        findings.len() > 60,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let passes: Vec<String> = findings
+        .iter()
+        .filter(|f| f["verdict"] == "pass")
+        .map(|f| format!("{} {}", f["code"], f["title"]))
+        .collect();
+    assert!(passes.is_empty(), "false passes: {passes:?}");
+    let escape = findings
+        .iter()
+        .find(|f| {
+            f["title"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("write.update:"))
+        })
+        .expect("write.update finding");
+    assert_eq!(escape["verdict"], "error");
+    assert!(
+        escape["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("a refusal of any attempt would prove nothing")),
+        "{escape}"
+    );
+    assert_ne!(out.status.code(), Some(0));
 }
