@@ -13,6 +13,11 @@ use crate::targets_cli::{repo, venv_bin, Run, BIN};
 
 /// `preflight probe --only sql` on a fresh local database against `profile`.
 fn sql_probe(profile: &str) -> Option<Run> {
+    sql_probe_with(profile, "sql", &[])
+}
+
+/// `preflight probe --only FAMILIES` against `profile`, with `env` added.
+fn sql_probe_with(profile: &str, families: &str, env: &[(&str, &str)]) -> Option<Run> {
     let bin = venv_bin()?;
     let out_dir = tempfile::tempdir().expect("temp dir");
     let path = format!(
@@ -21,12 +26,13 @@ fn sql_probe(profile: &str) -> Option<Run> {
         std::env::var("PATH").unwrap_or_default()
     );
     let out = Command::new(BIN)
-        .args(["probe", "--db", "local", "--only", "sql", "--target"])
+        .args(["probe", "--db", "local", "--only", families, "--target"])
         .arg(repo().join(profile))
         .arg("--out")
         .arg(out_dir.path())
         .env("PATH", path)
         .env("NO_COLOR", "1")
+        .envs(env.iter().copied())
         .output()
         .expect("run preflight");
     let text = std::fs::read_to_string(out_dir.path().join("report.json")).unwrap_or_else(|e| {
@@ -427,4 +433,51 @@ fn refusals_that_prove_nothing_are_never_a_pass() {
         "{escape}"
     );
     assert_ne!(out.status.code(), Some(0));
+}
+
+/// The audit family judges a SQL layer's own log for its SQL tool: every attempt, refused or
+/// not, has its record; a layer that leaves refused calls out fails.
+#[test]
+fn every_sql_attempt_must_have_a_record_in_the_layers_audit_log() {
+    let every_call = |run: &Run| {
+        run.findings
+            .iter()
+            .find(|f| {
+                f["code"] == "audit.every_call"
+                    && f["title"]
+                        .as_str()
+                        .is_some_and(|t| t.contains("execute_sql"))
+            })
+            .cloned()
+            .unwrap_or_else(|| panic!("no audit.every_call for execute_sql\n{}", run.log()))
+    };
+    let Some(run) = sql_probe_with(
+        "tests/targets/sql/profile-sound-audit.yaml",
+        "sql,audit",
+        &[],
+    ) else {
+        return;
+    };
+    let f = every_call(&run);
+    assert_eq!(f["verdict"], "pass", "{f}");
+    assert!(f["checklist"].to_string().contains("PRE-6"), "{f}");
+    let Some(run) = sql_probe_with(
+        "tests/targets/sql/profile-sound-audit.yaml",
+        "sql,audit",
+        &[("LAYER_FLAW", "no_audit_denied")],
+    ) else {
+        return;
+    };
+    let f = every_call(&run);
+    assert_eq!(f["verdict"], "fail", "{f}");
+    assert!(
+        f["evidence"].to_string().contains("without a record"),
+        "{f}"
+    );
+    // Without an `audit:` section the claim cannot be judged: not_verified, never a pass.
+    let Some(run) = sql_probe_with("tests/targets/sql/profile-sound.yaml", "audit", &[]) else {
+        return;
+    };
+    let f = every_call(&run);
+    assert_eq!(f["verdict"], "not_verified", "{f}");
 }

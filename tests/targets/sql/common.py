@@ -8,6 +8,7 @@ message, the way SQL-tool servers in the wild answer.
 
 import datetime
 import decimal
+import json
 import os
 
 import psycopg
@@ -53,16 +54,46 @@ def collect(cur, cap=None):
             return rows
 
 
-def serve(name, run, describe):
+def audit(path, outcome):
+    """Appends one record per call, refused or not, to the JSONL log at `path` (if any).
+    With LAYER_FLAW=no_audit_denied, refused calls leave no record (the flaw the audit family
+    must catch)."""
+    if not path:
+        return
+    if outcome == "denied" and os.environ.get("LAYER_FLAW") == "no_audit_denied":
+        return
+    record = {
+        "at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "tenant": os.environ.get("LAYER_TENANT", ""),
+        "user": os.environ.get("LAYER_USER", ""),
+        "tool": "execute_sql",
+        "outcome": outcome,
+    }
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def serve(name, run, describe, audit_path=None):
     mcp = FastMCP(name)
 
     @mcp.tool(description=describe)
-    def execute_sql(sql: str) -> dict:
+    def execute_sql(sql: str = "") -> dict:
+        # A call without SQL (malformed arguments) is refused here, not by the framework, so
+        # that it is audited like any other refusal.
         try:
-            return {"rows": run(sql)}
+            if not sql.strip():
+                raise Refused("no SQL given")
+            rows = run(sql)
         except Refused as e:
+            audit(audit_path, "denied")
             raise ValueError(f"refused: {e}") from None
         except psycopg.Error as e:
+            audit(audit_path, "denied")
             raise ValueError(f"database error: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        except Exception as e:
+            audit(audit_path, "denied")
+            raise ValueError(f"error: {type(e).__name__}: {e}") from None
+        audit(audit_path, "allowed")
+        return {"rows": rows}
 
     mcp.run()

@@ -7,7 +7,8 @@
 - row-level security enabled and forced on every tenant table, with a restrictive policy keyed
   on `session_user` (which SQL cannot change), not on a setting SQL could `set_config`;
 - every call on a fresh connection, in `BEGIN READ ONLY` ... `ROLLBACK`, one statement only
-  (a prepared statement cannot hold two), at most 100 rows.
+  (a prepared statement cannot hold two), at most 100 rows;
+- with `--audit PATH`, a JSONL record per call, refused or not.
 
 At start it creates the logins, grants and policies through the superuser login it is given
 (DATABASE_URL; the profile asks for `database: {login: superuser}`), idempotently, and never
@@ -17,6 +18,7 @@ uses that login for the agent's SQL. Every probe of the `sql` family must pass o
 Environment: DATABASE_URL (superuser, for the set-up), LAYER_TENANT.
 """
 
+import argparse
 import os
 import secrets
 
@@ -118,5 +120,8 @@ def run(text):
 
 
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--audit", help="append a JSONL audit record per call to this file")
+    args = parser.parse_args()
     setup(os.environ["DATABASE_URL"])
-    serve("sql-sound", run, "Run one read-only SQL statement (at most 100 rows).")
+    serve("sql-sound", run, "Run one read-only SQL statement (at most 100 rows).", args.audit)
