@@ -102,7 +102,7 @@ pub(super) async fn server_timeout(
     let call: SqlCall = loop {
         tokio::select! {
             c = &mut call_fut => break c,
-            _ = tokio::time::sleep(Duration::from_millis(100)) => {
+            _ = tokio::time::sleep(Duration::from_millis(25)) => {
                 if !seen {
                     seen = !watch(pool.clone(), marker.clone())
                         .await
