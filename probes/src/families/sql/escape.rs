@@ -50,6 +50,20 @@ impl FileTruth {
         })
     }
 
+    /// `text` with the server files' content masked (first 4 characters), for a report: the
+    /// canary file's value in text and hex, and the lines of /etc/passwd.
+    pub fn mask(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        if let Some(c) = &self.canary {
+            for v in [c.trim_end().to_string(), hex::encode(c.as_bytes())] {
+                let shown: String = v.chars().take(4).collect();
+                out = out.replace(&v, &format!("{shown}…"));
+            }
+        }
+        let passwd = regex::Regex::new(r#"root:x:0:0:[^\\\n"]*"#).expect("a valid pattern");
+        passwd.replace_all(&out, "root…").into_owned()
+    }
+
     /// What of the server's files `call`'s response holds.
     pub fn leaks(&self, call: &SqlCall) -> Vec<String> {
         let text = call.text();
@@ -258,6 +272,9 @@ pub(super) async fn escape(
         for a in &broke {
             outcome = outcome.sql(a.sql.clone());
         }
+        if let (Some(f), Some(excerpt)) = (&files, outcome.response_excerpt.take()) {
+            outcome.response_excerpt = Some(f.mask(&excerpt));
+        }
         return Ok(outcome);
     }
     let faults = attempts.iter().filter(|a| a.call.fault).count();
@@ -318,4 +335,29 @@ fn role_changes(call: &SqlCall, login: &str) -> Vec<String> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_file_content_is_masked_in_excerpts() {
+        let f = FileTruth {
+            canary: Some("preflight-file-canary-0123abcd\n".to_string()),
+            pg_version: "15\n".to_string(),
+        };
+        let hexed = hex::encode("preflight-file-canary-0123abcd\n");
+        let text = format!(
+            r#"{{"rows":[{{"f":"preflight-file-canary-0123abcd\n"}},{{"b":"\\x{hexed}"}},{{"p":"root:x:0:0:root:/root:/bin/bash\nbin:x"}}]}}"#
+        );
+        let masked = f.mask(&text);
+        assert!(!masked.contains("0123abcd"), "{masked}");
+        assert!(!masked.contains(&hexed), "{masked}");
+        assert!(!masked.contains("/bin/bash"), "{masked}");
+        assert!(
+            masked.contains("pref…") && masked.contains("root…"),
+            "{masked}"
+        );
+    }
 }
