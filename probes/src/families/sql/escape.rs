@@ -159,6 +159,7 @@ pub(super) async fn escape(
     entry: Arc<Entry>,
     shared: LastFingerprint,
 ) -> ProbeResult {
+    schema_present(&ctx).await?;
     let control_call = control(&ctx, &tool).await?;
     let files = if entry.effect == Effect::File {
         Some(FileTruth::plant(&ctx).await?)
@@ -304,6 +305,31 @@ pub(super) async fn escape(
     .summary(format!("{}: {}", entry.id, entry.tries))
     .facts(facts)
     .with_call(&ctx, &attempts[0].call.call))
+}
+
+/// The tables the corpus's writes aim at (the shop fixture's). On a database without them a
+/// write would be refused for a missing table and pass without having tested anything.
+const CORPUS_TABLES: [&str; 4] = [
+    "public.orders",
+    "public.order_items",
+    "public.carriers",
+    "public.refunds",
+];
+
+async fn schema_present(ctx: &ProbeCtx) -> Result<(), ProbeOutcome> {
+    let missing: Vec<String> =
+        sqlx::query_scalar("SELECT t FROM unnest($1::text[]) t WHERE to_regclass(t) IS NULL")
+            .bind(CORPUS_TABLES.map(str::to_string).to_vec())
+            .fetch_all(ctx.truth.pool())
+            .await
+            .map_err(|e| truth_error("look up the corpus's tables", e))?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(ProbeOutcome::not_verified(format!(
+        "the escape corpus is written for the shop fixture's tables and this database has no {}; a write aimed at a missing table proves nothing",
+        missing.join(", ")
+    )))
 }
 
 /// The login the layer's SQL runs as (`session_user`), read through the layer.
