@@ -21,10 +21,11 @@ pub enum Family {
     Hygiene,
     Lint,
     Server,
+    Sql,
 }
 
 impl Family {
-    pub const ALL: [Family; 9] = [
+    pub const ALL: [Family; 10] = [
         Family::CrossTenant,
         Family::Pii,
         Family::Budget,
@@ -33,12 +34,14 @@ impl Family {
         Family::Audit,
         Family::Hygiene,
         Family::Lint,
+        Family::Sql,
         Family::Server,
     ];
 
-    /// The families that can test the built-in layer inside this process: every one but
-    /// `server`, which needs a layer reached by URL (see families/server.rs).
-    pub const IN_PROCESS: [Family; 8] = [
+    /// The families a run selects by default for a layer not reached by URL: every one but
+    /// `server`, which needs a layer reached by URL (see families/server.rs). `sql` plans nothing
+    /// on a layer without a SQL tool, and the report says so.
+    pub const IN_PROCESS: [Family; 9] = [
         Family::CrossTenant,
         Family::Pii,
         Family::Budget,
@@ -47,6 +50,7 @@ impl Family {
         Family::Audit,
         Family::Hygiene,
         Family::Lint,
+        Family::Sql,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -60,6 +64,7 @@ impl Family {
             Family::Hygiene => "hygiene",
             Family::Lint => "lint",
             Family::Server => "server",
+            Family::Sql => "sql",
         }
     }
 
@@ -139,10 +144,19 @@ pub enum ProbeCode {
     HealthDbDown,
     RateLimitPerPrincipal,
     RateLimitPerIp,
+    // sql
+    SqlWriteEscape,
+    SqlSessionEscape,
+    SqlServerAccess,
+    SqlServerTimeout,
+    SqlRowCap,
+    SqlForeignRows,
+    SqlSecretColumns,
+    SqlLoginRole,
 }
 
 impl ProbeCode {
-    pub const ALL: [ProbeCode; 53] = [
+    pub const ALL: [ProbeCode; 61] = [
         ProbeCode::GetForeignRow,
         ProbeCode::FilterForgedTenant,
         ProbeCode::FilterForeignKeys,
@@ -196,6 +210,14 @@ impl ProbeCode {
         ProbeCode::HealthDbDown,
         ProbeCode::RateLimitPerPrincipal,
         ProbeCode::RateLimitPerIp,
+        ProbeCode::SqlWriteEscape,
+        ProbeCode::SqlSessionEscape,
+        ProbeCode::SqlServerAccess,
+        ProbeCode::SqlServerTimeout,
+        ProbeCode::SqlRowCap,
+        ProbeCode::SqlForeignRows,
+        ProbeCode::SqlSecretColumns,
+        ProbeCode::SqlLoginRole,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -253,6 +275,14 @@ impl ProbeCode {
             ProbeCode::HealthDbDown => "server.health_db_down",
             ProbeCode::RateLimitPerPrincipal => "server.rate_limit_per_principal",
             ProbeCode::RateLimitPerIp => "server.rate_limit_per_ip",
+            ProbeCode::SqlWriteEscape => "sql.write_escape",
+            ProbeCode::SqlSessionEscape => "sql.session_escape",
+            ProbeCode::SqlServerAccess => "sql.server_access",
+            ProbeCode::SqlServerTimeout => "sql.server_timeout",
+            ProbeCode::SqlRowCap => "sql.row_cap",
+            ProbeCode::SqlForeignRows => "sql.foreign_rows",
+            ProbeCode::SqlSecretColumns => "sql.secret_columns",
+            ProbeCode::SqlLoginRole => "sql.login_role",
         }
     }
 
@@ -289,6 +319,8 @@ impl ProbeCode {
             TokenForgery | HealthFields | HealthDbDown | RateLimitPerPrincipal | RateLimitPerIp => {
                 Family::Server
             }
+            SqlWriteEscape | SqlSessionEscape | SqlServerAccess | SqlServerTimeout | SqlRowCap
+            | SqlForeignRows | SqlSecretColumns | SqlLoginRole => Family::Sql,
         }
     }
 
@@ -342,6 +374,15 @@ impl ProbeCode {
             TokenForgery => &["ISO-1"],
             HealthFields | HealthDbDown => &["OPS-4"],
             RateLimitPerPrincipal | RateLimitPerIp => &["OPS-6"],
+            // Escape instances cite their corpus entry's items (a subset of these).
+            SqlWriteEscape => &["PRE-4", "WRT-1", "WRT-2"],
+            SqlSessionEscape => &["PRE-4", "WRT-1", "ISO-1", "ISO-5"],
+            SqlServerAccess => &["RED-5", "ISO-5"],
+            SqlServerTimeout => &["BUD-2"],
+            SqlRowCap => &["BUD-3"],
+            SqlForeignRows => &["PRE-1", "ISO-1", "ISO-3"],
+            SqlSecretColumns => &["PRE-2", "RED-1", "RED-2", "RED-5"],
+            SqlLoginRole => &["ISO-5", "BUD-2"],
         }
     }
 
@@ -361,7 +402,12 @@ impl ProbeCode {
             | QueryRedacted
             | IncludeRedacted
             | AgentRole
-            | TokenForgery => Severity::Critical,
+            | TokenForgery
+            | SqlWriteEscape
+            | SqlSessionEscape
+            | SqlServerAccess
+            | SqlForeignRows
+            | SqlSecretColumns => Severity::Critical,
             CursorForeign
             | WriteForeignReference
             | FilterOracle
@@ -384,7 +430,9 @@ impl ProbeCode {
             | SubjectAccess
             | SubjectErasure
             | RlsForced
-            | AuditGrants => Severity::High,
+            | AuditGrants
+            | SqlServerTimeout
+            | SqlLoginRole => Severity::High,
             CursorRebound
             | DescribeSchema
             | RowLimit
@@ -399,7 +447,8 @@ impl ProbeCode {
             | HealthFields
             | HealthDbDown
             | RateLimitPerPrincipal
-            | RateLimitPerIp => Severity::Medium,
+            | RateLimitPerIp
+            | SqlRowCap => Severity::Medium,
             SavedViews => Severity::Low,
         }
     }
@@ -446,6 +495,9 @@ impl ProbeCode {
             TokenForgery | HealthFields | HealthDbDown | RateLimitPerPrincipal | RateLimitPerIp => {
                 &[]
             }
+            // The layer's SQL tool, under its own name (the profile's `sql.tool`).
+            SqlWriteEscape | SqlSessionEscape | SqlServerAccess | SqlServerTimeout | SqlRowCap
+            | SqlForeignRows | SqlSecretColumns | SqlLoginRole => &[],
         }
     }
 
@@ -506,6 +558,14 @@ impl ProbeCode {
             HealthDbDown => "the health endpoint turns unhealthy when the layer loses its database, and healthy again when it comes back",
             RateLimitPerPrincipal => "a burst from one principal is cut off at the declared per-principal request rate, with 429 and Retry-After or a rate-limit code",
             RateLimitPerIp => "a burst from one client address is cut off at the declared per-IP request rate, with 429 and Retry-After or a rate-limit code",
+            SqlWriteEscape => "SQL that writes (DML, DDL, writing CTEs, SELECT INTO, writes hidden in functions) changes nothing in the database, in any spelling",
+            SqlSessionEscape => "transaction and session control (COMMIT, SET ROLE, SET TRANSACTION READ WRITE, DO, PREPARE, several statements) neither writes nor changes who the SQL runs as",
+            SqlServerAccess => "the server's files and processes are out of reach: no file content comes back, no backend is signalled, no configuration is reloaded",
+            SqlServerTimeout => "a statement past the layer's timeout is stopped on the server, not only abandoned by the client",
+            SqlRowCap => "SELECT * of the largest table returns no more rows than the layer's declared cap",
+            SqlForeignRows => "SQL naming another tenant's rows returns none of them",
+            SqlSecretColumns => "SQL selecting secret and PII columns returns none of their raw values",
+            SqlLoginRole => "the SQL runs as a login that is not superuser, cannot bypass row-level security, owns nothing and carries its own statement_timeout",
         }
     }
 }

@@ -229,8 +229,9 @@ pub struct ProbeCtx {
     pub access: Access,
     /// The audit writer role's login, for the append-only probe (a secret: never printed).
     pub audit_url: Option<String>,
-    /// A superuser login, when the database offers one: the server probes take the layer's
-    /// login away with it (a secret: never printed).
+    /// A superuser login, when the database offers one (a secret: never printed): the server
+    /// probes take the layer's login away with it, and the `sql` family plants its canary file in
+    /// the data directory with it.
     pub superuser_url: Option<String>,
     /// The gateway's tool names.
     pub tools: BTreeSet<String>,

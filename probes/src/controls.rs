@@ -166,6 +166,16 @@ impl Control {
             // process has no HTTP endpoint for the self-test to break.
             TokenForgery | HealthFields | HealthDbDown | RateLimitPerPrincipal
             | RateLimitPerIp => Vec::new(),
+            // Planned only for layers with a SQL tool (a target profile's `sql:`): the built-in
+            // layer, the only one the self-test can break, has none. Their positive controls are
+            // the guarded SQL layers of tests/targets/sql/; these are the built-in faults that
+            // break the same claims.
+            SqlWriteEscape | SqlSessionEscape => one(Fault::ReasonNotRequired),
+            SqlServerAccess | SqlLoginRole => vec![Control::Db(DbControl::AgentBypassRls)],
+            SqlServerTimeout => one(Fault::TimeoutOff),
+            SqlRowCap => one(Fault::RowBudgetOff),
+            SqlForeignRows => one(Fault::RlsDisabled),
+            SqlSecretColumns => one(Fault::MaskOff),
         }
     }
 

@@ -21,6 +21,8 @@ use sqlx::PgPool;
 
 use crate::truth::{quote_ident, TruthError};
 
+pub mod server;
+
 /// The audit log: append-only, compared over the records of the earlier fingerprint.
 const AUDIT_LOG: (&str, &str) = ("preflight_audit", "audit_log");
 
@@ -54,6 +56,16 @@ impl Fingerprint {
     /// Reads the fingerprint. With `earlier`, the audit log is checksummed over the records
     /// `earlier` saw, so the two compare equal when only new records were appended.
     pub async fn take(pool: &PgPool, earlier: Option<&Fingerprint>) -> Result<Self, TruthError> {
+        Self::take_ignoring(pool, earlier, &[]).await
+    }
+
+    /// As [`Fingerprint::take`], leaving out the data of `ignore` (`(schema, table)`: a foreign
+    /// layer's own audit table, which grows by design); their catalog entries still count.
+    pub async fn take_ignoring(
+        pool: &PgPool,
+        earlier: Option<&Fingerprint>,
+        ignore: &[(String, String)],
+    ) -> Result<Self, TruthError> {
         let mut entries = BTreeMap::new();
         let catalog: [(&str, String); 7] = [
             (
@@ -131,13 +143,27 @@ impl Fingerprint {
                 entries.insert(k, v.unwrap_or_default());
             }
         }
-        let tables: Vec<(String, String)> = sqlx::query_as(&format!(
-            "SELECT n.nspname::text, c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+        let listed: Vec<(String, String, bool)> = sqlx::query_as(&format!(
+            "SELECT n.nspname::text, c.relname::text, has_table_privilege(c.oid, 'SELECT') \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
              WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND {SYSTEM_SCHEMAS} ORDER BY 1, 2"
         ))
         .fetch_all(pool)
         .await
         .map_err(q("list the tables to fingerprint"))?;
+        // A table this login may not read (one another login created) is fingerprinted by its
+        // catalog entry only; its data line says so, so it still shows as new or gone.
+        let mut tables = Vec::new();
+        for (schema, table, readable) in listed {
+            if readable {
+                tables.push((schema, table));
+            } else {
+                entries.insert(
+                    format!("data {schema}.{table}"),
+                    "not readable by the fingerprint's login".to_string(),
+                );
+            }
+        }
         let audit_max_id: Option<i64> = if tables
             .iter()
             .any(|(s, t)| (s.as_str(), t.as_str()) == AUDIT_LOG)
@@ -155,11 +181,10 @@ impl Fingerprint {
         }
         .unwrap_or(0);
         // One checksum per table, a few at a time (the big tables dominate).
-        let checksums = futures::stream::iter(
-            tables
-                .into_iter()
-                .filter(|(s, t)| !LEDGERS.contains(&(s.as_str(), t.as_str()))),
-        )
+        let checksums = futures::stream::iter(tables.into_iter().filter(|(s, t)| {
+            !LEDGERS.contains(&(s.as_str(), t.as_str()))
+                && !ignore.iter().any(|(is, it)| is == s && it == t)
+        }))
         .map(|(schema, table)| async move {
             let name = format!("{}.{}", quote_ident(&schema), quote_ident(&table));
             let audit = (schema.as_str(), table.as_str()) == AUDIT_LOG;

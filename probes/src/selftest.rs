@@ -472,6 +472,7 @@ fn variant_plan(
         tenant_a: &setup.principals.a.tenant,
         tenant_b: &setup.principals.b.tenant,
         lint: &[],
+        sql: None,
     };
     let mut plan = families::plan(&input, families);
     if let Some(only) = only {

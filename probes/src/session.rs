@@ -191,6 +191,18 @@ impl Session {
         })))
     }
 
+    /// The selected families that do not apply to this target, each with the reason, for the
+    /// report ([`RunEnvironment::not_applicable`]).
+    pub fn not_applicable(&self, ctx: &ProbeCtx, families: &BTreeSet<Family>) -> Vec<String> {
+        let mut out = Vec::new();
+        if families.contains(&Family::Sql) {
+            if let Err(why) = families::sql::applies(ctx.foreign.as_ref().map(|f| &*f.profile)) {
+                out.push(format!("sql: {why}"));
+            }
+        }
+        out
+    }
+
     /// The policy linter's results as lint items.
     pub fn lint(&self) -> Vec<LintItem> {
         families::lint::from_policy_lint(&self.policy, &self.catalog)
@@ -211,6 +223,7 @@ impl Session {
             tenant_a: &self.principals.a.tenant,
             tenant_b: &self.principals.b.tenant,
             lint,
+            sql: ctx.foreign.as_ref().and_then(|f| f.profile.sql.as_ref()),
         };
         families::plan(&input, families)
     }
@@ -256,6 +269,7 @@ impl Session {
             server_version: info.server_version.clone(),
             target: self.target.name(),
             started_at,
+            not_applicable: Vec::new(),
         }
     }
 }

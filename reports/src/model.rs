@@ -161,6 +161,11 @@ pub struct RunEnvironment {
     /// The enforcement layer probed, e.g. `builtin`.
     pub target: String,
     pub started_at: String,
+    /// Families that were selected but do not apply to this target, each with the reason
+    /// (`sql: the target offers no SQL tool ...`). They produce no findings and verify no
+    /// checklist item.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_applicable: Vec<String>,
 }
 
 /// A finished run: what every renderer takes.

@@ -203,7 +203,9 @@ pub fn scrub_environment(e: &mut RunEnvironment) {
         server_version,
         target,
         started_at,
+        not_applicable,
     } = e;
+    not_applicable.iter_mut().for_each(s);
     for f in [
         preflight_version,
         policy_path,

@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::model::{Finding, Report, Verdict};
 
 /// The families in the order the runner plans them; unknown families follow alphabetically.
-pub const FAMILY_ORDER: [&str; 9] = [
+pub const FAMILY_ORDER: [&str; 10] = [
     "cross_tenant",
     "pii",
     "budget",
@@ -17,6 +17,7 @@ pub const FAMILY_ORDER: [&str; 9] = [
     "audit",
     "hygiene",
     "lint",
+    "sql",
     "agent",
 ];
 

@@ -81,6 +81,7 @@ pub fn sample_environment() -> RunEnvironment {
         server_version: "PostgreSQL 15.8".into(),
         target: "builtin".into(),
         started_at: "2026-11-26T01:00:00Z".into(),
+        not_applicable: Vec::new(),
     }
 }
 

@@ -288,6 +288,7 @@ async fn run_scenarios(args: AgentRunArgs) -> CmdResult {
                 target
             },
             started_at,
+            not_applicable: Vec::new(),
         },
         // Calls that reached the layer (each has its audit record); calls the harness refused
         // itself (unparsable JSON, unknown tool) never left the process.

@@ -53,8 +53,8 @@ pub struct ProbeArgs {
     pub jobs: usize,
 
     /// Run only these families (comma-separated): cross_tenant, pii, budget, write, approval,
-    /// audit, hygiene, lint, and the phases after them: agent (the scenarios), suite (the
-    /// policy's regression suite).
+    /// audit, hygiene, lint, sql (layers with a SQL tool only), server (layers reached by URL),
+    /// and the phases after them: agent (the scenarios), suite (the policy's regression suite).
     #[arg(long, value_delimiter = ',', value_name = "FAMILY,...")]
     pub only: Vec<String>,
 
@@ -357,7 +357,8 @@ pub async fn run(args: ProbeArgs) -> CmdResult {
         .await
         .map_err(session_error)?;
     // After the layer has been reached, so the report names its server and tool list.
-    let env = session.environment(fixtures_hash, started_at);
+    let mut env = session.environment(fixtures_hash, started_at);
+    env.not_applicable = session.not_applicable(&ctx, &plan.families);
     let probe_plan = session.plan(&ctx, &plan.families, &lint);
     status(format!(
         "probing {} with {} probes in {} families ({} at a time) ...",

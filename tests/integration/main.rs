@@ -15,3 +15,4 @@ mod serve_probes;
 mod targets_cli;
 mod targets_http;
 mod targets_jwt;
+mod targets_sql;

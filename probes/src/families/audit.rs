@@ -32,10 +32,15 @@ use crate::calls::{self, Query, DESCRIBE, GET, QUERY};
 use crate::codes::ProbeCode;
 use crate::runner::{CallEntry, Phase, Probe, ProbeCtx, ProbeOutcome, ProbeResult};
 
-/// Every audit probe: one coverage instance per tool the layer offers, then the log itself.
+/// Every audit probe: one coverage instance per tool the layer offers (its SQL tool too, when
+/// its profile names one), then the log itself.
 pub fn probes(input: &PlanInput<'_>) -> Vec<Probe> {
     let mut out = Vec::new();
-    for tool in input.tools {
+    let sql_tool = input
+        .sql
+        .map(|s| s.tool.clone())
+        .filter(|t| !input.tools.contains(t));
+    for tool in input.tools.iter().chain(sql_tool.iter()) {
         let t = tool.clone();
         out.push(
             Probe::new(

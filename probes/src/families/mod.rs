@@ -14,6 +14,7 @@ pub mod lint;
 pub mod malformed;
 pub mod pii;
 pub mod server;
+pub mod sql;
 pub mod write;
 
 use std::collections::BTreeSet;
@@ -37,6 +38,9 @@ pub struct PlanInput<'a> {
     pub tenant_b: &'a str,
     /// Policy lint results, turned into findings by the lint family.
     pub lint: &'a [lint::LintItem],
+    /// The layer's SQL tool (its target profile's `sql:`); `None`: the `sql` family does not
+    /// apply.
+    pub sql: Option<&'a preflight_targets::profile::SqlTool>,
 }
 
 impl PlanInput<'_> {
@@ -96,6 +100,7 @@ pub fn plan(input: &PlanInput<'_>, families: &BTreeSet<Family>) -> ProbePlan {
             Family::Hygiene => hygiene::probes(input),
             Family::Lint => lint::probes(input),
             Family::Server => server::probes(input),
+            Family::Sql => sql::probes(input),
         });
     }
     ProbePlan { probes }

@@ -29,7 +29,8 @@ async fn full_suite_passes(s: &Session) {
         bad.is_empty(),
         "the shipped policy does not pass every probe:\n{bad}"
     );
-    for family in Family::IN_PROCESS {
+    // The sql family plans nothing on the built-in layer (it offers no SQL tool).
+    for family in Family::IN_PROCESS.into_iter().filter(|f| *f != Family::Sql) {
         assert!(
             result.findings.iter().any(|f| f.family == family.as_str()),
             "no {} finding",

@@ -430,6 +430,7 @@ async fn database_variants_the_old_probes_passed() {
             tenant_a: &a,
             tenant_b: &s.principals.b.tenant,
             lint: &[],
+            sql: None,
         };
         let mut plan = preflight_probes::families::plan(&input, &BTreeSet::from([Family::Pii]));
         plan.probes.retain(|p| {

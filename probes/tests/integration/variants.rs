@@ -122,6 +122,7 @@ pub async fn run_matching(
         tenant_a: &s.principals.a.tenant,
         tenant_b: &s.principals.b.tenant,
         lint: &[],
+        sql: None,
     };
     let mut plan: ProbePlan = families::plan(&input, &BTreeSet::from([family]));
     plan.probes

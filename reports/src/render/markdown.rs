@@ -133,6 +133,9 @@ fn header(report: &Report) -> String {
         md_inline(&e.started_at),
         md_inline(&e.preflight_version),
     ));
+    for note in &e.not_applicable {
+        out.push_str(&format!("Not applicable: {}\n\n", md_inline(note)));
+    }
     out
 }
 

@@ -146,6 +146,7 @@ const TOP: &[&str] = &[
     "denials",
     "audit",
     "server",
+    "sql",
 ];
 const PRINCIPAL_VARS: &[&str] = &["tenant", "user", "roles"];
 
@@ -160,6 +161,7 @@ fn walk(d: &mut Diag, root: &Node, path: &str, text: &str) -> Option<Profile> {
         .unwrap_or_default();
     let audit = get(top, "audit").and_then(|n| super::audit::audit(d, n));
     let server = get(top, "server").and_then(|n| super::server::server(d, n));
+    let sql = get(top, "sql").and_then(|n| super::sql::sql(d, n));
     // Judged from the file, not the parsed sections, so that a mistake inside `audit:` or
     // `principal:` is reported once, not again as a missing section or an unknown placeholder.
     let has_key = |section: &str, keys: &[&str]| match get(top, section) {
@@ -253,6 +255,7 @@ fn walk(d: &mut Diag, root: &Node, path: &str, text: &str) -> Option<Profile> {
         denials,
         audit,
         server,
+        sql,
     })
 }
 

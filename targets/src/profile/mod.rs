@@ -1,5 +1,6 @@
 //! Target profiles: the YAML that says how to reach and drive a layer ([`Profile`]), and its
-//! loader ([`load`]), with the `audit:` and `principal.jwt:` sections in files of their own.
+//! loader ([`load`]), with the `audit:`, `principal.jwt:` and `sql:` sections in files of their
+//! own.
 
 mod audit;
 mod jwt;
@@ -7,6 +8,8 @@ mod load;
 mod model;
 mod nodes;
 mod server;
+mod sql;
 
 pub use load::{load, load_str, ProfileError, ProfileErrors};
 pub use model::*;
+pub use sql::SqlTool;

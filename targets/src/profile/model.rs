@@ -36,6 +36,8 @@ pub struct Profile {
     /// The layer's health endpoint and declared request rate limits (a layer reached by URL);
     /// `None`: the profile names neither, and the `server` probes cannot test them.
     pub server: Option<ServerSection>,
+    /// The layer's SQL tool, for the `sql` probe family; `None`: it offers none.
+    pub sql: Option<super::SqlTool>,
 }
 
 /// How the layer is reached.
@@ -419,6 +421,7 @@ impl Profile {
             denials: Denials::default(),
             audit: None,
             server: None,
+            sql: None,
         }
     }
 }
