@@ -21,7 +21,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use preflight_enforcer::Fault;
-use preflight_probes::codes::ProbeCode;
+use preflight_probes::codes::{Family, ProbeCode};
 use preflight_probes::controls::Control;
 
 use super::serve_probes::{probe_db, serve_http, serve_profile, served_policy};
@@ -126,8 +126,11 @@ async fn faults_of_a_served_layer_are_caught_over_mcp() {
     let profile = serve_profile(dir.path(), port);
     let run = probe_db(&db, "cross_tenant,pii", &shop, Some(&profile), &[]);
     drop(server);
+    // The codes of the families run here (the `sql` family's declared controls overlap, but it
+    // has no SQL tool to call on this layer).
     let expected: BTreeSet<String> = ProbeCode::ALL
         .into_iter()
+        .filter(|c| matches!(c.family(), Family::CrossTenant | Family::Pii))
         .filter(|c| {
             Control::declared_for(*c)
                 .iter()
