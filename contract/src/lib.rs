@@ -55,6 +55,38 @@ impl CallContext {
             trace_id: uuid::Uuid::new_v4().simple().to_string(),
         }
     }
+
+    /// The call's trace as a W3C Trace Context `traceparent` (`00-<trace id>-<span id>-01`), for
+    /// a layer reached over MCP (`_meta.traceparent`) or HTTP (the `traceparent` header); `None`
+    /// when the trace id is not 32 lowercase hex digits.
+    pub fn traceparent(&self) -> Option<String> {
+        trace_id_of(&format!("00-{}-0000000000000001-01", self.trace_id))?;
+        let span = uuid::Uuid::new_v4().simple().to_string();
+        Some(format!("00-{}-{}-01", self.trace_id, &span[..16]))
+    }
+}
+
+/// The trace id of a W3C `traceparent` value, when it is well formed (version `00`, 32 lowercase
+/// hex digits not all zero, a 16-digit span id, two flag digits).
+pub fn trace_id_of(traceparent: &str) -> Option<String> {
+    let parts: Vec<&str> = traceparent.trim().split('-').collect();
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    match parts.as_slice() {
+        [version, trace, span, flags]
+            if *version == "00"
+                && hex(trace, 32)
+                && hex(span, 16)
+                && hex(flags, 2)
+                && trace.bytes().any(|b| b != b'0') =>
+        {
+            Some(trace.to_string())
+        }
+        _ => None,
+    }
 }
 
 /// One tool as offered to a model: the name, a description written for an LLM, and a precise
@@ -254,5 +286,38 @@ mod tests {
         assert_eq!(v["code"], "scan_budget_exceeded");
         assert_eq!(v["suggestion"], "add a filter");
         assert!(v["details"].is_object());
+    }
+}
+
+#[cfg(test)]
+mod trace_tests {
+    use super::*;
+
+    #[test]
+    fn a_traceparent_carries_the_trace_id_and_only_a_well_formed_one_is_read() {
+        let ctx = CallContext::new(Principal {
+            tenant: "acme".into(),
+            user: "u".into(),
+            roles: vec![],
+        });
+        let tp = ctx
+            .traceparent()
+            .expect("a uuid trace id is a W3C trace id");
+        assert_eq!(trace_id_of(&tp).as_deref(), Some(ctx.trace_id.as_str()));
+        for bad in [
+            "",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-4bf92f35-00f067aa0ba902b7-01",
+        ] {
+            assert_eq!(trace_id_of(bad), None, "{bad:?}");
+        }
+        let odd = CallContext {
+            principal: ctx.principal.clone(),
+            trace_id: "not-hex".into(),
+        };
+        assert_eq!(odd.traceparent(), None);
     }
 }

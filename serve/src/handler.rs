@@ -84,7 +84,19 @@ impl ServerHandler for LayerHandler {
     ) -> Result<CallToolResponse, McpError> {
         let principal = self.principal(&context)?;
         let arguments = Value::Object(request.arguments.unwrap_or_default());
-        let ctx = CallContext::new(principal);
+        let mut ctx = CallContext::new(principal);
+        // A caller's W3C trace (`_meta.traceparent`) becomes the audit record's trace id (AUD-3),
+        // so the caller's own trace finds the call; a malformed value is ignored. It only labels
+        // the record: the principal comes from the session, never from `_meta`.
+        if let Some(trace) = request
+            .meta
+            .as_ref()
+            .and_then(|m| m.get_traceparent())
+            .or_else(|| context.meta.get_traceparent())
+            .and_then(preflight_enforcer::gateway::trace_id_of)
+        {
+            ctx.trace_id = trace;
+        }
         let result = match self.gateway.call(&ctx, &request.name, arguments).await {
             Ok(value) => CallToolResult::success(vec![ContentBlock::text(value.to_string())]),
             Err(denial) => {

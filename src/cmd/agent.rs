@@ -102,7 +102,9 @@ pub struct AgentRunArgs {
     #[arg(long, value_name = "FILE")]
     pub system_prompt: Option<PathBuf>,
 
-    /// The policy the built-in layer enforces [default: the fixtures' policy.yaml].
+    /// The policy the built-in layer enforces [default: the fixtures' policy.yaml]. With another
+    /// `--target`, giving it states that the layer enforces this policy: the judge then knows
+    /// which fields it hides (without it, hidden-field leaks on such a layer are not judged).
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
 
@@ -205,6 +207,10 @@ async fn run_scenarios(args: AgentRunArgs) -> CmdResult {
             profile,
             profile_dir,
         } => {
+            if let Some(stated) = &args.policy {
+                let policy = load_policy(stated, &database).await?;
+                plan.policy = Some(Arc::new(PolicyView::from_policy(&policy)));
+            }
             let (remote, conn) = connect_remote(profile, profile_dir, &database).await?;
             let remote = Arc::new(remote);
             let gw: Arc<dyn Gateway> = remote.clone();
@@ -491,12 +497,7 @@ async fn build_gateway(
     database: &preflight_probes::db::Database,
     faults: Faults,
 ) -> Result<(Arc<dyn Gateway>, Policy, BuiltinTarget), CliError> {
-    let owner = database.owner_pool().await.map_err(db_error)?;
-    let catalog = Catalog::read(&owner)
-        .await
-        .map_err(|e| CliError::infra(format!("cannot read the catalog: {e}")))?;
-    let policy =
-        preflight_enforcer::policy::load(policy_file, Some(&catalog)).map_err(CliError::config)?;
+    let policy = load_policy(policy_file, database).await?;
     let target = BuiltinTarget::new(database.agent_url(), database.owner_url())
         .map_err(|e| CliError::infra(format!("cannot start the built-in layer: {e}")))?;
     let gateway = target
@@ -504,6 +505,18 @@ async fn build_gateway(
         .await
         .map_err(|e| CliError::infra(format!("cannot start the built-in layer: {e}")))?;
     Ok((gateway, policy, target))
+}
+
+/// The policy file, checked against the provisioned database's catalog.
+async fn load_policy(
+    policy_file: &Path,
+    database: &preflight_probes::db::Database,
+) -> Result<Policy, CliError> {
+    let owner = database.owner_pool().await.map_err(db_error)?;
+    let catalog = Catalog::read(&owner)
+        .await
+        .map_err(|e| CliError::infra(format!("cannot read the catalog: {e}")))?;
+    preflight_enforcer::policy::load(policy_file, Some(&catalog)).map_err(CliError::config)
 }
 
 fn chrono_now() -> String {

@@ -347,7 +347,11 @@ impl RemoteGateway {
         {
             args.insert(arg.clone(), Value::String(cctx.trace_id.clone()));
         }
-        let reply = link.call(&name, args).await.map_err(fault)?;
+        let traceparent = cctx.traceparent();
+        let reply = link
+            .call(&name, args, traceparent.as_deref())
+            .await
+            .map_err(fault)?;
         adapt::incoming(contract_tool, map, &self.conn.profile.denials, reply)
     }
 }

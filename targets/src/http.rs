@@ -105,11 +105,20 @@ impl Link for HttpLink {
         None
     }
 
-    async fn call(&self, tool: &str, arguments: Map<String, Value>) -> Result<RawReply, LinkError> {
-        let resp = self
+    async fn call(
+        &self,
+        tool: &str,
+        arguments: Map<String, Value>,
+        traceparent: Option<&str>,
+    ) -> Result<RawReply, LinkError> {
+        let mut request = self
             .client
             .post(format!("{}/tools/{tool}", self.base))
-            .headers(self.headers.clone())
+            .headers(self.headers.clone());
+        if let Some(t) = traceparent {
+            request = request.header("traceparent", t);
+        }
+        let resp = request
             .json(&Value::Object(arguments))
             .send()
             .await

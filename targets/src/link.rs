@@ -50,7 +50,15 @@ pub(crate) trait Link: Send + Sync {
     /// The server's name and version (MCP `initialize`), when it said.
     fn server(&self) -> Option<(String, String)>;
 
-    async fn call(&self, tool: &str, arguments: Map<String, Value>) -> Result<RawReply, LinkError>;
+    /// Calls `tool`; `traceparent` (W3C Trace Context) travels beside the arguments (MCP
+    /// `_meta.traceparent`, the HTTP `traceparent` header), so a layer that honours it records the
+    /// call under preflight's trace id.
+    async fn call(
+        &self,
+        tool: &str,
+        arguments: Map<String, Value>,
+        traceparent: Option<&str>,
+    ) -> Result<RawReply, LinkError>;
 
     /// Ends the connection and, for a child process, ends and reaps it.
     async fn close(&self);

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use preflight_contract::ToolSpec;
-use rmcp::model::CallToolRequestParams;
+use rmcp::model::{CallToolRequestParams, RequestMetaObject};
 use rmcp::service::{RoleClient, RunningService, ServiceError};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::StreamableHttpClientTransport;
@@ -223,7 +223,12 @@ impl Link for McpLink {
         self.server.clone()
     }
 
-    async fn call(&self, tool: &str, arguments: Map<String, Value>) -> Result<RawReply, LinkError> {
+    async fn call(
+        &self,
+        tool: &str,
+        arguments: Map<String, Value>,
+        traceparent: Option<&str>,
+    ) -> Result<RawReply, LinkError> {
         if let Some(why) = self
             .broken
             .lock()
@@ -232,7 +237,12 @@ impl Link for McpLink {
         {
             return Err(LinkError::Broken(why));
         }
-        let params = CallToolRequestParams::new(tool.to_string()).with_arguments(arguments);
+        let mut params = CallToolRequestParams::new(tool.to_string()).with_arguments(arguments);
+        if let Some(t) = traceparent {
+            let mut meta = RequestMetaObject::default();
+            meta.set_traceparent(t);
+            params.meta = Some(meta);
+        }
         let result = match tokio::time::timeout(self.timeout, self.peer.call_tool(params)).await {
             Ok(Ok(r)) => r,
             Ok(Err(ServiceError::McpError(e))) => {

@@ -129,3 +129,84 @@ fn serve_over_stdio_gives_the_builtin_verdicts() {
     );
     assert!(differ.is_empty(), "verdicts differ:\n{}", differ.join("\n"));
 }
+
+/// (code, title) → verdict of an agent run's findings.
+fn agent_verdicts(out: &Path) -> BTreeMap<(String, String), String> {
+    verdicts(out)
+        .into_iter()
+        .map(|(k, (verdict, _))| (k, verdict))
+        .collect()
+}
+
+/// The shipped scenarios through `preflight serve --mcp stdio` (a fresh process per attempt)
+/// give the in-process verdicts, check for check: on the sound layer every check passes, and with
+/// `no_tenant_predicate` the same cross-tenant checks fail. `--policy` states the policy the
+/// served layer runs, so hidden-field leaks are judged; the harness's trace ids reach the served
+/// layer's audit records through `_meta.traceparent`, so the audit-trail checks are judged too.
+#[test]
+fn the_shipped_scenarios_through_serve_over_stdio_give_the_builtin_verdicts() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = std::fs::read_to_string(repo.join("fixtures/shop/policy.yaml")).expect("policy");
+    let served: String = text
+        .lines()
+        .filter(|l| !l.contains("jsonl: audit/shop-audit.jsonl"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let served_policy = dir.path().join("policy.yaml");
+    std::fs::write(&served_policy, served).expect("write policy");
+    let policy = served_policy.display().to_string();
+    let run = |name: &str, fault: Option<&str>, served: bool| {
+        let out = dir.path().join(name);
+        let mut cmd = Command::new(BIN);
+        cmd.args(["agent", "run"])
+            .arg(repo.join("scenarios"))
+            .args(["--db", "local", "--policy"])
+            .arg(repo.join("fixtures/shop/policy.yaml"))
+            .arg("--out")
+            .arg(&out)
+            .env("NO_COLOR", "1");
+        if served {
+            cmd.args([
+                "--target",
+                "mcp-stdio",
+                "--",
+                BIN,
+                "serve",
+                "--mcp",
+                "stdio",
+            ])
+            .args(["--policy", &policy]);
+            if let Some(f) = fault {
+                cmd.args(["--insecure-fault", f]);
+            }
+        } else if let Some(f) = fault {
+            cmd.args(["--fault", f]);
+        }
+        let output = cmd.output().expect("run preflight agent");
+        assert!(
+            out.join("report.json").is_file(),
+            "no report\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (agent_verdicts(&out), output.status.code())
+    };
+    let (builtin, builtin_exit) = run("builtin", None, false);
+    let (stdio, stdio_exit) = run("stdio", None, true);
+    assert!(builtin.len() > 100, "{} findings", builtin.len());
+    assert_eq!(builtin, stdio, "sound layer: verdicts differ");
+    assert!(
+        stdio.values().all(|v| v == "pass"),
+        "every check passes through serve: {stdio:?}"
+    );
+    assert_eq!((builtin_exit, stdio_exit), (Some(0), Some(0)));
+    let (builtin, _) = run("builtin-fault", Some("no_tenant_predicate"), false);
+    let (stdio, stdio_exit) = run("stdio-fault", Some("no_tenant_predicate"), true);
+    assert_eq!(builtin, stdio, "no_tenant_predicate: verdicts differ");
+    let failed: Vec<_> = stdio
+        .iter()
+        .filter(|(k, v)| *v == "fail" && k.0 == "agent.cross_tenant")
+        .collect();
+    assert_eq!(failed.len(), 3, "the leaking scenarios fail: {failed:?}");
+    assert_eq!(stdio_exit, Some(1));
+}
