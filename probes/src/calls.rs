@@ -180,9 +180,13 @@ pub fn next_cursor(response: &Value) -> Option<String> {
 /// The approval id an `approval_required` error carries (in `details`, or quoted in the
 /// message as a last resort).
 pub fn approval_id_of(error: &preflight_enforcer::ToolError) -> Option<String> {
-    for key in ["approval_id", "id"] {
-        if let Some(s) = error.details.get(key).and_then(Value::as_str) {
-            return Some(s.to_string());
+    // A layer reached through a target profile: its own details are kept under `layer_details`.
+    let places = [Some(&error.details), error.details.get("layer_details")];
+    for details in places.into_iter().flatten() {
+        for key in ["approval_id", "id"] {
+            if let Some(s) = details.get(key).and_then(Value::as_str) {
+                return Some(s.to_string());
+            }
         }
     }
     None
@@ -209,6 +213,22 @@ mod tests {
         assert_eq!(q["order_by"][0]["direction"], "desc");
         assert_eq!(q["include"][0], "customer");
         assert_eq!(q["limit"], 5);
+    }
+
+    #[test]
+    fn the_approval_id_is_read_from_a_remote_layers_details_too() {
+        use preflight_enforcer::{ErrorCode, ToolError};
+        let direct = ToolError::new(ErrorCode::ApprovalRequired, "gated", "")
+            .with_details(json!({"approval_id": "a-1"}));
+        assert_eq!(approval_id_of(&direct).as_deref(), Some("a-1"));
+        // What the target adapter makes of a served layer's denial.
+        let remote = ToolError::new(ErrorCode::ApprovalRequired, "gated", "").with_details(
+            json!({"original_code": "approval_required", "layer_details": {"approval_id": "a-2"}}),
+        );
+        assert_eq!(approval_id_of(&remote).as_deref(), Some("a-2"));
+        let none = ToolError::new(ErrorCode::ApprovalRequired, "gated", "")
+            .with_details(json!({"layer_details": null}));
+        assert_eq!(approval_id_of(&none), None);
     }
 
     #[test]
