@@ -210,3 +210,89 @@ fn the_shipped_scenarios_through_serve_over_stdio_give_the_builtin_verdicts() {
     assert_eq!(failed.len(), 3, "the leaking scenarios fail: {failed:?}");
     assert_eq!(stdio_exit, Some(1));
 }
+
+/// The whole default suite through `preflight serve --mcp stdio`, driven by the shipped profile
+/// that names serve's own audit table (`tests/targets/serve/profile-stdio.yaml`): nothing fails
+/// and nothing is an error; `audit.every_call` is judged from serve's records and passes for every
+/// tool; what a layer reached as a target cannot show is `not_verified`, each code from a known
+/// set (a changed policy, an approvals desk, preflight's own chain and its writer login, the
+/// served layer's real write rate).
+#[test]
+fn the_full_suite_through_serve_over_stdio_judges_its_audit_table() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::copy(
+        repo.join("tests/targets/serve/profile-stdio.yaml"),
+        dir.path().join("profile-stdio.yaml"),
+    )
+    .expect("copy profile");
+    let text = std::fs::read_to_string(repo.join("fixtures/shop/policy.yaml")).expect("policy");
+    let served: String = text
+        .lines()
+        .filter(|l| !l.contains("jsonl: audit/shop-audit.jsonl"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(dir.path().join("policy-stdio.yaml"), served).expect("write policy");
+    let bin_dir = Path::new(BIN).parent().expect("bin dir");
+    let path = std::env::join_paths(std::iter::once(bin_dir.to_path_buf()).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))
+    .expect("PATH");
+    let out = dir.path().join("report");
+    let status = Command::new(BIN)
+        .args(["probe", "--db", "local", "--policy"])
+        .arg(repo.join("fixtures/shop/policy.yaml"))
+        .arg("--target")
+        .arg(dir.path().join("profile-stdio.yaml"))
+        .arg("--out")
+        .arg(&out)
+        .env("PATH", path)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run preflight probe");
+    assert!(
+        out.join("report.json").is_file(),
+        "no report\n{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let v = verdicts(&out);
+    assert!(v.len() > 300, "{} findings", v.len());
+    let bad: Vec<_> = v
+        .iter()
+        .filter(|(_, (verdict, _))| verdict == "fail" || verdict == "error")
+        .collect();
+    assert!(bad.is_empty(), "{bad:#?}");
+    let every_call: Vec<_> = v
+        .iter()
+        .filter(|(k, _)| k.0 == "audit.every_call")
+        .collect();
+    assert!(every_call.len() >= 10, "{every_call:?}");
+    assert!(
+        every_call.iter().all(|(_, (verdict, _))| verdict == "pass"),
+        "{every_call:#?}"
+    );
+    let may_not_verify = [
+        "approval.executes_once",
+        "approval.replay_refused",
+        "approval.expiry",
+        "audit.arguments_sanitized",
+        "audit.chain_verifies",
+        "audit.tamper_detected",
+        "audit.writer_append_only",
+        "audit.subject_access",
+        "audit.subject_erasure",
+        "budget.quota",
+        "budget.statement_timeout",
+        "write.reason_required",
+        "write.writable_fields",
+        "write.rate_limit",
+        "write.dry_run",
+    ];
+    let unexpected: Vec<_> = v
+        .iter()
+        .filter(|(k, (verdict, _))| {
+            verdict == "not_verified" && !may_not_verify.contains(&k.0.as_str())
+        })
+        .collect();
+    assert!(unexpected.is_empty(), "{unexpected:#?}");
+}
