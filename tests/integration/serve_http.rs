@@ -14,6 +14,9 @@
 //!   refused by that limit is `not_verified` ("not isolated"), at most 5 of them, never a pass or
 //!   a fail.
 //!
+//! The shipped agent scenarios through the same server give the in-process verdicts, and every
+//! check passes.
+//!
 //! And the self-test's faults given to the served layer (`serve --insecure-fault`) are caught
 //! over MCP as in-process: every probe code whose declared positive control is that fault has a
 //! failing finding.
@@ -171,4 +174,73 @@ async fn faults_of_a_served_layer_are_caught_over_mcp() {
         .expect("run serve");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown fault `mask_of`"));
+}
+
+/// `preflight agent run` (the shipped scenarios, the scripted model) on `db` against `target`
+/// (a profile) or the built-in layer: (code, title) → verdict.
+fn agent_on(
+    db: &preflight_probes::db::Database,
+    target: Option<&std::path::Path>,
+) -> BTreeMap<(String, String), (String, String)> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("report");
+    let mut cmd = std::process::Command::new(super::targets_cli::BIN);
+    cmd.args(["agent", "run", "--allow-writes"])
+        .arg(repo().join("scenarios"))
+        .arg("--policy")
+        .arg(repo().join("fixtures/shop/policy.yaml"))
+        .arg("--out")
+        .arg(&out);
+    if let Some(t) = target {
+        cmd.arg("--target").arg(t);
+    }
+    let output = cmd
+        .env("PREFLIGHT_DB", db.owner_url())
+        .env("PREFLIGHT_AGENT_URL", db.agent_url())
+        .env("PREFLIGHT_AUDIT_URL", db.audit_url())
+        .env("SERVE_JWT_KEY", super::serve_probes::KEY)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run preflight agent");
+    let text = std::fs::read_to_string(out.join("report.json")).unwrap_or_else(|e| {
+        panic!(
+            "no report ({e}): {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    let report: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .map(|f| {
+            let s = |k: &str| f[k].as_str().unwrap_or_default().to_string();
+            ((s("code"), s("title")), (s("verdict"), s("message")))
+        })
+        .collect()
+}
+
+/// The shipped scenarios through `serve --mcp http` (bearer JWTs, one shared server) give the
+/// in-process verdicts on the same database, check for check, and every check passes: the
+/// harness's trace ids reach serve's audit records through `_meta.traceparent`, and `--policy`
+/// states the served policy so hidden-field leaks are judged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_scenarios_through_serve_over_http_give_the_builtin_verdicts() {
+    let db = preflight_probes::db::testing::database().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let builtin = agent_on(&db, None);
+    let policy = served_policy(dir.path(), false);
+    let (server, port) = serve_http(&db, &policy, &[]).await;
+    let profile = serve_profile(dir.path(), port);
+    let http = agent_on(&db, Some(&profile));
+    drop(server);
+    assert!(builtin.len() > 100, "{} findings", builtin.len());
+    let verdicts = |m: &BTreeMap<(String, String), (String, String)>| {
+        m.iter()
+            .map(|(k, (v, _))| (k.clone(), v.clone()))
+            .collect::<BTreeMap<_, _>>()
+    };
+    assert_eq!(verdicts(&builtin), verdicts(&http), "verdicts differ");
+    let not_passing: Vec<_> = http.iter().filter(|(_, (v, _))| v != "pass").collect();
+    assert!(not_passing.is_empty(), "{not_passing:#?}");
 }

@@ -21,7 +21,7 @@ use serde_json::Value;
 use super::targets_cli::{repo, venv_bin, Run, BIN};
 use super::targets_http::{free_port, structured_http_layer, Server};
 
-const KEY: &str = "serve-probes-test-key-0123456789abcdef";
+pub(crate) const KEY: &str = "serve-probes-test-key-0123456789abcdef";
 
 /// The shop policy as `serve` runs it: no JSONL copy (the Postgres sink is the log), and the
 /// rate limits the shipped profile declares.
