@@ -170,6 +170,26 @@ async fn run_scenarios(args: AgentRunArgs) -> CmdResult {
         ));
     }
     let (db, fixtures) = args.db.to_db()?;
+    if let preflight_probes::db::Db::Url {
+        allow_writes: false,
+        ..
+    } = &db
+    {
+        // A staging database is read-only without --allow-writes: a write scenario could only
+        // end in an error, so say so before anything runs.
+        let writers: Vec<&str> = plan
+            .scenarios
+            .iter()
+            .filter(|s| !s.expect.changed.is_empty())
+            .map(|s| s.name.as_str())
+            .collect();
+        if !writers.is_empty() {
+            return Err(CliError::config(format!(
+                "scenario(s) {} change rows, and a database given by URL is read-only without --allow-writes; add --allow-writes (each attempt then writes only rows created for it, removed afterwards) or leave those scenarios out",
+                writers.join(", ")
+            )));
+        }
+    }
 
     eprintln!(
         "preflight agent: {} scenario(s) × {} with the {} model, provisioning the database…",

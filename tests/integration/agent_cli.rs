@@ -561,3 +561,36 @@ async fn on_a_staging_url_write_scenarios_act_on_rows_created_for_the_attempt() 
         "the attempts' rows were not removed"
     );
 }
+
+/// On a staging URL without `--allow-writes` (a read-only database for the run), a scenario that
+/// changes rows is refused before anything runs, with exit 2 and the flag to add — never an
+/// attempt that ends in a database error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_scenario_on_a_read_only_staging_url_is_refused_up_front() {
+    let db = testing::database().await;
+    let out_dir = tempfile::tempdir().expect("temp dir");
+    let (bin, out_path) = (BIN.to_string(), out_dir.path().to_path_buf());
+    let scenario = scenarios_dir().join("06-write-without-reason.yaml");
+    let (owner_url, agent_url) = (db.owner_url().to_string(), db.agent_url().to_string());
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(bin)
+            .args(["agent", "run"])
+            .arg(scenario)
+            .arg("--out")
+            .arg(out_path)
+            .env("PREFLIGHT_DB", owner_url)
+            .env("PREFLIGHT_AGENT_URL", agent_url)
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("run preflight")
+    })
+    .await
+    .expect("join");
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("write-without-reason") && stderr.contains("--allow-writes"),
+        "{stderr}"
+    );
+    assert!(!out_dir.path().join("report.json").exists());
+}
