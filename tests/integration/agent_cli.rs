@@ -30,6 +30,34 @@ fn show(out: &Output) -> String {
     )
 }
 
+/// `preflight agent run SCENARIOS ARGS… --out OUT` on the database `db` given by URL (through the
+/// environment, as the docs ask of users), off the async runtime.
+async fn agent_on_url(
+    db: &preflight_probes::db::Database,
+    scenarios: PathBuf,
+    args: &[&str],
+    out: &Path,
+) -> Output {
+    let (bin, out) = (BIN.to_string(), out.to_path_buf());
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let (owner_url, agent_url) = (db.owner_url().to_string(), db.agent_url().to_string());
+    tokio::task::spawn_blocking(move || {
+        Command::new(bin)
+            .args(["agent", "run"])
+            .arg(scenarios)
+            .args(args)
+            .arg("--out")
+            .arg(out)
+            .env("PREFLIGHT_DB", owner_url)
+            .env("PREFLIGHT_AGENT_URL", agent_url)
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("run preflight")
+    })
+    .await
+    .expect("join")
+}
+
 /// The `agent.scenario` findings of a report, by scenario name.
 fn scenario_verdicts(report: &Value) -> Vec<(String, String)> {
     report["findings"]
@@ -102,26 +130,7 @@ async fn every_tool_call_of_a_run_has_exactly_one_audit_record() {
         .await
         .expect("audit count");
     let out_dir = tempfile::tempdir().expect("temp dir");
-    let bin = BIN.to_string();
-    let scenarios = scenarios_dir();
-    let out_path = out_dir.path().to_path_buf();
-    let owner_url = db.owner_url().to_string();
-    let agent_url = db.agent_url().to_string();
-    // URLs go through the environment, as the docs ask of users.
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(bin)
-            .args(["agent", "run"])
-            .arg(scenarios)
-            .args(["--allow-writes", "--out"])
-            .arg(out_path)
-            .env("PREFLIGHT_DB", owner_url)
-            .env("PREFLIGHT_AGENT_URL", agent_url)
-            .env("NO_COLOR", "1")
-            .output()
-            .expect("run preflight")
-    })
-    .await
-    .expect("join");
+    let out = agent_on_url(&db, scenarios_dir(), &["--allow-writes"], out_dir.path()).await;
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     let report = report(out_dir.path());
     let calls = report["tool_calls"].as_i64().expect("tool_calls");
@@ -507,23 +516,9 @@ async fn on_a_staging_url_write_scenarios_act_on_rows_created_for_the_attempt() 
     };
     let before = digest().await;
     let out_dir = tempfile::tempdir().expect("temp dir");
-    let (bin, out_path) = (BIN.to_string(), out_dir.path().to_path_buf());
     let scenario = scenarios_dir().join("06-write-without-reason.yaml");
-    let (owner_url, agent_url) = (db.owner_url().to_string(), db.agent_url().to_string());
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(bin)
-            .args(["agent", "run"])
-            .arg(scenario)
-            .args(["--allow-writes", "--repeat", "3", "--jobs", "3", "--out"])
-            .arg(out_path)
-            .env("PREFLIGHT_DB", owner_url)
-            .env("PREFLIGHT_AGENT_URL", agent_url)
-            .env("NO_COLOR", "1")
-            .output()
-            .expect("run preflight")
-    })
-    .await
-    .expect("join");
+    let args = ["--allow-writes", "--repeat", "3", "--jobs", "3"];
+    let out = agent_on_url(&db, scenario, &args, out_dir.path()).await;
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     let report = report(out_dir.path());
     let attempts = attempts_of(&report, "write-without-reason");
@@ -569,23 +564,8 @@ async fn on_a_staging_url_write_scenarios_act_on_rows_created_for_the_attempt() 
 async fn a_write_scenario_on_a_read_only_staging_url_is_refused_up_front() {
     let db = testing::database().await;
     let out_dir = tempfile::tempdir().expect("temp dir");
-    let (bin, out_path) = (BIN.to_string(), out_dir.path().to_path_buf());
     let scenario = scenarios_dir().join("06-write-without-reason.yaml");
-    let (owner_url, agent_url) = (db.owner_url().to_string(), db.agent_url().to_string());
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(bin)
-            .args(["agent", "run"])
-            .arg(scenario)
-            .arg("--out")
-            .arg(out_path)
-            .env("PREFLIGHT_DB", owner_url)
-            .env("PREFLIGHT_AGENT_URL", agent_url)
-            .env("NO_COLOR", "1")
-            .output()
-            .expect("run preflight")
-    })
-    .await
-    .expect("join");
+    let out = agent_on_url(&db, scenario, &[], out_dir.path()).await;
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

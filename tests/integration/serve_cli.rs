@@ -16,6 +16,8 @@ use std::process::Command;
 
 use serde_json::Value;
 
+use super::serve_probes::served_policy;
+
 const BIN: &str = env!("CARGO_BIN_EXE_preflight");
 const FAMILIES: &str = "cross_tenant,pii,write,budget";
 
@@ -48,14 +50,7 @@ fn serve_over_stdio_gives_the_builtin_verdicts() {
     let dir = tempfile::tempdir().expect("temp dir");
     // Every fresh instance is a new process; a JSONL copy is locked by its one writer, so the
     // served policy keeps only the Postgres sink.
-    let text = std::fs::read_to_string(repo.join("fixtures/shop/policy.yaml")).expect("policy");
-    let served: String = text
-        .lines()
-        .filter(|l| !l.contains("jsonl: audit/shop-audit.jsonl"))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    let served_policy = dir.path().join("policy.yaml");
-    std::fs::write(&served_policy, served).expect("write policy");
+    let served_policy = served_policy(dir.path(), false);
     let run = |out: &Path, target: &[&str]| {
         let status = Command::new(BIN)
             .args(["probe", "--db", "local", "--only", FAMILIES, "--policy"])
@@ -147,14 +142,7 @@ fn agent_verdicts(out: &Path) -> BTreeMap<(String, String), String> {
 fn the_shipped_scenarios_through_serve_over_stdio_give_the_builtin_verdicts() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().expect("temp dir");
-    let text = std::fs::read_to_string(repo.join("fixtures/shop/policy.yaml")).expect("policy");
-    let served: String = text
-        .lines()
-        .filter(|l| !l.contains("jsonl: audit/shop-audit.jsonl"))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    let served_policy = dir.path().join("policy.yaml");
-    std::fs::write(&served_policy, served).expect("write policy");
+    let served_policy = served_policy(dir.path(), false);
     let policy = served_policy.display().to_string();
     let run = |name: &str, fault: Option<&str>, served: bool| {
         let out = dir.path().join(name);
@@ -226,13 +214,11 @@ fn the_full_suite_through_serve_over_stdio_judges_its_audit_table() {
         dir.path().join("profile-stdio.yaml"),
     )
     .expect("copy profile");
-    let text = std::fs::read_to_string(repo.join("fixtures/shop/policy.yaml")).expect("policy");
-    let served: String = text
-        .lines()
-        .filter(|l| !l.contains("jsonl: audit/shop-audit.jsonl"))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(dir.path().join("policy-stdio.yaml"), served).expect("write policy");
+    std::fs::copy(
+        served_policy(dir.path(), false),
+        dir.path().join("policy-stdio.yaml"),
+    )
+    .expect("write policy");
     let bin_dir = Path::new(BIN).parent().expect("bin dir");
     let path = std::env::join_paths(std::iter::once(bin_dir.to_path_buf()).chain(
         std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
