@@ -682,15 +682,21 @@ fn summary(report: &AuditBenchReport) -> Summary {
         let line = match &report.hash_floor {
             Some(f) => {
                 let (goal, basis) = floor::verify_goal(GOAL_VERIFY, f.threaded_records_per_second);
-                Line::new(metric, "records/s", Better::Higher, goal, v.records_per_second)
-                    .floor(f.threaded_records_per_second)
-                    .basis(format!(
-                        "{basis}; floor = SHA-256 of the chain's bytes ({:.0} B/record) on {} \
+                Line::new(
+                    metric,
+                    "records/s",
+                    Better::Higher,
+                    goal,
+                    v.records_per_second,
+                )
+                .floor(f.threaded_records_per_second)
+                .basis(format!(
+                    "{basis}; floor = SHA-256 of the chain's bytes ({:.0} B/record) on {} \
                          thread(s), {} records/s on one",
-                        f.bytes_per_record,
-                        f.threads,
-                        thousands(f.single_thread_records_per_second.round() as u64)
-                    ))
+                    f.bytes_per_record,
+                    f.threads,
+                    thousands(f.single_thread_records_per_second.round() as u64)
+                ))
             }
             None => Line::new(
                 metric,

@@ -61,7 +61,6 @@ pub fn cpu_seconds(pid: &str) -> Option<f64> {
     Some((utime + stime) as f64 / 100.0)
 }
 
-
 /// `client / server` microseconds of CPU per record (`-` where not measured).
 pub fn cpu_text(cpu: &Cpu, records: u64) -> String {
     let per = |s: Option<f64>| {
@@ -75,7 +74,6 @@ pub fn cpu_text(cpu: &Cpu, records: u64) -> String {
         per(cpu.server_cpu_seconds)
     )
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -174,7 +174,13 @@ mod tests {
             policy_hash: "p".into(),
             subjects: vec![],
         };
-        ChainedRecord::seal(&r, i, "2026-01-01T00:00:00.000000Z".into(), "a".into(), prev)
+        ChainedRecord::seal(
+            &r,
+            i,
+            "2026-01-01T00:00:00.000000Z".into(),
+            "a".into(),
+            prev,
+        )
     }
 
     #[test]
