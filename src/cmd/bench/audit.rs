@@ -268,7 +268,8 @@ pub async fn run(args: AuditBenchArgs) -> CmdResult {
                 .map_err(|e| CliError::infra(format!("cannot render the report: {e}")))?
         ),
     }
-    summary.emit(&args.summary)?;
+    // With --format json, stdout is one JSON document: the table goes to stderr.
+    summary.emit_to(&args.summary, args.format == FormatArg::Json)?;
     if !intact {
         eprintln!("error: a chain written by the bench did not verify (see above): a defect");
     }

@@ -154,10 +154,18 @@ impl Summary {
         out
     }
 
-    /// Prints the table and writes the JSON file when asked.
+    /// Prints the table (to stdout, or to stderr where stdout carries JSON) and writes the JSON
+    /// file when asked.
     pub fn emit(&self, args: &SummaryArgs) -> Result<(), CliError> {
-        println!();
-        print!("{}", self.render());
+        self.emit_to(args, false)
+    }
+
+    pub fn emit_to(&self, args: &SummaryArgs, stderr: bool) -> Result<(), CliError> {
+        if stderr {
+            eprint!("\n{}", self.render());
+        } else {
+            print!("\n{}", self.render());
+        }
         if let Some(path) = &args.json {
             self.write_json(path)?;
             eprintln!("summary written to {}", path.display());
