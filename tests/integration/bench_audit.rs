@@ -133,7 +133,9 @@ fn jsonl_only_prints_the_text_table_without_a_database() {
         "verify row missing:\n{stdout}"
     );
     assert!(stdout.contains("records/s"), "{stdout}");
-    assert!(stdout.contains("goal >= 500,000/s"), "{stdout}");
+    // The verify goal is 500,000/s or half the measured floor, whichever is lower (checked
+    // against the --json file below).
+    assert!(stdout.contains("goal >= "), "{stdout}");
     assert!(!stdout.contains("postgres"), "{stdout}");
     // The summary: goal, the measured SHA-256 floor and the figure on one line, and which goal
     // applied.
