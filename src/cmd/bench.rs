@@ -2,8 +2,12 @@
 
 mod audit;
 mod audit_log;
+mod cpu;
+mod fixtures;
+mod floor;
 mod gateway;
 mod harness;
+mod summary;
 mod transport;
 
 use clap::Subcommand;
@@ -22,6 +26,9 @@ pub enum BenchCommand {
     AuditLog(audit_log::AuditLogBenchArgs),
     /// Harness overhead per step with the scripted model.
     Harness(harness::HarnessBenchArgs),
+    /// How long the shop fixtures take to load at --rows orders per tenant (default 1,000,000),
+    /// over --runs fresh databases.
+    Fixtures(fixtures::FixturesBenchArgs),
 }
 
 pub async fn run(command: BenchCommand) -> CmdResult {
@@ -30,6 +37,7 @@ pub async fn run(command: BenchCommand) -> CmdResult {
         BenchCommand::Audit(a) => audit::run(a).await,
         BenchCommand::AuditLog(a) => audit_log::run(a).await,
         BenchCommand::Harness(a) => harness::run(a).await,
+        BenchCommand::Fixtures(a) => fixtures::run(a).await,
     }
 }
 

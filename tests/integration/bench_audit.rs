@@ -83,6 +83,14 @@ fn tiny_run_on_a_local_database_prints_every_figure_as_json() {
     assert_eq!(append[1]["chain_records"], 80);
     assert_eq!(append[2]["chain_records"], 40);
 
+    assert!(
+        report["hash_floor"]["single_thread_records_per_second"]
+            .as_f64()
+            .is_some_and(|r| r > 0.0),
+        "{report:#}"
+    );
+    // stdout stays one JSON document: the summary table went to stderr.
+    assert!(stderr.contains("summary (audit bench)"), "{stderr}");
     let verify = report["verify"].as_array().expect("verify figures");
     assert_eq!(verify.len(), 2, "{report:#}");
     assert_eq!(verify[0]["sink"], "postgres");
@@ -101,6 +109,8 @@ fn tiny_run_on_a_local_database_prints_every_figure_as_json() {
 
 #[test]
 fn jsonl_only_prints_the_text_table_without_a_database() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json = dir.path().join("summary.json");
     let (code, stdout, stderr) = bench(&[
         "--sink",
         "jsonl",
@@ -110,6 +120,8 @@ fn jsonl_only_prints_the_text_table_without_a_database() {
         "20",
         "--verify-records",
         "100",
+        "--json",
+        json.to_str().expect("utf-8 path"),
     ]);
     assert_eq!(code, Some(0), "{stderr}\n{stdout}");
     assert!(
@@ -121,8 +133,40 @@ fn jsonl_only_prints_the_text_table_without_a_database() {
         "verify row missing:\n{stdout}"
     );
     assert!(stdout.contains("records/s"), "{stdout}");
-    assert!(stdout.contains("goal >= 500,000/s"), "{stdout}");
+    // The verify goal is 500,000/s or half the measured floor, whichever is lower (checked
+    // against the --json file below).
+    assert!(stdout.contains("goal >= "), "{stdout}");
     assert!(!stdout.contains("postgres"), "{stdout}");
+    // The summary: goal, the measured SHA-256 floor and the figure on one line, and which goal
+    // applied.
+    let line = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("verify jsonl "))
+        .unwrap_or_else(|| panic!("no summary line for verify jsonl:\n{stdout}"));
+    assert!(line.contains("records/s"), "{line}");
+    assert!(
+        stdout.contains("goal of verify jsonl: the fixed 500,000 records/s")
+            || stdout.contains("goal of verify jsonl: half the SHA-256 floor"),
+        "{stdout}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("--json file written"))
+            .expect("the --json file is JSON");
+    assert_eq!(summary["bench"], "audit");
+    let lines = summary["lines"].as_array().expect("summary lines");
+    let verify = lines
+        .iter()
+        .find(|l| l["metric"] == "verify jsonl")
+        .expect("verify jsonl in the summary");
+    let floor = verify["floor"].as_f64().expect("a measured floor");
+    let goal = verify["goal"].as_f64().unwrap();
+    assert!(floor > 0.0, "{verify}");
+    assert_eq!(goal, (floor / 2.0).min(500_000.0), "{verify}");
+    assert_eq!(
+        verify["met"].as_bool().unwrap(),
+        verify["figure"].as_f64().unwrap() >= goal,
+        "{verify}"
+    );
 }
 
 #[test]

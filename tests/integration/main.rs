@@ -3,6 +3,7 @@
 mod agent_cli;
 mod audit_cli;
 mod bench_audit;
+mod bench_fixtures;
 mod checklist_cli;
 mod db;
 mod policy;

@@ -13,7 +13,12 @@
 //!    off), that load timed on its own, then `verify_postgres` / `verify_jsonl` timed over the
 //!    whole chain.
 //!
-//! Every figure is printed with its goal from issue 4 and whether it was met. Goals are not
+//! 3. **Floor.** SHA-256 over the bytes the verifier hashes, on one thread and on the verifier's
+//!    thread count (`floor`): the verify goal is issue 15's, 500,000 records/s or half that
+//!    floor, whichever is lower.
+//!
+//! Every figure is printed with its goal (append goals from issue 4) and whether it was met,
+//! then the goal/floor/figure summary (`summary`, `--json FILE`). Goals are not
 //! assertions: the command exits 0 whenever it ran and every chain verified (1 when a chain did
 //! not: that is a defect, not a slow machine).
 
@@ -32,6 +37,9 @@ use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
+use super::cpu::{cpu_text, Cpu, Meter};
+use super::floor::{self, HashFloor};
+use super::summary::{load_average, Better, Line, Summary, SummaryArgs};
 use super::{error_chain, thousands};
 use crate::cmd::db_args::{db_error, DbArgs};
 use crate::error::{CliError, CmdResult, Outcome};
@@ -87,6 +95,9 @@ pub struct AuditBenchArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = FormatArg::Text)]
     pub format: FormatArg,
+
+    #[command(flatten)]
+    pub summary: SummaryArgs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -144,6 +155,8 @@ struct AuditBenchReport {
     writers: usize,
     append: Vec<AppendFigure>,
     verify: Vec<VerifyFigure>,
+    /// SHA-256 over the bytes the verifier hashes, on this machine (when a chain was verified).
+    hash_floor: Option<HashFloor>,
 }
 
 #[derive(Debug, Serialize)]
@@ -161,16 +174,6 @@ struct AppendFigure {
     chain_records: u64,
     #[serde(flatten)]
     cpu: Cpu,
-}
-
-/// CPU seconds a phase used, where they can be read (see [`cpu_seconds`]): what the work costs,
-/// apart from how much of the machine it got.
-#[derive(Debug, Default, Serialize)]
-struct Cpu {
-    /// This process (the sink or the verifier and its threads).
-    client_cpu_seconds: Option<f64>,
-    /// The database backends doing the work (local databases only).
-    server_cpu_seconds: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -232,6 +235,7 @@ pub async fn run(args: AuditBenchArgs) -> CmdResult {
         writers: args.writers,
         append: Vec::new(),
         verify: Vec::new(),
+        hash_floor: None,
     };
     let mut intact = true;
 
@@ -255,7 +259,19 @@ pub async fn run(args: AuditBenchArgs) -> CmdResult {
         intact &= bench_jsonl(dir.path(), &args, &records, &mut report).await?;
     }
 
+    if !report.verify.is_empty() {
+        eprintln!("measuring the SHA-256 floor on the chain's own bytes ...");
+        let f = floor::of_bench_records(args.verify_records, bench_record).await?;
+        // Issue 15's goal: the fixed rate or half the floor, whichever is lower.
+        let (goal, _) = floor::verify_goal(GOAL_VERIFY, f.threaded_records_per_second);
+        for v in &mut report.verify {
+            v.goal_records_per_second = goal;
+            v.goal_met = v.records_per_second >= goal;
+        }
+        report.hash_floor = Some(f);
+    }
     report.load_average[1] = load_average();
+    let summary = summary(&report);
     match args.format {
         FormatArg::Text => print_text(&report, &args),
         FormatArg::Json => println!(
@@ -264,6 +280,8 @@ pub async fn run(args: AuditBenchArgs) -> CmdResult {
                 .map_err(|e| CliError::infra(format!("cannot render the report: {e}")))?
         ),
     }
+    // With --format json, stdout is one JSON document: the table goes to stderr.
+    summary.emit_to(&args.summary, args.format == FormatArg::Json)?;
     if !intact {
         eprintln!("error: a chain written by the bench did not verify (see above): a defect");
     }
@@ -659,62 +677,51 @@ fn check_intact(sink: &str, v: &VerifyReport) -> bool {
     true
 }
 
-/// CPU use over one phase: this process, and the given database backends.
-struct Meter {
-    pids: Vec<i32>,
-    client: Option<f64>,
-    server: Option<f64>,
-}
-
-impl Meter {
-    fn start(pids: &[i32]) -> Self {
-        Self {
-            pids: pids.to_vec(),
-            client: cpu_seconds("self"),
-            server: backends_cpu(pids),
-        }
+/// The goal/floor/figure table: every append and verify figure; verify goals are issue 15's
+/// (the fixed goal or half the measured floor, whichever is lower).
+fn summary(report: &AuditBenchReport) -> Summary {
+    let mut lines = Vec::new();
+    for a in &report.append {
+        lines.push(Line::new(
+            format!("append {}: {}", a.sink, a.path),
+            "records/s",
+            Better::Higher,
+            a.goal_records_per_second,
+            a.records_per_second,
+        ));
     }
-
-    fn stop(self) -> Cpu {
-        let delta = |before: Option<f64>, after: Option<f64>| Some(after? - before?);
-        Cpu {
-            client_cpu_seconds: delta(self.client, cpu_seconds("self")),
-            server_cpu_seconds: delta(self.server, backends_cpu(&self.pids)),
-        }
+    for v in &report.verify {
+        let metric = format!("verify {}", v.sink);
+        let line = match &report.hash_floor {
+            Some(f) => {
+                let (goal, basis) = floor::verify_goal(GOAL_VERIFY, f.threaded_records_per_second);
+                Line::new(
+                    metric,
+                    "records/s",
+                    Better::Higher,
+                    goal,
+                    v.records_per_second,
+                )
+                .floor(f.threaded_records_per_second)
+                .basis(format!(
+                    "{basis}; floor = SHA-256 of the chain's bytes ({:.0} B/record) on {} \
+                         thread(s), {} records/s on one",
+                    f.bytes_per_record,
+                    f.threads,
+                    thousands(f.single_thread_records_per_second.round() as u64)
+                ))
+            }
+            None => Line::new(
+                metric,
+                "records/s",
+                Better::Higher,
+                GOAL_VERIFY,
+                v.records_per_second,
+            ),
+        };
+        lines.push(line);
     }
-}
-
-fn backends_cpu(pids: &[i32]) -> Option<f64> {
-    if pids.is_empty() {
-        return None;
-    }
-    pids.iter()
-        .map(|pid| cpu_seconds(&pid.to_string()))
-        .sum::<Option<f64>>()
-}
-
-/// User plus system CPU seconds process `pid` (or `self`) has used, from `/proc/<pid>/stat`;
-/// `None` where that cannot be read (not Linux, or the process is gone).
-fn cpu_seconds(pid: &str) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Field 2, the command name, is in parentheses and may hold spaces: count after it.
-    let rest = stat.get(stat.rfind(')')? + 1..)?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15: the 12th and 13th after the name.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    // In clock ticks, which Linux reports at USER_HZ = 100 whatever the kernel's HZ.
-    Some((utime + stime) as f64 / 100.0)
-}
-
-/// The 1-minute load average, from `/proc/loadavg`.
-fn load_average() -> Option<f64> {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+    Summary::new("audit", lines)
 }
 
 const POLICY_HASH: &str = "5f1b0e3c9a7d2468ace013579bdf2468ace013579bdf2468ace013579bdf2468";
@@ -843,20 +850,6 @@ fn print_text(report: &AuditBenchReport, args: &AuditBenchArgs) {
     }
 }
 
-/// `client / server` microseconds of CPU per record (`-` where not measured).
-fn cpu_text(cpu: &Cpu, records: u64) -> String {
-    let per = |s: Option<f64>| {
-        s.map_or("-".to_string(), |s| {
-            format!("{:.1}", s * 1e6 / records.max(1) as f64)
-        })
-    };
-    format!(
-        "{} / {}",
-        per(cpu.client_cpu_seconds),
-        per(cpu.server_cpu_seconds)
-    )
-}
-
 fn chain(e: impl std::error::Error) -> String {
     error_chain(&e)
 }
@@ -864,21 +857,6 @@ fn chain(e: impl std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn this_process_has_used_some_cpu() {
-        if std::path::Path::new("/proc/self/stat").exists() {
-            let spin: u64 = (0..5_000_000u64).fold(0, |a, x| a.wrapping_add(x * x));
-            assert!(spin > 0);
-            assert!(cpu_seconds("self").is_some_and(|s| s >= 0.0));
-        }
-        assert_eq!(cpu_seconds("no-such-process"), None);
-        let cpu = Cpu {
-            client_cpu_seconds: Some(0.5),
-            server_cpu_seconds: None,
-        };
-        assert_eq!(cpu_text(&cpu, 1000), "500.0 / -");
-    }
 
     #[test]
     fn bench_records_are_distinct_and_well_formed() {

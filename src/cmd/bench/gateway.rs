@@ -25,6 +25,7 @@ use preflight_probes::db::provision;
 use serde_json::{json, Value};
 use sqlx::{PgPool, Row};
 
+use super::summary::{Better, Line, Summary, SummaryArgs};
 use super::{error_chain, thousands};
 use crate::cmd::db_args::{db_error, DbArgs};
 use crate::error::{CliError, CmdResult, Outcome};
@@ -60,7 +61,13 @@ pub struct GatewayBenchArgs {
     /// by side. The policy file's own audit sinks apply (`--audit` does not).
     #[arg(long, value_name = "TRANSPORT")]
     pub transport: Vec<String>,
+
+    #[command(flatten)]
+    pub summary: SummaryArgs,
 }
+
+/// Gateway p50 over raw sqlx p50 the issue allows.
+const GOAL_RATIO: f64 = 1.5;
 
 pub(super) const TENANT: &str = "acme";
 
@@ -282,12 +289,26 @@ pub async fn run(args: GatewayBenchArgs) -> CmdResult {
     // Close the agent connections before the database is torn down under them.
     gw.pool().close().await;
     owner.close().await;
-    let ratio = stats(&get[0]).p50 / stats(&get[1]).p50;
-    println!();
-    println!(
-        "goal: db_get gateway/raw p50 <= 1.50x: {} ({ratio:.2}x)",
-        if ratio <= 1.5 { "met" } else { "not met" }
-    );
+    let mut lines = Vec::new();
+    for (name, samples) in [("db_get", &get), ("db_query", &query)] {
+        let (g, r) = (stats(&samples[0]).p50, stats(&samples[1]).p50);
+        lines.push(
+            Line::new(
+                format!("{name} p50, audit {}", args.audit),
+                "ms",
+                Better::Lower,
+                GOAL_RATIO * r,
+                g,
+            )
+            .floor(r)
+            .basis(format!(
+                "{GOAL_RATIO:.1}x the floor, raw sqlx autocommit p50 on the same pool; \
+                 figure {:.2}x",
+                g / r
+            )),
+        );
+    }
+    Summary::new("gateway", lines).emit(&args.summary)?;
     Ok(Outcome::Passed)
 }
 
