@@ -7,13 +7,17 @@ use std::process::{Command, Output, Stdio};
 const BIN: &str = env!("CARGO_BIN_EXE_preflight");
 
 fn bench(args: &[&str]) -> (Option<i32>, String, String) {
+    run_bench("audit", args)
+}
+
+/// `preflight bench WHICH ARGS…` with no database in the environment: exit code, stdout, stderr.
+pub(crate) fn run_bench(which: &str, args: &[&str]) -> (Option<i32>, String, String) {
     let Output {
         status,
         stdout,
         stderr,
     } = Command::new(BIN)
-        .arg("bench")
-        .arg("audit")
+        .args(["bench", which])
         .args(args)
         .env_remove("PREFLIGHT_DB")
         .stdin(Stdio::null())

@@ -2,27 +2,8 @@
 //! exits 0 and prints the goal/figure summary and writes it with `--json`; bad flags exit 2. No
 //! timing is asserted: this is a benchmark, not a timed test.
 
-use std::process::{Command, Output, Stdio};
-
-const BIN: &str = env!("CARGO_BIN_EXE_preflight");
-
 fn bench(args: &[&str]) -> (Option<i32>, String, String) {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = Command::new(BIN)
-        .args(["bench", "fixtures"])
-        .args(args)
-        .env_remove("PREFLIGHT_DB")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run preflight");
-    (
-        status.code(),
-        String::from_utf8_lossy(&stdout).into_owned(),
-        String::from_utf8_lossy(&stderr).into_owned(),
-    )
+    super::bench_audit::run_bench("fixtures", args)
 }
 
 #[test]
