@@ -85,6 +85,14 @@ fn checks(run: &Run, verdict: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// The finding whose title starts with `prefix` (an escape's `id:`).
+fn titled<'a>(run: &'a Run, prefix: &str) -> &'a serde_json::Value {
+    run.findings
+        .iter()
+        .find(|f| f["title"].as_str().is_some_and(|t| t.starts_with(prefix)))
+        .unwrap_or_else(|| panic!("no finding titled {prefix}…\n{}", run.log()))
+}
+
 fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
@@ -176,15 +184,7 @@ fn the_keyword_guard_fails_on_exactly_the_escapes_past_its_first_word() {
         run.log()
     );
     // The plain spellings are refused: the finding names the spellings that got through.
-    let update = run
-        .findings
-        .iter()
-        .find(|f| {
-            f["title"]
-                .as_str()
-                .is_some_and(|t| t.starts_with("write.update:"))
-        })
-        .expect("write.update finding");
+    let update = titled(&run, "write.update:");
     let facts = update["evidence"]["facts"].to_string();
     assert!(facts.contains("spelling 4"), "{facts}");
     assert!(!facts.contains("spelling 1 "), "{facts}");
@@ -251,15 +251,7 @@ fn the_read_only_transaction_guard_fails_on_commit_and_what_outlives_its_rollbac
         "{}",
         run.log()
     );
-    let commit = run
-        .findings
-        .iter()
-        .find(|f| {
-            f["title"]
-                .as_str()
-                .is_some_and(|t| t.starts_with("session.commit_then_write:"))
-        })
-        .expect("commit finding");
+    let commit = titled(&run, "session.commit_then_write:");
     assert_eq!(commit["checklist"], serde_json::json!(["PRE-4", "WRT-1"]));
     assert!(commit["evidence"]["sql"][0]
         .as_str()
@@ -289,15 +281,7 @@ fn a_superuser_login_fails_the_server_file_and_process_escapes() {
     ] {
         assert!(failing.contains(id), "{id} did not fail: {failing:?}");
     }
-    let read = run
-        .findings
-        .iter()
-        .find(|f| {
-            f["title"]
-                .as_str()
-                .is_some_and(|t| t.starts_with("server.pg_read_file:"))
-        })
-        .expect("pg_read_file finding");
+    let read = titled(&run, "server.pg_read_file:");
     let facts = read["evidence"]["facts"].to_string();
     assert!(facts.contains("canary file"), "{facts}");
     assert!(facts.contains("PG_VERSION"), "{facts}");
