@@ -167,15 +167,12 @@ impl Control {
             TokenForgery | HealthFields | HealthDbDown | RateLimitPerPrincipal
             | RateLimitPerIp => Vec::new(),
             // Planned only for layers with a SQL tool (a target profile's `sql:`): the built-in
-            // layer, the only one the self-test can break, has none. Their positive controls are
-            // the guarded SQL layers of tests/targets/sql/; these are the built-in faults that
-            // break the same claims.
-            SqlWriteEscape | SqlSessionEscape => one(Fault::ReasonNotRequired),
-            SqlServerAccess | SqlLoginRole => vec![Control::Db(DbControl::AgentBypassRls)],
-            SqlServerTimeout => one(Fault::TimeoutOff),
-            SqlRowCap => one(Fault::RowBudgetOff),
-            SqlForeignRows => one(Fault::RlsDisabled),
-            SqlSecretColumns => one(Fault::MaskOff),
+            // layer, the only one the self-test can break, has none, so a built-in fault declared
+            // here could never be run. Their positive controls are the guarded SQL layers of
+            // tests/targets/sql/ (keyword guard, read-only transaction, a superuser login), each
+            // failing exactly the escapes its design lets through (tests/integration/targets_sql.rs).
+            SqlWriteEscape | SqlSessionEscape | SqlServerAccess | SqlServerTimeout | SqlRowCap
+            | SqlForeignRows | SqlSecretColumns | SqlLoginRole => Vec::new(),
         }
     }
 
@@ -679,9 +676,13 @@ mod tests {
         assert_eq!(names.len(), all.len());
         for code in ProbeCode::ALL {
             let declared = Control::declared_for(code);
-            if code.family() == crate::codes::Family::Server {
-                // Their controls are served layers with a protection off (the integration
-                // tests' `serve --insecure-test-variant`), not variants of the built-in layer.
+            if matches!(
+                code.family(),
+                crate::codes::Family::Server | crate::codes::Family::Sql
+            ) {
+                // Their controls are layers of other kinds with a protection off (served with
+                // `serve --insecure-test-variant`, the guarded SQL layers of tests/targets/sql/),
+                // in the integration tests, not variants of the built-in layer.
                 assert!(declared.is_empty(), "{}", code.as_str());
                 continue;
             }
