@@ -48,28 +48,10 @@ async fn per_ip_and_per_principal_limits_refuse_with_429() {
     let alice = format!("Bearer {}", token("acme", "alice"));
     let bob = format!("Bearer {}", token("acme", "bob"));
     for _ in 0..2 {
-        assert_ne!(
-            raw_initialize(&served.base, Some(&alice))
-                .await
-                .status()
-                .as_u16(),
-            429
-        );
+        assert_ne!(status(&served.base, &alice).await, 429);
     }
-    assert_eq!(
-        raw_initialize(&served.base, Some(&alice))
-            .await
-            .status()
-            .as_u16(),
-        429
-    );
-    assert_ne!(
-        raw_initialize(&served.base, Some(&bob))
-            .await
-            .status()
-            .as_u16(),
-        429
-    );
+    assert_eq!(status(&served.base, &alice).await, 429);
+    assert_ne!(status(&served.base, &bob).await, 429);
     served.stop().await;
 
     // The no-limits variant ignores both.
@@ -82,15 +64,17 @@ async fn per_ip_and_per_principal_limits_refuse_with_429() {
     };
     let served = serve(&db, spec).await;
     for _ in 0..4 {
-        assert_ne!(
-            raw_initialize(&served.base, Some(&alice))
-                .await
-                .status()
-                .as_u16(),
-            429
-        );
+        assert_ne!(status(&served.base, &alice).await, 429);
     }
     served.stop().await;
+}
+
+/// The HTTP status of an MCP `initialize` sent to `base` with `authorization`.
+async fn status(base: &str, authorization: &str) -> u16 {
+    raw_initialize(base, Some(authorization))
+        .await
+        .status()
+        .as_u16()
 }
 
 #[tokio::test]
