@@ -162,8 +162,18 @@ impl Session {
     /// A probe context over a fresh instance of the layer with `faults`, running the policy
     /// with quotas and write rates lifted (see [`families::instance_policy`]).
     pub async fn context(&self, faults: Faults) -> Result<Arc<ProbeCtx>, SessionError> {
-        let gateway = self
-            .target
+        self.context_on(&self.target, faults).await
+    }
+
+    /// As [`Session::context`], over `target` instead of the session's own layer, with this
+    /// session's database, policy and ground truth: `preflight probe` serves the built-in layer
+    /// over HTTP and probes it as a server through this.
+    pub async fn context_on(
+        &self,
+        target: &Target,
+        faults: Faults,
+    ) -> Result<Arc<ProbeCtx>, SessionError> {
+        let gateway = target
             .gateway(
                 Arc::new(families::instance_policy(&self.policy)),
                 faults.clone(),
@@ -172,7 +182,7 @@ impl Session {
             .map_err(SessionError::Target)?;
         Ok(Arc::new(ProbeCtx::new(CtxParts {
             gateway,
-            factory: self.target.factory(),
+            factory: target.factory(),
             faults,
             truth: Arc::clone(&self.truth),
             policy: Arc::clone(&self.policy),
@@ -184,10 +194,10 @@ impl Session {
             },
             audit_url: Some(self.database.audit_url().to_string()),
             superuser_url: self.database.superuser_url().map(str::to_string),
-            approvals: self.target.approvals(),
+            approvals: target.approvals(),
             agent_role: self.agent_role.clone(),
             audit_role: self.audit_role.clone(),
-            foreign: self.target.foreign_audit(),
+            foreign: target.foreign_audit(),
         })))
     }
 

@@ -202,6 +202,22 @@ impl JwtVerifier {
                 })?
             }
         };
+        Ok(JwtVerifier::with_key(alg, key, settings))
+    }
+
+    /// An HS256 verifier over a shared key held in memory (no issuer, audience or leeway): for a
+    /// layer served inside this process, whose key was generated for the run and is never
+    /// written anywhere.
+    pub fn hs256_secret(secret: &[u8], claims: ClaimNames) -> JwtVerifier {
+        let settings = JwtSettings {
+            alg: Some(JwtAlg::Hs256),
+            claims,
+            ..JwtSettings::default()
+        };
+        JwtVerifier::with_key(JwtAlg::Hs256, DecodingKey::from_secret(secret), &settings)
+    }
+
+    fn with_key(alg: JwtAlg, key: DecodingKey, settings: &JwtSettings) -> JwtVerifier {
         let mut validation = Validation::new(alg.algorithm());
         validation.leeway = settings.leeway_secs;
         validation.validate_exp = true;
@@ -214,13 +230,13 @@ impl JwtVerifier {
         if let Some(iss) = &settings.issuer {
             validation.set_issuer(&[iss]);
         }
-        Ok(JwtVerifier {
+        JwtVerifier {
             alg,
             key,
             validation,
             claims: settings.claims.clone(),
             insecure_no_check: false,
-        })
+        }
     }
 
     /// A verifier that checks nothing: for the test variant that shows the forgery probes fail

@@ -91,17 +91,63 @@ impl Layer {
                 .map_err(|e| LayerError::Policy(e.to_string()))?,
         );
         let sinks = open_sinks(&policy, &config.database_url, config.instance.as_deref()).await?;
+        Layer::assemble(
+            policy,
+            &config.database_url,
+            config.faults.clone(),
+            config.secret_key,
+            sinks,
+        )
+        .await
+    }
+
+    /// The layer over a policy already loaded and checked against the catalog (a probe run
+    /// serving the layer it probes, in its own process). Its JSONL copy, if the policy has one,
+    /// goes to `jsonl_dir` rather than the policy's path: a run must not write into the
+    /// operator's audit files.
+    pub async fn start_with_policy(
+        policy: Arc<Policy>,
+        database_url: &str,
+        faults: Faults,
+        jsonl_dir: &std::path::Path,
+    ) -> Result<Layer, LayerError> {
+        let mut sinks: Vec<Arc<dyn AuditSink>> = Vec::new();
+        for sink in &policy.audit.sinks {
+            match sink {
+                AuditSinkConfig::Jsonl { .. } => {
+                    let path = jsonl_dir.join("served-audit.jsonl");
+                    let jsonl = JsonlSink::open(&path, "preflight-serve", FsyncPolicy::Never)
+                        .map_err(|e| LayerError::Sink {
+                            what: format!("jsonl at {}", path.display()),
+                            source: Box::new(e),
+                        })?;
+                    sinks.push(Arc::new(jsonl));
+                }
+                AuditSinkConfig::Postgres => sinks.push(postgres_sink(database_url).await?),
+                AuditSinkConfig::Tracing => sinks.push(Arc::new(TracingSink)),
+            }
+        }
+        Layer::assemble(policy, database_url, faults, None, sinks).await
+    }
+
+    async fn assemble(
+        policy: Arc<Policy>,
+        database_url: &str,
+        faults: Faults,
+        secret_key: Option<[u8; 32]>,
+        sinks: Vec<Arc<dyn AuditSink>>,
+    ) -> Result<Layer, LayerError> {
         let budget_store = preflight_enforcer::budget_store::from_config(&policy.budget_store)
             .await
             .map_err(LayerError::BudgetStore)?;
         let options = BuiltinOptions {
-            faults: config.faults.clone(),
-            secret_key: config.secret_key.unwrap_or_else(rand::random),
+            faults,
+            secret_key: secret_key.unwrap_or_else(rand::random),
             audit: sinks.clone(),
             budget_store: Some(Arc::clone(&budget_store)),
             ..Default::default()
         };
-        let gateway = BuiltinGateway::connect(Arc::clone(&policy), &config.database_url, options)
+        let gateway = BuiltinGateway::connect(Arc::clone(&policy), database_url, options)
             .await
             .map_err(LayerError::Gateway)?;
         Ok(Layer {
@@ -127,9 +173,7 @@ impl Layer {
     }
 }
 
-/// The policy's audit sinks. The Postgres sink gets a small pool of its own: calls still append
-/// inside their own transaction, but refusals before any call (a bad token, a rate limit) need a
-/// connection, and the health check asks it for its insert privilege.
+/// The policy's audit sinks, the JSONL copy at the policy's own path (see [`postgres_sink`]).
 async fn open_sinks(
     policy: &Policy,
     database_url: &str,
@@ -138,16 +182,7 @@ async fn open_sinks(
     let mut sinks: Vec<Arc<dyn AuditSink>> = Vec::new();
     for sink in &policy.audit.sinks {
         match sink {
-            AuditSinkConfig::Postgres => {
-                let pg =
-                    PostgresSink::connect(database_url, 2)
-                        .await
-                        .map_err(|e| LayerError::Sink {
-                            what: "postgres".to_string(),
-                            source: Box::new(e),
-                        })?;
-                sinks.push(Arc::new(pg));
-            }
+            AuditSinkConfig::Postgres => sinks.push(postgres_sink(database_url).await?),
             AuditSinkConfig::Jsonl { path } => {
                 // `{pid}`/`{instance}`: each instance its own file, each file its own chain.
                 let path = &preflight_enforcer::policy::jsonl_path(path, instance);
@@ -175,4 +210,17 @@ async fn open_sinks(
         }
     }
     Ok(sinks)
+}
+
+/// The Postgres sink with a small pool of its own: calls still append inside their own
+/// transaction, but refusals before any call (a bad token, a rate limit) need a connection, and
+/// the health check asks it for its insert privilege.
+async fn postgres_sink(database_url: &str) -> Result<Arc<dyn AuditSink>, LayerError> {
+    let pg = PostgresSink::connect(database_url, 2)
+        .await
+        .map_err(|e| LayerError::Sink {
+            what: "postgres".to_string(),
+            source: Box::new(e),
+        })?;
+    Ok(Arc::new(pg))
 }

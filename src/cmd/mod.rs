@@ -11,6 +11,7 @@ pub mod policy;
 pub mod probe;
 pub mod probe_phases;
 pub mod probe_review;
+pub mod probe_served;
 pub mod review;
 pub mod serve;
 pub mod target_args;

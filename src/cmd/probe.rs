@@ -102,6 +102,12 @@ pub struct ProbeArgs {
     /// The other tenant whose data A must never reach (tenant B).
     #[arg(long, default_value = "globex", value_name = "TENANT")]
     pub tenant_b: String,
+
+    /// Serves the built-in layer to the server probes with one protection switched off
+    /// (`no-token-check`, `no-health`, `no-limits`), for the server probes' own tests. Hidden,
+    /// test-only, never in production (see src/cmd/probe_served.rs).
+    #[arg(long, value_enum, hide = true)]
+    pub insecure_test_variant: Vec<crate::cmd::serve::InsecureVariant>,
 }
 
 /// Which verdicts fail the run.
@@ -147,6 +153,9 @@ pub struct RunPlan {
     target: TargetKind,
     tenant_a: String,
     tenant_b: String,
+    /// The built-in layer as the server probes get it: served over HTTP by this run, with the
+    /// protections a test switched off.
+    served_variant: preflight_serve::http::TestVariant,
 }
 
 /// The families named in `--only`/`--skip`, and the phases (`agent`, `suite`) named there.
@@ -189,11 +198,7 @@ impl RunPlan {
         let restricted = !only.is_empty() || !only_phases.is_empty();
         let target = args.target.to_kind()?;
         let mut families: BTreeSet<Family> = if !restricted {
-            if reached_by_url(&target) {
-                Family::ALL.into_iter().collect()
-            } else {
-                Family::IN_PROCESS.into_iter().collect()
-            }
+            default_families(&target, args.self_test)
         } else {
             only
         };
@@ -210,6 +215,12 @@ impl RunPlan {
                 "--jobs: expected 1 to 64, got {}",
                 args.jobs
             )));
+        }
+        if !args.insecure_test_variant.is_empty() && !matches!(target, TargetKind::Builtin) {
+            return Err(CliError::config(
+                "--insecure-test-variant switches a protection off in the layer this run serves; \
+                 it runs with --target builtin only",
+            ));
         }
         if args.tenant_a == args.tenant_b {
             return Err(CliError::config(
@@ -235,13 +246,28 @@ impl RunPlan {
             target,
             tenant_a: args.tenant_a.clone(),
             tenant_b: args.tenant_b.clone(),
+            served_variant: crate::cmd::serve::InsecureVariant::test_variant(
+                &args.insecure_test_variant,
+            ),
         })
     }
 }
 
-/// Whether the layer is reached by URL: only then is the `server` family in the default run. The
-/// built-in layer and a stdio layer have no HTTP endpoint, so its claims could only be
-/// `not_verified` there (asked for with `--only server`, they say so).
+/// The families a run selects by default: every one for a layer reached by URL; the same for
+/// the built-in layer, whose `server` family runs against it served over HTTP by this run
+/// (src/cmd/probe_served.rs), except in the self-test, which cannot break a served layer; a stdio
+/// layer has no HTTP endpoint, so its server claims could only be `not_verified` (asked for with
+/// `--only server`, they say so).
+fn default_families(target: &TargetKind, self_test: bool) -> BTreeSet<Family> {
+    let served = matches!(target, TargetKind::Builtin) && !self_test;
+    if reached_by_url(target) || served {
+        Family::ALL.into_iter().collect()
+    } else {
+        Family::IN_PROCESS.into_iter().collect()
+    }
+}
+
+/// Whether the layer is reached by URL.
 fn reached_by_url(target: &TargetKind) -> bool {
     use preflight_targets::profile::Transport;
     match target {
@@ -359,7 +385,13 @@ pub async fn run(args: ProbeArgs) -> CmdResult {
     // After the layer has been reached, so the report names its server and tool list.
     let mut env = session.environment(fixtures_hash, started_at);
     env.not_applicable = session.not_applicable(&ctx, &plan.families);
-    let probe_plan = session.plan(&ctx, &plan.families, &lint);
+    // The built-in layer's server claims are taken from it served over HTTP, after the rest.
+    let served = plan.families.contains(&Family::Server) && !session.target.is_remote();
+    let mut in_process = plan.families.clone();
+    if served {
+        in_process.remove(&Family::Server);
+    }
+    let probe_plan = session.plan(&ctx, &in_process, &lint);
     status(format!(
         "probing {} with {} probes in {} families ({} at a time) ...",
         ctx.gateway.name(),
@@ -375,7 +407,7 @@ pub async fn run(args: ProbeArgs) -> CmdResult {
             live.handle(&event);
         }
     });
-    let result = runner::run(
+    let mut result = runner::run(
         &probe_plan,
         Arc::clone(&ctx),
         &options,
@@ -385,6 +417,17 @@ pub async fn run(args: ProbeArgs) -> CmdResult {
     .await;
     // The sender went away with the run; the reporter drains what is left and stops.
     let _ = reporter.await;
+    if served && result.infrastructure_error.is_none() {
+        let s = crate::cmd::probe_served::run_served(
+            &session,
+            &ctx,
+            &options,
+            env.clone(),
+            plan.served_variant,
+        )
+        .await;
+        crate::cmd::probe_served::merge(&mut result, s);
+    }
 
     let mut findings = result.findings;
     let mut notes = Vec::new();
@@ -646,21 +689,42 @@ mod tests {
         let p = plan(&["--only", "agent"]).unwrap();
         assert!(p.agent && !p.suite && p.families.is_empty());
         let p = plan(&["--skip", "agent"]).unwrap();
-        assert!(!p.agent && p.suite && p.families.len() == Family::IN_PROCESS.len());
+        assert!(!p.agent && p.suite && p.families.len() == Family::ALL.len());
     }
 
-    /// The built-in layer's default run has no `server` family (its claims could only be
-    /// `not_verified` there, which would turn a sound run red); a layer reached by URL gets it,
-    /// and `--only server` asks for it anywhere.
+    /// The built-in layer's default run has the `server` family (run against the layer served
+    /// by the run itself), a layer reached by URL too; a stdio layer and the self-test do not,
+    /// and `--only server` asks for it anywhere. The test-only served variants need the
+    /// built-in layer.
     #[test]
-    fn the_server_family_runs_by_default_only_for_a_layer_reached_by_url() {
-        assert!(!plan(&[]).unwrap().families.contains(&Family::Server));
+    fn the_server_family_runs_by_default_for_the_builtin_layer_and_a_layer_reached_by_url() {
+        let p = plan(&[]).unwrap();
+        assert!(p.families.contains(&Family::Server));
+        assert_eq!(
+            p.served_variant,
+            preflight_serve::http::TestVariant::default()
+        );
         let p = plan(&["--target", "mcp-http", "http://127.0.0.1:9/mcp"]).unwrap();
         assert!(p.families.contains(&Family::Server));
         let p = plan(&["--target", "mcp-stdio", "--", "layer"]).unwrap();
         assert!(!p.families.contains(&Family::Server));
+        assert!(!plan(&["--self-test"])
+            .unwrap()
+            .families
+            .contains(&Family::Server));
         let p = plan(&["--only", "server"]).unwrap();
         assert_eq!(p.families, BTreeSet::from([Family::Server]));
+        let p = plan(&["--insecure-test-variant", "no-limits"]).unwrap();
+        assert!(p.served_variant.no_limits && !p.served_variant.no_health);
+        let e = plan(&[
+            "--insecure-test-variant",
+            "no-health",
+            "--target",
+            "mcp-http",
+            "http://127.0.0.1:9/mcp",
+        ])
+        .unwrap_err();
+        assert!(matches!(e, CliError::Config(_)), "{e}");
     }
 
     #[test]

@@ -30,6 +30,17 @@ pub enum InsecureVariant {
     NoLimits,
 }
 
+impl InsecureVariant {
+    /// The served layer with each named protection switched off.
+    pub fn test_variant(named: &[InsecureVariant]) -> TestVariant {
+        TestVariant {
+            no_token_check: named.contains(&InsecureVariant::NoTokenCheck),
+            no_health: named.contains(&InsecureVariant::NoHealth),
+            no_limits: named.contains(&InsecureVariant::NoLimits),
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// The policy file the layer enforces.
@@ -208,17 +219,7 @@ impl ServePlan {
                     leeway_secs: args.jwt_leeway,
                 };
                 let verifier = JwtVerifier::new(&settings).map_err(CliError::config)?;
-                let variant = TestVariant {
-                    no_token_check: args
-                        .insecure_test_variant
-                        .contains(&InsecureVariant::NoTokenCheck),
-                    no_health: args
-                        .insecure_test_variant
-                        .contains(&InsecureVariant::NoHealth),
-                    no_limits: args
-                        .insecure_test_variant
-                        .contains(&InsecureVariant::NoLimits),
-                };
+                let variant = InsecureVariant::test_variant(&args.insecure_test_variant);
                 Mode::Http(Box::new(HttpOptions {
                     listen: args.listen,
                     verifier,

@@ -23,20 +23,28 @@ use super::targets_http::{free_port, structured_http_layer, Server};
 
 pub(crate) const KEY: &str = "serve-probes-test-key-0123456789abcdef";
 
-/// The shop policy as `serve` runs it: no JSONL copy (the Postgres sink is the log), and the
-/// rate limits the shipped profile declares.
+/// The shop policy as `serve` runs it: no JSONL copy (the Postgres sink is the log), and with
+/// or without the shipped `rate_limits:` (the limits the shipped profile declares).
 pub(crate) fn served_policy(dir: &Path, rate_limits: bool) -> PathBuf {
     let text = std::fs::read_to_string(repo().join("fixtures/shop/policy.yaml")).expect("policy");
-    let mut served: String = text
+    assert!(
+        text.contains("\nrate_limits:\n  # ")
+            && text.contains("  per_principal: {requests: 40, per: 60s}\n"),
+        "the shipped policy declares the limits the shipped profile does"
+    );
+    let mut in_limits = false;
+    let served: String = text
         .lines()
         .filter(|l| !l.contains("jsonl: audit/shop-audit.jsonl"))
+        .filter(|l| {
+            // The section runs from `rate_limits:` to the next top-level key.
+            if !l.starts_with(' ') && !l.is_empty() {
+                in_limits = l.starts_with("rate_limits:");
+            }
+            rate_limits || !in_limits
+        })
         .map(|l| format!("{l}\n"))
         .collect();
-    if rate_limits {
-        served.push_str(
-            "\nrate_limits:\n  per_ip: {requests: 150, per: 60s}\n  per_principal: {requests: 40, per: 60s}\n",
-        );
-    }
     let path = dir.join("served-policy.yaml");
     std::fs::write(&path, served).expect("write policy");
     path

@@ -37,8 +37,21 @@ impl TestPolicy {
     }
 }
 
+/// The shipped policy without its `rate_limits:` section: the tests add the limits they test.
 pub fn shop_policy_text() -> String {
-    std::fs::read_to_string(repo().join("fixtures/shop/policy.yaml")).expect("shop policy")
+    let text =
+        std::fs::read_to_string(repo().join("fixtures/shop/policy.yaml")).expect("shop policy");
+    let mut in_limits = false;
+    text.lines()
+        .filter(|l| {
+            // The section runs from `rate_limits:` to the next top-level key.
+            if !l.starts_with(' ') && !l.is_empty() {
+                in_limits = l.starts_with("rate_limits:");
+            }
+            !in_limits
+        })
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 pub fn policy_text(text: &str) -> TestPolicy {

@@ -140,6 +140,16 @@ pub struct JwtKey {
     pub source: String,
 }
 
+impl JwtKey {
+    /// A key held only in memory (one generated for a run); `source` names it in messages.
+    pub fn in_memory(bytes: Vec<u8>, source: impl Into<String>) -> JwtKey {
+        JwtKey {
+            bytes,
+            source: source.into(),
+        }
+    }
+}
+
 impl std::fmt::Debug for JwtKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "JwtKey({}, ***)", self.source)
