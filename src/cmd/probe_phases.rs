@@ -477,11 +477,13 @@ pub fn phase_error_finding(phase: &str, e: &CliError) -> Finding {
 }
 
 /// Notes for items only another kind of run can verify, added when no finding of this run cites
-/// them (a served-layer probe family, when one ran, speaks for OPS-4 and OPS-6 itself).
+/// them (the server family, when it ran, speaks for OPS-4 and OPS-6 itself).
 pub fn other_run_notes(findings: &[Finding]) -> Vec<ItemNote> {
-    let served = "a property of a served layer (its HTTP endpoint); this run called the layer \
-                  without one. Serve it (`preflight serve --mcp http`) and probe it through the \
-                  endpoint (`preflight probe --target mcp-http URL`)";
+    let served = "a property of a served layer (its HTTP endpoint), and no server probe ran on \
+                  this run: the built-in layer's default run serves it and probes it itself \
+                  unless --only/--skip leave out `server`; another layer is served \
+                  (`preflight serve --mcp http` for ours) and probed through its URL \
+                  (`preflight probe --target mcp-http URL`)";
     let review = "computed from the production audit log by `preflight review` (the quarterly \
                   review); give its review.json to this run with --review FILE to put it on this \
                   checklist";

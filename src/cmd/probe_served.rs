@@ -46,7 +46,7 @@ const RATE_PROBES: [(&str, &str); 2] = [
     ("server.rate_limit_per_principal", "per_principal"),
 ];
 
-/// Serves the session's built-in layer over HTTP with `faults` (and, in the server family's own
+/// Serves the session's built-in layer over HTTP with the faults of `main_ctx` (and, in the server family's own
 /// tests, a protection switched off by `variant`), runs the `server` family against it and
 /// shuts it down. `main_ctx` is the run's context on the built-in layer: if the layer cannot be
 /// served, each server probe becomes an `error` finding on it saying why.
@@ -59,7 +59,8 @@ pub async fn run_served(
 ) -> RunResult {
     let started = Instant::now();
     let families = BTreeSet::from([Family::Server]);
-    match serve_and_probe(session, options, environment, variant, &families).await {
+    let faults = main_ctx.faults.clone();
+    match serve_and_probe(session, faults, options, environment, variant, &families).await {
         Ok(mut result) => {
             for f in &mut result.findings {
                 annotate(f, &session.policy);
@@ -108,6 +109,7 @@ pub fn merge(into: &mut RunResult, served: RunResult) {
 
 async fn serve_and_probe(
     session: &Session,
+    faults: Faults,
     options: &RunOptions,
     environment: RunEnvironment,
     variant: TestVariant,
@@ -122,7 +124,7 @@ async fn serve_and_probe(
     let layer = Layer::start_with_policy(
         Arc::clone(&session.policy),
         &agent_url,
-        Faults::none(),
+        faults,
         jsonl_dir.path(),
     )
     .await

@@ -1,7 +1,8 @@
 //! One run, one checklist: `preflight probe` on the shipped setup writes a `checklist.md` and
-//! `checklist.json` in which every machine-checkable item is verified, except the ones only a
-//! served layer (OPS-4, OPS-6) or the quarterly review (QRT-2 … QRT-5, OPS-8) can show, which
-//! say why. Each item the run newly verifies fails on a variant that breaks it: an admin policy
+//! `checklist.json` in which every machine-checkable item is verified — OPS-4 and OPS-6 by the
+//! server probes of the built-in layer the run serves over HTTP on loopback — except the ones
+//! only the quarterly review (QRT-2 … QRT-5, OPS-8) can show, which say why (the served
+//! variants that fail OPS-4, OPS-6 and ISO-1's forgeries: probe_served.rs). Each item the run newly verifies fails on a variant that breaks it: an admin policy
 //! sharing the agent's audit channel (ISO-6), a policy without a regression suite or with a case
 //! that does not hold (OPS-3), a system prompt that does not explain structured errors (LLM-1),
 //! a task that tells the model its tenant (LLM-4), no place for the transcript (LLM-5), a
@@ -64,9 +65,7 @@ fn status<'a>(c: &'a Value, id: &str) -> &'a str {
 }
 
 /// The items a probe run cannot verify, and a word each reason must carry.
-const OTHER_RUNS: [(&str, &str); 7] = [
-    ("OPS-4", "preflight serve"),
-    ("OPS-6", "preflight serve"),
+const OTHER_RUNS: [(&str, &str); 5] = [
     ("QRT-2", "preflight review"),
     ("QRT-3", "preflight review"),
     ("QRT-4", "preflight review"),
@@ -115,6 +114,11 @@ fn the_default_run_verifies_every_item_a_probe_run_can() {
         ("CMP-3", "audit.subject_access"),
         ("CMP-4", "audit.subject_erasure"),
         ("ISO-6", "lint.admin_separation"),
+        ("OPS-4", "server.health_fields"),
+        ("OPS-4", "server.health_db_down"),
+        ("OPS-6", "server.rate_limit_per_ip"),
+        ("OPS-6", "server.rate_limit_per_principal"),
+        ("ISO-1", "server.token_forgery"),
     ] {
         let i = item(&c, id);
         assert_eq!(i["status"], "verified", "{i}");
@@ -130,12 +134,34 @@ fn the_default_run_verifies_every_item_a_probe_run_can() {
     let md = std::fs::read_to_string(out.join("checklist.md")).unwrap();
     assert!(
         md.contains(
-            "**62 items:** 50 ✅ verified · 0 ❌ failed · 7 ❔ not verified · 5 ✍️ needs sign-off"
+            "**62 items:** 52 ✅ verified · 0 ❌ failed · 5 ❔ not verified · 5 ✍️ needs sign-off"
         ),
         "{md}"
     );
     assert!(md.contains("## Not verified on this run"), "{md}");
     assert!(out.join("transcripts").is_dir(), "no transcripts written");
+    // The server findings were taken through the served layer, every one passed and says so.
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let served: Vec<&Value> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["family"] == "server")
+        .collect();
+    assert_eq!(served.len(), 8, "{log}");
+    for f in served {
+        assert_eq!(f["verdict"], "pass", "{f}");
+        assert!(
+            f["message"]
+                .as_str()
+                .unwrap()
+                .contains("served over streamable HTTP on loopback"),
+            "{f}"
+        );
+    }
+    assert!(md.contains("`server.rate_limit_per_ip` (1 pass)"), "{md}");
+    assert!(!log.contains("Bearer ey"), "a token reached the output");
 }
 
 /// ISO-6 and OPS-3 from a policy folder that breaks them: an admin policy beside the agent's

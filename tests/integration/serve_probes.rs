@@ -7,8 +7,9 @@
 //! - on the served layer with one protection switched off (`--insecure-test-variant`), exactly
 //!   that protection's probes fail: `no-token-check` the four forgeries, `no-health` both health
 //!   probes, `no-limits` both rate limits;
-//! - the built-in layer (`--only server`) and a layer whose profile has no `server:` section
-//!   (the structured layer's profile-http.yaml) get `not_verified` with the reason.
+//! - a layer whose profile has no `server:` section (the structured layer's profile-http.yaml)
+//!   gets `not_verified` with the reason (the built-in layer, served by the run itself:
+//!   probe_served.rs).
 //!
 //! Neither the signing key nor a token reaches the output.
 
@@ -110,13 +111,26 @@ pub(crate) fn probe_db(
     target: Option<&Path>,
     env: &[(&str, &str)],
 ) -> Run {
+    probe_db_with(db, families, policy, target, env, &[])
+}
+
+/// As [`probe_db`], with `extra` flags.
+pub(crate) fn probe_db_with(
+    db: &preflight_probes::db::Database,
+    families: &str,
+    policy: &Path,
+    target: Option<&Path>,
+    env: &[(&str, &str)],
+    extra: &[&str],
+) -> Run {
     let dir = tempfile::tempdir().expect("temp dir");
     let out_dir = dir.path().join("report");
     let mut cmd = Command::new(BIN);
     cmd.args(["probe", "--allow-writes", "--only", families, "--policy"])
         .arg(policy)
         .arg("--out")
-        .arg(&out_dir);
+        .arg(&out_dir)
+        .args(extra);
     if let Some(t) = target {
         cmd.arg("--target").arg(t);
     }
@@ -155,7 +169,7 @@ const ALL: [&str; 5] = [
 ];
 
 /// The agent role can log in (the health probe gave its login back).
-async fn agent_can_log_in(db: &preflight_probes::db::Database) -> bool {
+pub(crate) async fn agent_can_log_in(db: &preflight_probes::db::Database) -> bool {
     use sqlx::Connection;
     sqlx::PgConnection::connect(db.agent_url()).await.is_ok()
 }
@@ -256,25 +270,12 @@ async fn the_server_family_passes_on_serve_and_each_variant_fails_its_probes() {
     assert!(problems.is_empty(), "{}", problems.join("\n\n"));
 }
 
-/// Without a server to probe — the built-in layer, or a URL layer whose profile declares no
-/// `server:` section and no `principal.jwt` — every server claim is `not_verified` with its
-/// reason, never a pass.
+/// Without a server to probe — a URL layer whose profile declares no `server:` section and no
+/// `principal.jwt` — every server claim is `not_verified` with its reason, never a pass. (The
+/// built-in layer is served by the run itself: tests/integration/probe_served.rs.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_claims_are_not_verified_where_nothing_is_declared() {
     let db = preflight_probes::db::testing::database().await;
-    let shop = repo().join("fixtures/shop/policy.yaml");
-    let builtin = probe_db(&db, "server", &shop, None, &[]);
-    assert_eq!(builtin.findings.len(), 8, "{}", builtin.log());
-    for f in &builtin.findings {
-        assert_eq!(f["verdict"], "not_verified", "{f}");
-        assert!(
-            f["message"]
-                .as_str()
-                .unwrap_or_default()
-                .contains("built-in layer runs inside preflight"),
-            "{f}"
-        );
-    }
     let Some(bin) = venv_bin() else {
         return;
     };
