@@ -46,10 +46,10 @@ const RATE_PROBES: [(&str, &str); 2] = [
     ("server.rate_limit_per_principal", "per_principal"),
 ];
 
-/// Serves the session's built-in layer over HTTP with the faults of `main_ctx` (and, in the server family's own
-/// tests, a protection switched off by `variant`), runs the `server` family against it and
-/// shuts it down. `main_ctx` is the run's context on the built-in layer: if the layer cannot be
-/// served, each server probe becomes an `error` finding on it saying why.
+/// Serves the session's built-in layer over HTTP with the faults of `main_ctx` (the run's
+/// context on the built-in layer) and, in the server family's own tests, a protection switched
+/// off by `variant`; runs the `server` family against it and shuts it down. If the layer cannot
+/// be served, each server probe is an `error` finding saying why.
 pub async fn run_served(
     session: &Session,
     main_ctx: &ProbeCtx,
@@ -171,17 +171,17 @@ async fn serve_and_probe(
     }
     .await;
     cancel.cancel();
-    match tokio::time::timeout(SHUTDOWN_WAIT, serving).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => {
-            tracing::warn!(target: "preflight::probe", "the served layer stopped with an error: {}", runner::error_chain(&e))
-        }
-        Ok(Err(e)) => {
-            tracing::warn!(target: "preflight::probe", "the served layer's task failed: {e}")
-        }
-        Err(_) => {
-            tracing::warn!(target: "preflight::probe", "the served layer did not stop within {} s", SHUTDOWN_WAIT.as_secs())
-        }
+    let stopped = match tokio::time::timeout(SHUTDOWN_WAIT, serving).await {
+        Ok(Ok(Ok(()))) => None,
+        Ok(Ok(Err(e))) => Some(format!(
+            "stopped with an error: {}",
+            runner::error_chain(&e)
+        )),
+        Ok(Err(e)) => Some(format!("its task failed: {e}")),
+        Err(_) => Some(format!("did not stop within {} s", SHUTDOWN_WAIT.as_secs())),
+    };
+    if let Some(why) = stopped {
+        tracing::warn!(target: "preflight::probe", "the served layer {why}");
     }
     let result = outcome?;
     status(format!(
