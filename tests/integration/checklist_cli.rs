@@ -1,7 +1,8 @@
 //! One run, one checklist: `preflight probe` on the shipped setup writes a `checklist.md` and
 //! `checklist.json` in which every machine-checkable item is verified, except the ones only a
-//! served layer (OPS-4, OPS-6) or the quarterly review (QRT-2 … QRT-5, OPS-8) can show, which
-//! say why. Each item the run newly verifies fails on a variant that breaks it: an admin policy
+//! served layer (OPS-4, OPS-6) can show, which say why; the quarterly review's items (QRT-2 …
+//! QRT-5, OPS-8) are verified by the review self-check on a generated quarter (their variants
+//! are in probe_qrt.rs). Each item the run newly verifies fails on a variant that breaks it: an admin policy
 //! sharing the agent's audit channel (ISO-6), a policy without a regression suite or with a case
 //! that does not hold (OPS-3), a system prompt that does not explain structured errors (LLM-1),
 //! a task that tells the model its tenant (LLM-4), no place for the transcript (LLM-5), a
@@ -24,7 +25,7 @@ fn db_flag() -> &'static str {
 
 /// `preflight probe ARGS --db ... --out OUT` from the workspace root (where `scenarios/` and the
 /// shop policy are found by default).
-fn probe(args: &[&str], out: &Path) -> (Option<i32>, String) {
+pub(crate) fn probe(args: &[&str], out: &Path) -> (Option<i32>, String) {
     let output = Command::new(BIN)
         .arg("probe")
         .args(args)
@@ -45,12 +46,12 @@ fn probe(args: &[&str], out: &Path) -> (Option<i32>, String) {
     )
 }
 
-fn checklist(out: &Path) -> Value {
+pub(crate) fn checklist(out: &Path) -> Value {
     let text = std::fs::read_to_string(out.join("checklist.json")).expect("checklist.json");
     serde_json::from_str(&text).expect("checklist.json is JSON")
 }
 
-fn item<'a>(c: &'a Value, id: &str) -> &'a Value {
+pub(crate) fn item<'a>(c: &'a Value, id: &str) -> &'a Value {
     c["items"]
         .as_array()
         .expect("items")
@@ -59,20 +60,12 @@ fn item<'a>(c: &'a Value, id: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("{id} missing"))
 }
 
-fn status<'a>(c: &'a Value, id: &str) -> &'a str {
+pub(crate) fn status<'a>(c: &'a Value, id: &str) -> &'a str {
     item(c, id)["status"].as_str().unwrap_or_default()
 }
 
 /// The items a probe run cannot verify, and a word each reason must carry.
-const OTHER_RUNS: [(&str, &str); 7] = [
-    ("OPS-4", "preflight serve"),
-    ("OPS-6", "preflight serve"),
-    ("QRT-2", "preflight review"),
-    ("QRT-3", "preflight review"),
-    ("QRT-4", "preflight review"),
-    ("QRT-5", "preflight review"),
-    ("OPS-8", "preflight review"),
-];
+const OTHER_RUNS: [(&str, &str); 2] = [("OPS-4", "preflight serve"), ("OPS-6", "preflight serve")];
 
 #[test]
 fn the_default_run_verifies_every_item_a_probe_run_can() {
@@ -115,6 +108,11 @@ fn the_default_run_verifies_every_item_a_probe_run_can() {
         ("CMP-3", "audit.subject_access"),
         ("CMP-4", "audit.subject_erasure"),
         ("ISO-6", "lint.admin_separation"),
+        ("QRT-2", "review.self_check.qrt_2"),
+        ("QRT-3", "review.self_check.qrt_3"),
+        ("QRT-4", "review.self_check.qrt_4"),
+        ("QRT-5", "review.self_check.qrt_5"),
+        ("OPS-8", "review.self_check.ops_8"),
     ] {
         let i = item(&c, id);
         assert_eq!(i["status"], "verified", "{i}");
@@ -130,7 +128,7 @@ fn the_default_run_verifies_every_item_a_probe_run_can() {
     let md = std::fs::read_to_string(out.join("checklist.md")).unwrap();
     assert!(
         md.contains(
-            "**62 items:** 50 ✅ verified · 0 ❌ failed · 7 ❔ not verified · 5 ✍️ needs sign-off"
+            "**62 items:** 55 ✅ verified · 0 ❌ failed · 2 ❔ not verified · 5 ✍️ needs sign-off"
         ),
         "{md}"
     );

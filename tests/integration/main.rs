@@ -9,6 +9,7 @@ mod db;
 mod policy;
 mod policy_diff;
 mod probe_cli;
+mod probe_qrt;
 mod review_cli;
 mod serve_cli;
 mod serve_http;
