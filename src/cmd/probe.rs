@@ -445,7 +445,7 @@ pub async fn run(args: ProbeArgs) -> CmdResult {
         let outputs = [
             (
                 phases::AGENT,
-                phases::run_scenarios(scenario_phase, &session, &plan.out).await,
+                phases::run_scenarios(scenario_phase, &session, &plan.faults, &plan.out).await,
             ),
             (
                 phases::SUITE,

@@ -201,12 +201,13 @@ impl PhaseOutput {
     }
 }
 
-/// Runs the scenarios against a fresh instance of the layer with the policy as written, the
-/// scripted model serving each scenario's turns over loopback HTTP; transcripts go to
-/// `out/transcripts/`.
+/// Runs the scenarios against a fresh instance of the layer with the policy as written (and the
+/// run's `--insecure-fault` faults), the scripted model serving each scenario's turns over
+/// loopback HTTP; transcripts go to `out/transcripts/`.
 pub async fn run_scenarios(
     phase: ScenarioPhase,
     session: &Session,
+    faults: &Faults,
     out: &Path,
 ) -> Result<PhaseOutput, CliError> {
     let mut output = PhaseOutput::default();
@@ -241,7 +242,7 @@ pub async fn run_scenarios(
         .map_err(|e| CliError::infra(format!("cannot read ground truth for the agent: {e}")))?;
     let gateway = session
         .target
-        .gateway(Arc::clone(&session.policy), Faults::none())
+        .gateway(Arc::clone(&session.policy), faults.clone())
         .await
         .map_err(|e| CliError::infra(format!("cannot start the layer for the agent: {e}")))?;
     let mut settings = AgentSettings::new("preflight-scripted");
