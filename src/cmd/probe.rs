@@ -730,6 +730,28 @@ mod tests {
         assert!(plan(&["--tenant-a", "x", "--tenant-b", "x"]).is_err());
     }
 
+    /// The review self-check is a phase like the suite; `--insecure-fault` breaks the built-in
+    /// layer under test only, and names one of its faults.
+    #[test]
+    fn the_review_phase_and_insecure_faults_are_planned() {
+        assert!(plan(&[]).unwrap().review);
+        assert!(!plan(&["--only", "lint"]).unwrap().review);
+        let p = plan(&["--only", "review", "--insecure-fault", "audit_skipped"]).unwrap();
+        assert!(p.review && p.families.is_empty() && !p.suite);
+        assert!(p.faults.has(Fault::AuditSkipped));
+        let e = plan(&["--insecure-fault", "nope"]).unwrap_err();
+        assert!(e.to_string().contains("audit_reason_dropped"), "{e}");
+        assert!(plan(&["--insecure-fault", "mask_off", "--self-test"]).is_err());
+        assert!(plan(&[
+            "--insecure-fault",
+            "mask_off",
+            "--target",
+            "mcp-http",
+            "http://127.0.0.1:9/mcp"
+        ])
+        .is_err());
+    }
+
     #[test]
     fn fail_on_thresholds() {
         assert!(!FailOn::Fail.fails(Verdict::Error));
