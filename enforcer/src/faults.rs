@@ -73,10 +73,18 @@ pub enum Fault {
     /// Arguments that break the tool's JSON Schema are answered with the validator's raw report
     /// and a backtrace, as a layer that hands its unhandled exceptions to the agent does.
     MalformedInputTraceback,
+    /// Denials are audited without their error code (only `deny`), so the quarterly review
+    /// cannot tell which denial is the most common (QRT-2).
+    AuditErrorCodeDropped,
+    /// Calls are audited with a duration of zero (the layer does not time them), so the
+    /// quarterly review cannot find the slow tools (QRT-3).
+    AuditDurationUnmeasured,
+    /// Writes are audited without their reason, so the quarterly review cannot check it (QRT-4).
+    AuditReasonDropped,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 28] = [
+    pub const ALL: [Fault; 31] = [
         Fault::NoTenantPredicate,
         Fault::RlsDisabled,
         Fault::MaskOff,
@@ -105,6 +113,9 @@ impl Fault {
         Fault::AuditSanitizeByKeyOnly,
         Fault::AuditSubjectsDropped,
         Fault::MalformedInputTraceback,
+        Fault::AuditErrorCodeDropped,
+        Fault::AuditDurationUnmeasured,
+        Fault::AuditReasonDropped,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -137,6 +148,9 @@ impl Fault {
             Fault::AuditSanitizeByKeyOnly => "audit_sanitize_by_key_only",
             Fault::AuditSubjectsDropped => "audit_subjects_dropped",
             Fault::MalformedInputTraceback => "malformed_input_traceback",
+            Fault::AuditErrorCodeDropped => "audit_error_code_dropped",
+            Fault::AuditDurationUnmeasured => "audit_duration_unmeasured",
+            Fault::AuditReasonDropped => "audit_reason_dropped",
         }
     }
 }

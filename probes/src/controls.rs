@@ -73,6 +73,13 @@ impl PolicyControl {
     }
 }
 
+/// Faults only the review self-check of `preflight probe` catches (not self-test controls).
+pub const REVIEW_FAULTS: [Fault; 3] = [
+    Fault::AuditErrorCodeDropped,
+    Fault::AuditDurationUnmeasured,
+    Fault::AuditReasonDropped,
+];
+
 /// One broken variant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Control {
@@ -89,6 +96,10 @@ impl Control {
             // Only ever switched on with `error_detail_leak`: alone it changes which refusal an
             // agent sees, not what it may see.
             .filter(|f| **f != Fault::ValuesUnchecked)
+            // What the quarterly review reads from the log, not what a probe checks; their
+            // positive controls are the review self-check of the default run
+            // (tests/integration/probe_qrt.rs).
+            .filter(|f| !REVIEW_FAULTS.contains(f))
             .map(|f| Control::Fault(*f))
             .chain(DbControl::ALL.iter().map(|d| Control::Db(*d)))
             .chain([Control::Policy(PolicyControl::ExemptionUnexplained)])

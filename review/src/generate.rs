@@ -31,7 +31,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use preflight_enforcer::audit::{canonical::format_time, Clock, FsyncPolicy, JsonlSink};
 use preflight_enforcer::builtin::{BuiltinGateway, BuiltinOptions, CallHook};
 use preflight_enforcer::policy::{ModelPolicy, Policy};
-use preflight_enforcer::{CallContext, Gateway, Principal, ToolError};
+use preflight_enforcer::{CallContext, Faults, Gateway, Principal, ToolError};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -50,6 +50,8 @@ const AGENTS: u32 = 12;
 /// The principal the top denial concentrates on.
 pub const MISBEHAVING: (&str, &str) = ("globex", "agent-07");
 pub const SLOW_TOOL: &str = "db_describe_schema";
+/// The plants' days in a 90-day log; a shorter log ([`GenPlan::days`]) has them at the same
+/// fractions of its span.
 const DAY_POLICY_CHANGE: i64 = 45;
 const DAY_DENIAL_SPIKE: i64 = 30;
 const HOUR_DENIAL_SPIKE: i64 = 10;
@@ -115,6 +117,16 @@ pub struct GenPlan {
     pub seed: u64,
     /// Calls in flight at once.
     pub concurrency: usize,
+    /// Enforcement the layer is built without (the layer under test of a probe run with
+    /// `--insecure-fault`); none in production.
+    pub faults: Faults,
+}
+
+impl GenPlan {
+    /// The day of the log a 90-day plant day falls on.
+    fn day(&self, day_of_90: i64) -> i64 {
+        day_of_90 * self.days.max(1) / 90
+    }
 }
 
 impl Default for GenPlan {
@@ -128,6 +140,7 @@ impl Default for GenPlan {
                 .unwrap_or_default(),
             seed: 13,
             concurrency: 16,
+            faults: Faults::none(),
         }
     }
 }
@@ -282,13 +295,15 @@ fn time_text(start_us: i64, offset_us: i64) -> String {
 
 fn schedule(plan: &GenPlan, rng: &mut StdRng) -> Vec<Event> {
     let n = plan.records.saturating_sub(30);
-    let denial_spike = (plan.records / 100).max(150).min(n / 4);
+    // Large enough to clear the alert's floor of 20 an hour, small enough that a short log's
+    // top denial is still the planted one.
+    let denial_spike = (plan.records / 100).max(60).min(n / 4);
     let write_spike = (plan.records / 500).max(60).min(n / 8);
     let normal = n.saturating_sub(denial_spike + write_spike);
     let mut events = Vec::with_capacity(n as usize);
     let gap = (
-        DAY_GAP * DAY_US + GAP_HOURS.0 * HOUR_US,
-        DAY_GAP * DAY_US + GAP_HOURS.1 * HOUR_US,
+        plan.day(DAY_GAP) * DAY_US + GAP_HOURS.0 * HOUR_US,
+        plan.day(DAY_GAP) * DAY_US + GAP_HOURS.1 * HOUR_US,
     );
     let span = plan.days * DAY_US;
     for _ in 0..normal {
@@ -350,14 +365,14 @@ fn schedule(plan: &GenPlan, rng: &mut StdRng) -> Vec<Event> {
             .collect::<Vec<_>>()
     };
     events.extend(spike(
-        DAY_DENIAL_SPIKE,
+        plan.day(DAY_DENIAL_SPIKE),
         HOUR_DENIAL_SPIKE,
         denial_spike,
         Kind::SpikeDeny,
         rng,
     ));
     events.extend(spike(
-        DAY_WRITE_SPIKE,
+        plan.day(DAY_WRITE_SPIKE),
         HOUR_WRITE_SPIKE,
         write_spike,
         Kind::WriteGood,
@@ -525,6 +540,7 @@ pub async fn generate(
     let options = BuiltinOptions {
         audit: vec![Arc::new(sink.clone())],
         hooks: vec![Arc::new(SlowHook)],
+        faults: plan.faults.clone(),
         max_connections: plan.concurrency.clamp(1, 32) as u32,
         ..BuiltinOptions::default()
     };
@@ -543,9 +559,12 @@ pub async fn generate(
     let mut ids: Vec<Ids> = Vec::new();
     for t in 0..TENANTS.len() {
         let customers = ids_of(&before, t, "customers", json!([])).await?;
-        // Orders only through an indexed filter: the scan budget refuses a full read.
-        // Orders only through the indexed date: the scan budget refuses a full read.
-        let orders = ids_of(&before, t, "orders", day_filter(100, 30)).await?;
+        // Orders only through the indexed date: the scan budget refuses a full read, and a
+        // month of a large orders table (a probe run's `--rows`) too, so then one day.
+        let orders = match ids_of(&before, t, "orders", day_filter(100, 30)).await {
+            Ok(ids) => ids,
+            Err(_) => ids_of(&before, t, "orders", day_filter(100, 1)).await?,
+        };
         ids.push(Ids {
             customers,
             orders,
@@ -557,7 +576,8 @@ pub async fn generate(
     let events = schedule(plan, &mut rng);
     let tally = Arc::new(Mutex::new(Tally::default()));
     let limit = Arc::new(tokio::sync::Semaphore::new(plan.concurrency.max(1)));
-    let change_us = DAY_POLICY_CHANGE * DAY_US;
+    let change_us = plan.day(DAY_POLICY_CHANGE) * DAY_US;
+    let write_spike_hour = plan.day(DAY_WRITE_SPIKE) * 24 + HOUR_WRITE_SPIKE;
     let mut switched = false;
     let mut tasks = tokio::task::JoinSet::new();
     for e in events {
@@ -603,7 +623,7 @@ pub async fn generate(
                 (Kind::SpikeDeny, Err(_)) => t.spike_denials += 1,
                 (Kind::WriteGood, Ok(_)) => {
                     t.good += 1;
-                    if e.at_us / HOUR_US == DAY_WRITE_SPIKE * 24 + HOUR_WRITE_SPIKE {
+                    if e.at_us / HOUR_US == write_spike_hour {
                         t.spike_writes += 1;
                     }
                 }
@@ -647,16 +667,16 @@ pub async fn generate(
         slow_tool: SLOW_TOOL.into(),
         denial_spike_hour: time_text(
             start_us,
-            DAY_DENIAL_SPIKE * DAY_US + HOUR_DENIAL_SPIKE * HOUR_US,
+            plan.day(DAY_DENIAL_SPIKE) * DAY_US + HOUR_DENIAL_SPIKE * HOUR_US,
         ),
         denial_spike_count: t.spike_denials,
         write_spike_hour: time_text(
             start_us,
-            DAY_WRITE_SPIKE * DAY_US + HOUR_WRITE_SPIKE * HOUR_US,
+            plan.day(DAY_WRITE_SPIKE) * DAY_US + HOUR_WRITE_SPIKE * HOUR_US,
         ),
         write_spike_count: t.spike_writes,
-        gap_from: time_text(start_us, DAY_GAP * DAY_US + GAP_HOURS.0 * HOUR_US),
-        gap_to: time_text(start_us, DAY_GAP * DAY_US + GAP_HOURS.1 * HOUR_US),
+        gap_from: time_text(start_us, plan.day(DAY_GAP) * DAY_US + GAP_HOURS.0 * HOUR_US),
+        gap_to: time_text(start_us, plan.day(DAY_GAP) * DAY_US + GAP_HOURS.1 * HOUR_US),
         policy_change_at: time_text(start_us, change_us),
         policy_hashes: vec![policies.0.hash.clone(), policies.1.hash.clone()],
         bad_reasons: t.bad.clone(),

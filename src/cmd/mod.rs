@@ -10,6 +10,7 @@ pub mod db_args;
 pub mod policy;
 pub mod probe;
 pub mod probe_phases;
+pub mod probe_qrt;
 pub mod probe_review;
 pub mod probe_served;
 pub mod review;

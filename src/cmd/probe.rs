@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Args, ValueEnum};
-use preflight_enforcer::Faults;
+use preflight_enforcer::{Fault, Faults};
 use preflight_probes::codes::Family;
 use preflight_probes::controls::Control;
 use preflight_probes::db::provision;
@@ -27,6 +27,7 @@ use preflight_reports::{
 
 use crate::cmd::db_args::{db_error, DbArgs};
 use crate::cmd::probe_phases::{self as phases, PhaseFlags};
+use crate::cmd::probe_qrt;
 use crate::cmd::target_args::TargetArgs;
 use crate::error::{CliError, CmdResult, Outcome};
 use preflight_probes::target::TargetKind;
@@ -108,6 +109,11 @@ pub struct ProbeArgs {
     /// test-only, never in production (see src/cmd/probe_served.rs).
     #[arg(long, value_enum, hide = true)]
     pub insecure_test_variant: Vec<crate::cmd::serve::InsecureVariant>,
+    /// Runs the built-in layer under test with one of its faults (`audit_skipped`,
+    /// `reason_not_required`, …) in every phase, so the tests can show each item fails on a layer
+    /// that really has the flaw. Test-only, hidden, never in production.
+    #[arg(long, hide = true, value_name = "FAULT")]
+    pub insecure_fault: Vec<String>,
 }
 
 /// Which verdicts fail the run.
@@ -145,6 +151,10 @@ pub struct RunPlan {
     agent: bool,
     /// The regression suite after the probes (`suite` in --only/--skip).
     suite: bool,
+    /// The review self-check after them (`review` in --only/--skip).
+    review: bool,
+    /// The layer under test's faults (`--insecure-fault`).
+    faults: Faults,
     policy: PolicySource,
     out: PathBuf,
     jobs: usize,
@@ -166,7 +176,10 @@ fn parse_families(
     let mut out = BTreeSet::new();
     let mut named = BTreeSet::new();
     for v in values.iter().map(|v| v.trim()).filter(|v| !v.is_empty()) {
-        if let Some(phase) = [phases::AGENT, phases::SUITE].into_iter().find(|p| *p == v) {
+        if let Some(phase) = [phases::AGENT, phases::SUITE, probe_qrt::REVIEW]
+            .into_iter()
+            .find(|p| *p == v)
+        {
             named.insert(phase);
             continue;
         }
@@ -176,14 +189,15 @@ fn parse_families(
             }
             None => {
                 return Err(CliError::config(format!(
-                    "{flag}: unknown family {v:?}; expected one of {}, {}, {}",
+                    "{flag}: unknown family {v:?}; expected one of {}, {}, {}, {}",
                     Family::ALL
                         .iter()
                         .map(|f| f.as_str())
                         .collect::<Vec<_>>()
                         .join(", "),
                     phases::AGENT,
-                    phases::SUITE
+                    phases::SUITE,
+                    probe_qrt::REVIEW
                 )))
             }
         }
@@ -207,7 +221,8 @@ impl RunPlan {
             (!restricted || only_phases.contains(phase)) && !skip_phases.contains(phase)
         };
         let (agent, suite) = (selected(phases::AGENT), selected(phases::SUITE));
-        if families.is_empty() && !agent && !suite {
+        let review = selected(probe_qrt::REVIEW);
+        if families.is_empty() && !agent && !suite && !review {
             return Err(CliError::config("--only/--skip leave no family to run"));
         }
         if args.jobs == 0 || args.jobs > 64 {
@@ -227,6 +242,12 @@ impl RunPlan {
                 "--tenant-a and --tenant-b must name two different tenants",
             ));
         }
+        let faults = parse_faults(&args.insecure_fault)?;
+        if !faults.is_empty() && (args.self_test || !matches!(target, TargetKind::Builtin)) {
+            return Err(CliError::config(
+                "--insecure-fault breaks the built-in layer under test; it runs with --target builtin and without --self-test",
+            ));
+        }
         let policy = match &args.policy {
             Some(p) => PolicySource::File(p.clone()),
             None if Path::new(DEFAULT_POLICY).is_file() => {
@@ -238,6 +259,8 @@ impl RunPlan {
             families,
             agent,
             suite,
+            review,
+            faults,
             policy,
             out: args.out.clone(),
             jobs: args.jobs,
@@ -265,6 +288,28 @@ fn default_families(target: &TargetKind, self_test: bool) -> BTreeSet<Family> {
     } else {
         Family::IN_PROCESS.into_iter().collect()
     }
+}
+
+/// `--insecure-fault` names, each one of the built-in layer's faults.
+fn parse_faults(names: &[String]) -> Result<Faults, CliError> {
+    names
+        .iter()
+        .map(|name| {
+            Fault::ALL
+                .into_iter()
+                .find(|f| f.as_str() == name.trim())
+                .ok_or_else(|| {
+                    CliError::config(format!(
+                        "--insecure-fault: unknown fault `{name}`; expected one of {}",
+                        Fault::ALL
+                            .iter()
+                            .map(|f| f.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                })
+        })
+        .collect()
 }
 
 /// Whether the layer is reached by URL.
@@ -330,6 +375,7 @@ pub async fn run(args: ProbeArgs) -> CmdResult {
         .as_deref()
         .map(crate::cmd::probe_review::read)
         .transpose()?;
+    let qrt_phase = probe_qrt::phase(&flags, plan.review, review.is_some())?;
     let started = Instant::now();
     let started_at = environment::now_rfc3339();
     status(format!(
@@ -379,7 +425,7 @@ pub async fn run(args: ProbeArgs) -> CmdResult {
         Vec::new()
     };
     let ctx = session
-        .context(Faults::none())
+        .context(plan.faults.clone())
         .await
         .map_err(session_error)?;
     // After the layer has been reached, so the report names its server and tool list.
@@ -436,20 +482,22 @@ pub async fn run(args: ProbeArgs) -> CmdResult {
     // cannot run becomes an `error` finding on its items; the report is still written and the
     // error decides the exit code afterwards.
     let mut phase_error: Option<CliError> = None;
+    let mut suite_result = None;
     if result.infrastructure_error.is_none() {
         let outputs = [
             (
                 phases::AGENT,
-                phases::run_scenarios(scenario_phase, &session, &plan.out).await,
+                phases::run_scenarios(scenario_phase, &session, &plan.faults, &plan.out).await,
             ),
             (
                 phases::SUITE,
-                phases::run_suite(suite_phase, &session).await,
+                phases::run_suite(suite_phase, &session, &plan.faults).await,
             ),
         ];
         for (phase, out) in outputs {
             match out {
                 Ok(out) => {
+                    suite_result = suite_result.or(out.suite);
                     findings.extend(out.findings);
                     notes.extend(out.notes);
                     tool_calls += out.tool_calls;
@@ -463,6 +511,18 @@ pub async fn run(args: ProbeArgs) -> CmdResult {
     }
     if let Some(r) = &review {
         findings.extend(crate::cmd::probe_review::findings(r));
+    } else if result.infrastructure_error.is_none() {
+        match probe_qrt::run(qrt_phase, &session, &plan.faults, suite_result, &plan.out).await {
+            Ok(out) => {
+                findings.extend(out.findings);
+                notes.extend(out.notes);
+                tool_calls += out.tool_calls;
+            }
+            Err(e) => {
+                findings.extend(probe_qrt::error_findings(&e));
+                phase_error.get_or_insert(e);
+            }
+        }
     }
     notes.extend(phases::other_run_notes(&findings));
     let report = Report {
@@ -731,6 +791,28 @@ mod tests {
     fn bad_jobs_and_tenants_are_usage_errors() {
         assert!(plan(&["--jobs", "0"]).is_err());
         assert!(plan(&["--tenant-a", "x", "--tenant-b", "x"]).is_err());
+    }
+
+    /// The review self-check is a phase like the suite; `--insecure-fault` breaks the built-in
+    /// layer under test only, and names one of its faults.
+    #[test]
+    fn the_review_phase_and_insecure_faults_are_planned() {
+        assert!(plan(&[]).unwrap().review);
+        assert!(!plan(&["--only", "lint"]).unwrap().review);
+        let p = plan(&["--only", "review", "--insecure-fault", "audit_skipped"]).unwrap();
+        assert!(p.review && p.families.is_empty() && !p.suite);
+        assert!(p.faults.has(Fault::AuditSkipped));
+        let e = plan(&["--insecure-fault", "nope"]).unwrap_err();
+        assert!(e.to_string().contains("audit_reason_dropped"), "{e}");
+        assert!(plan(&["--insecure-fault", "mask_off", "--self-test"]).is_err());
+        assert!(plan(&[
+            "--insecure-fault",
+            "mask_off",
+            "--target",
+            "mcp-http",
+            "http://127.0.0.1:9/mcp"
+        ])
+        .is_err());
     }
 
     #[test]

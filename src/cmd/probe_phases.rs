@@ -23,6 +23,7 @@ use preflight_harness::runner::{self as agent_runner, AgentEvent, Provider, Requ
 use preflight_harness::scenario::{self, Scenario};
 use preflight_probes::session::Session;
 use preflight_reports::{Evidence, Finding, ItemNote, Location, Severity, Verdict};
+use preflight_review::SuiteResult;
 
 use crate::cmd::db_args::db_error;
 use crate::error::CliError;
@@ -179,7 +180,7 @@ pub fn suite_phase(flags: &PhaseFlags<'_>) -> Result<SuitePhase, CliError> {
     }
 }
 
-fn status(line: impl AsRef<str>) {
+pub(crate) fn status(line: impl AsRef<str>) {
     eprintln!("{}", line.as_ref());
 }
 
@@ -189,6 +190,8 @@ pub struct PhaseOutput {
     pub findings: Vec<Finding>,
     pub notes: Vec<ItemNote>,
     pub tool_calls: u64,
+    /// The regression suite's result, for the review self-check (QRT-5).
+    pub suite: Option<SuiteResult>,
 }
 
 impl PhaseOutput {
@@ -198,12 +201,13 @@ impl PhaseOutput {
     }
 }
 
-/// Runs the scenarios against a fresh instance of the layer with the policy as written, the
-/// scripted model serving each scenario's turns over loopback HTTP; transcripts go to
-/// `out/transcripts/`.
+/// Runs the scenarios against a fresh instance of the layer with the policy as written (and the
+/// run's `--insecure-fault` faults), the scripted model serving each scenario's turns over
+/// loopback HTTP; transcripts go to `out/transcripts/`.
 pub async fn run_scenarios(
     phase: ScenarioPhase,
     session: &Session,
+    faults: &Faults,
     out: &Path,
 ) -> Result<PhaseOutput, CliError> {
     let mut output = PhaseOutput::default();
@@ -238,7 +242,7 @@ pub async fn run_scenarios(
         .map_err(|e| CliError::infra(format!("cannot read ground truth for the agent: {e}")))?;
     let gateway = session
         .target
-        .gateway(Arc::clone(&session.policy), Faults::none())
+        .gateway(Arc::clone(&session.policy), faults.clone())
         .await
         .map_err(|e| CliError::infra(format!("cannot start the layer for the agent: {e}")))?;
     let mut settings = AgentSettings::new("preflight-scripted");
@@ -314,12 +318,18 @@ fn suite_finding(verdict: Verdict, message: String, evidence: Evidence) -> Findi
     }
 }
 
-/// Runs the regression suite against a fresh instance of the layer with the policy as written.
-pub async fn run_suite(phase: SuitePhase, session: &Session) -> Result<PhaseOutput, CliError> {
+/// Runs the regression suite against a fresh instance of the layer with the policy as written
+/// (and the run's `--insecure-fault` faults).
+pub async fn run_suite(
+    phase: SuitePhase,
+    session: &Session,
+    faults: &Faults,
+) -> Result<PhaseOutput, CliError> {
     let mut output = PhaseOutput::default();
     let cases = match phase {
         SuitePhase::Run(c) => c,
         SuitePhase::Missing(why) => {
+            output.suite = Some(SuiteResult::NotRun(why.clone()));
             output.findings.push(suite_finding(
                 Verdict::Fail,
                 format!(
@@ -353,7 +363,7 @@ pub async fn run_suite(phase: SuitePhase, session: &Session) -> Result<PhaseOutp
     }
     let gateway = session
         .target
-        .gateway(Arc::clone(&session.policy), Faults::none())
+        .gateway(Arc::clone(&session.policy), faults.clone())
         .await
         .map_err(|e| CliError::infra(format!("cannot start the layer for the suite: {e}")))?;
     status(format!(
@@ -377,6 +387,20 @@ pub async fn run_suite(phase: SuitePhase, session: &Session) -> Result<PhaseOutp
         ..Evidence::default()
     };
     let failed: Vec<&policy::CaseOutcome> = report.outcomes.iter().filter(|o| !o.passed).collect();
+    output.suite = Some(SuiteResult::Ran {
+        cases: cases.path.clone(),
+        passed: report.passed() as u64,
+        failed: report.failed() as u64,
+        failures: failed
+            .iter()
+            .map(|o| {
+                format!(
+                    "line {}: {}: expected {}, got {}",
+                    o.line, o.name, o.expected, o.actual
+                )
+            })
+            .collect(),
+    });
     evidence.facts = failed
         .iter()
         .take(20)

@@ -10,6 +10,7 @@ mod policy;
 mod policy_diff;
 mod probe_cli;
 mod probe_served;
+mod probe_qrt;
 mod review_cli;
 mod serve_cli;
 mod serve_http;

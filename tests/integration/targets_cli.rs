@@ -86,7 +86,7 @@ impl Run {
 }
 
 /// `PATH` with the test-target virtualenv's `bin` first, so a profile's `python3` is the venv's.
-fn path_with_venv(bin: &Path) -> String {
+pub(crate) fn path_with_venv(bin: &Path) -> String {
     format!(
         "{}:{}",
         bin.display(),

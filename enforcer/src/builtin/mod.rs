@@ -509,6 +509,7 @@ impl BuiltinGateway {
                     .map(|r| r.chars().take(1000).collect())
             })
             .map(|r: String| crate::audit::sanitize_text(&r.replace('\0', "")));
+        let faults = &self.inner.options.faults;
         AuditRecord {
             trace_id: ctx.trace_id.clone(),
             tenant_id: ctx.principal.tenant.clone(),
@@ -522,11 +523,17 @@ impl BuiltinGateway {
             },
             arguments_sha256: arguments_sha256(args),
             decision,
-            error_code: error.map(|e| e.code.as_str().to_string()),
+            error_code: error
+                .filter(|_| !faults.has(Fault::AuditErrorCodeDropped))
+                .map(|e| e.code.as_str().to_string()),
             rows_returned: outcome.and_then(|o| o.rows_returned),
             rows_affected: outcome.and_then(|o| o.rows_affected),
-            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
-            reason,
+            duration_ms: if faults.has(Fault::AuditDurationUnmeasured) {
+                0.0
+            } else {
+                started.elapsed().as_secs_f64() * 1000.0
+            },
+            reason: reason.filter(|_| !faults.has(Fault::AuditReasonDropped)),
             approval_id: outcome.and_then(|o| o.approval_id.clone()),
             approver: outcome.and_then(|o| o.approver.clone()),
             policy_hash: policy.hash.clone(),
