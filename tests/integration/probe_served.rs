@@ -119,3 +119,50 @@ async fn the_served_builtin_layer_passes_and_each_variant_fails_exactly_its_prob
     }
     assert!(problems.is_empty(), "{}", problems.join("\n\n"));
 }
+
+/// On a database given by URL without a superuser login (staging), the served layer is probed
+/// all the same, and the one probe that needs that login — the health endpoint with the layer's
+/// login taken away — is `not_verified` saying so; every other server probe passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_superuser_login_only_the_database_down_probe_is_not_verified() {
+    let db = preflight_probes::db::testing::database().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out_dir = dir.path().join("report");
+    let out = std::process::Command::new(super::targets_cli::BIN)
+        .args(["probe", "--allow-writes", "--only", "server", "--policy"])
+        .arg(repo().join("fixtures/shop/policy.yaml"))
+        .arg("--out")
+        .arg(&out_dir)
+        .env("PREFLIGHT_DB", db.owner_url())
+        .env("PREFLIGHT_AGENT_URL", db.agent_url())
+        .env("PREFLIGHT_AUDIT_URL", db.audit_url())
+        .env_remove("PREFLIGHT_SUPERUSER_URL")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run preflight probe");
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    let text = std::fs::read_to_string(out_dir.join("report.json"))
+        .unwrap_or_else(|e| panic!("no report ({e}): {log}"));
+    let report: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    let findings = report["findings"].as_array().cloned().unwrap_or_default();
+    assert_eq!(findings.len(), 8, "{log}");
+    for f in &findings {
+        if f["code"] == "server.health_db_down" {
+            assert_eq!(f["verdict"], "not_verified", "{f}");
+            assert!(
+                f["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("superuser"),
+                "{f}"
+            );
+        } else {
+            assert_eq!(f["verdict"], "pass", "{f}");
+        }
+    }
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "not_verified fails the run: {log}"
+    );
+}
