@@ -128,7 +128,7 @@ fn the_default_run_verifies_every_item_a_probe_run_can() {
         ),
         "{md}"
     );
-    assert!(md.contains("## Not verified on this run"), "{md}");
+    assert!(!md.contains("## Not verified on this run"), "{md}");
     assert!(out.join("transcripts").is_dir(), "no transcripts written");
     // The server findings were taken through the served layer, every one passed and says so.
     let report: Value =
