@@ -65,7 +65,6 @@ pub(crate) fn status<'a>(c: &'a Value, id: &str) -> &'a str {
     item(c, id)["status"].as_str().unwrap_or_default()
 }
 
-
 #[test]
 fn the_default_run_verifies_every_item_a_probe_run_can() {
     let dir = tempfile::tempdir().unwrap();
