@@ -77,6 +77,16 @@ pub async fn run(args: GatewayBenchArgs) -> CmdResult {
         return Err(CliError::config("--iterations: expected at least 10"));
     }
     let transports = super::transport::Transport::parse_all(&args.transport)?;
+    let audits: &[&str] = match args.audit.as_str() {
+        "none" => &["none"],
+        "postgres" => &["postgres"],
+        "both" => &["none", "postgres"],
+        other => {
+            return Err(CliError::config(format!(
+                "--audit: expected none, postgres or both, got {other:?}"
+            )))
+        }
+    };
     let (db, fixtures) = args.db.to_db()?;
     eprintln!(
         "provisioning a shop database with {} orders per tenant ...",
@@ -110,16 +120,6 @@ pub async fn run(args: GatewayBenchArgs) -> CmdResult {
                 )));
             }
             p
-        }
-    };
-    let audits: &[&str] = match args.audit.as_str() {
-        "none" => &["none"],
-        "postgres" => &["postgres"],
-        "both" => &["none", "postgres"],
-        other => {
-            return Err(CliError::config(format!(
-                "--audit: expected none, postgres or both, got {other:?}"
-            )))
         }
     };
     let policy = Arc::new(policy);
