@@ -4,6 +4,7 @@ mod agent_cli;
 mod audit_cli;
 mod bench_audit;
 mod bench_fixtures;
+mod bench_gateway;
 mod checklist_cli;
 mod db;
 mod policy;

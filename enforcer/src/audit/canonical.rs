@@ -121,34 +121,31 @@ impl ChainedRecord {
         out
     }
 
-    /// Appends the canonical payload to `out`. The verifier's hot path: one buffer, no
-    /// intermediate strings.
+    /// Appends the canonical payload to `out`.
     pub fn write_payload(&self, out: &mut String) {
-        let mut p = PayloadWriter::new(out);
-        p.number(Some(self.id));
-        p.text(Some(&self.at));
-        p.text(Some(&self.trace_id));
-        p.text(self.tenant_id.as_deref());
-        p.text(self.user_id.as_deref());
-        p.list(self.roles.as_deref());
-        p.text(Some(&self.tool));
-        write_jsonb(&self.arguments, p.field());
-        p.text(Some(&self.arguments_sha256));
-        p.text(Some(&self.decision));
-        p.text(self.error_code.as_deref());
-        p.number(self.rows_returned);
-        p.number(self.rows_affected);
-        match self.duration_ms {
-            Some(v) => p.text(Some(&pg_float8_text(v))),
-            None => p.text(None),
+        PayloadFields {
+            id: self.id,
+            at: &self.at,
+            trace_id: &self.trace_id,
+            tenant_id: self.tenant_id.as_deref(),
+            user_id: self.user_id.as_deref(),
+            roles: self.roles.as_deref(),
+            tool: &self.tool,
+            arguments: &self.arguments,
+            arguments_sha256: &self.arguments_sha256,
+            decision: &self.decision,
+            error_code: self.error_code.as_deref(),
+            rows_returned: self.rows_returned,
+            rows_affected: self.rows_affected,
+            duration_ms: self.duration_ms,
+            reason: self.reason.as_deref(),
+            approval_id: self.approval_id.as_deref(),
+            approver: self.approver.as_deref(),
+            policy_hash: &self.policy_hash,
+            subjects: &self.subjects,
+            actor: &self.actor,
         }
-        p.text(self.reason.as_deref());
-        p.text(self.approval_id.as_deref());
-        p.text(self.approver.as_deref());
-        p.text(Some(&self.policy_hash));
-        p.list(Some(&self.subjects));
-        p.text(Some(&self.actor));
-        p.finish();
+        .write(out);
     }
 
     /// Whether the stored hash matches the recomputed one.
@@ -164,6 +161,64 @@ impl ChainedRecord {
             "error" => Some(Decision::Error),
             _ => None,
         }
+    }
+}
+
+/// The twenty payload fields of one record, borrowed: the one place that orders and renders
+/// them. [`ChainedRecord::write_payload`] fills it from an owned record, the JSONL verifier from
+/// a line parsed in place (its strings borrowed from the line, `S` its string type).
+pub struct PayloadFields<'a, S: AsRef<str>> {
+    pub id: i64,
+    pub at: &'a str,
+    pub trace_id: &'a str,
+    pub tenant_id: Option<&'a str>,
+    pub user_id: Option<&'a str>,
+    pub roles: Option<&'a [S]>,
+    pub tool: &'a str,
+    pub arguments: &'a Value,
+    pub arguments_sha256: &'a str,
+    pub decision: &'a str,
+    pub error_code: Option<&'a str>,
+    pub rows_returned: Option<i64>,
+    pub rows_affected: Option<i64>,
+    pub duration_ms: Option<f64>,
+    pub reason: Option<&'a str>,
+    pub approval_id: Option<&'a str>,
+    pub approver: Option<&'a str>,
+    pub policy_hash: &'a str,
+    pub subjects: &'a [S],
+    pub actor: &'a str,
+}
+
+impl<S: AsRef<str>> PayloadFields<'_, S> {
+    /// Appends the canonical payload (see the module docs) to `out`: one buffer, no
+    /// intermediate strings (the verifier's hot path).
+    pub fn write(&self, out: &mut String) {
+        let mut p = PayloadWriter::new(out);
+        p.number(Some(self.id));
+        p.text(Some(self.at));
+        p.text(Some(self.trace_id));
+        p.text(self.tenant_id);
+        p.text(self.user_id);
+        p.list(self.roles);
+        p.text(Some(self.tool));
+        write_jsonb(self.arguments, p.field());
+        p.text(Some(self.arguments_sha256));
+        p.text(Some(self.decision));
+        p.text(self.error_code);
+        p.number(self.rows_returned);
+        p.number(self.rows_affected);
+        match self.duration_ms {
+            Some(v) => p.text(Some(&pg_float8_text(v))),
+            None => p.text(None),
+        }
+        p.text(self.reason);
+        p.text(self.approval_id);
+        p.text(self.approver);
+        p.text(Some(self.policy_hash));
+        p.list(Some(self.subjects));
+        p.text(Some(self.actor));
+        p.finish();
     }
 }
 
@@ -211,7 +266,7 @@ impl<'a> PayloadWriter<'a> {
     }
 
     /// A list of text: a JSON array of strings, or `null`.
-    pub fn list(&mut self, items: Option<&[String]>) {
+    pub fn list<S: AsRef<str>>(&mut self, items: Option<&[S]>) {
         let out = self.field();
         match items {
             None => out.push_str("null"),
@@ -221,7 +276,7 @@ impl<'a> PayloadWriter<'a> {
                     if i > 0 {
                         out.push_str(", ");
                     }
-                    write_jsonb_string(item, out);
+                    write_jsonb_string(item.as_ref(), out);
                 }
                 out.push(']');
             }

@@ -70,9 +70,14 @@ pub enum JsonlLine {
     Checkpoint(JsonlCut),
 }
 
+/// Whether a line is to be read as a prune checkpoint rather than a record.
+pub(crate) fn is_checkpoint_line(line: &str) -> bool {
+    line.starts_with("{\"checkpoint\"")
+}
+
 /// Parses one line: a checkpoint (only valid as the first line) or a record.
 pub fn parse_line(line: &str) -> Result<JsonlLine, serde_json::Error> {
-    if line.starts_with("{\"checkpoint\"") {
+    if is_checkpoint_line(line) {
         let c: JsonlCheckpointLine = serde_json::from_str(line)?;
         return Ok(JsonlLine::Checkpoint(c.checkpoint));
     }

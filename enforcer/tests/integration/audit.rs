@@ -565,3 +565,55 @@ async fn edits_across_field_and_list_boundaries_are_found() {
         );
     }
 }
+
+/// The binary COPY reader renders times itself; the ones it leaves to the server (years past
+/// 9999, and infinity, which `to_char` renders as NULL) must still hash as the database's own
+/// `canonical_payload` does. The last record is re-sealed by the database with each such time.
+#[tokio::test]
+async fn times_the_verifier_does_not_render_itself_still_verify() {
+    let db = small_db().await;
+    let sink = PostgresSink::connect(db.audit_url(), 2).await.unwrap();
+    let mut own = owner(&db).await;
+    let mut su = superuser(&db).await;
+    append_n(&sink, 0, 5).await;
+    for at in [
+        "10000-01-01 00:00:00.5+00",
+        "infinity",
+        "-infinity",
+        "0001-01-01 00:00:00+00",
+        "9999-12-31 23:59:59.999999+00",
+    ] {
+        tamper(
+            &mut su,
+            &format!(
+                "UPDATE preflight_audit.audit_log SET at = '{at}' WHERE id = 5; \
+                 UPDATE preflight_audit.audit_log a SET hash = encode(sha256(convert_to( \
+                     a.prev_hash || '|' || preflight_audit.canonical_payload(a), 'UTF8')), 'hex') \
+                   WHERE id = 5; \
+                 UPDATE preflight_audit.chain_head SET hash = \
+                     (SELECT hash FROM preflight_audit.audit_log WHERE id = 5)"
+            ),
+        )
+        .await;
+        let r = verify_postgres(&mut own, None).await.unwrap();
+        assert!(r.intact(), "{at}: {:?}", r.first_break);
+        assert_eq!(r.records, 5, "{at}");
+        // And an edit of such a record is still found.
+        tamper(
+            &mut su,
+            "UPDATE preflight_audit.audit_log SET tool = tool || 'x' WHERE id = 5",
+        )
+        .await;
+        let b = verify_postgres(&mut own, None)
+            .await
+            .unwrap()
+            .first_break
+            .expect("edit found");
+        assert_eq!((b.kind, b.id), (BreakKind::Edited, 5), "{at}: {}", b.detail);
+        tamper(
+            &mut su,
+            "UPDATE preflight_audit.audit_log SET tool = left(tool, -1) WHERE id = 5",
+        )
+        .await;
+    }
+}
