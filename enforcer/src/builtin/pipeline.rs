@@ -196,7 +196,7 @@ impl PoolFailure {
 
 /// The SQL that sets the call's context, and its text binds. The same statements `CallTx` sends
 /// on the sqlx path.
-fn setup<'s>(s: &Settings<'s>) -> (Option<&'static str>, Vec<String>) {
+fn setup(s: &Settings<'_>) -> (Option<&'static str>, Vec<String>) {
     match (s.timeout_ms, s.tenant) {
         (Some(ms), Some((name, tenant))) => (
             Some("SELECT set_config('statement_timeout', $1, true), set_config($2, $3, true)"),
