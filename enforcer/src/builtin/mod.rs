@@ -391,6 +391,16 @@ impl BuiltinGateway {
         self.inner.pipeline.is_some()
     }
 
+    /// Publishes the table statistics of the pipelined path's sessions now (tests and probes
+    /// that read `pg_stat_user_tables` around a call; the sqlx pool's sessions are reached
+    /// through [`BuiltinGateway::pool`]). `Err` carries the driver's message.
+    pub async fn publish_pipelined_stats(&self) -> Result<(), String> {
+        match &self.inner.pipeline {
+            Some(p) => p.publish_stats().await,
+            None => Ok(()),
+        }
+    }
+
     /// How many calls have run their statements on the pipelined path so far.
     pub fn pipelined_calls(&self) -> u64 {
         self.inner.pipeline.as_ref().map_or(0, |p| p.calls())

@@ -132,6 +132,23 @@ impl Pipeline {
         self.calls.load(Ordering::Relaxed)
     }
 
+    /// Publishes the pending table statistics of every pooled session now
+    /// (`pg_stat_force_next_flush()`, PostgreSQL 15+): an idle backend may otherwise hold them
+    /// for up to ten seconds. Takes every connection of the pool in turn, so it waits for calls
+    /// in flight.
+    pub(crate) async fn publish_stats(&self) -> Result<(), String> {
+        let mut held = Vec::new();
+        for _ in 0..self.pool.status().size {
+            let client = self.pool.get().await.map_err(|e| e.to_string())?;
+            client
+                .batch_execute("SELECT pg_stat_force_next_flush()")
+                .await
+                .map_err(|e| e.to_string())?;
+            held.push(client);
+        }
+        Ok(())
+    }
+
     /// Opens a transaction with `settings` and runs `text` with `binds` as its first statement,
     /// all in one round trip. The first error in statement order is the result's; the caller
     /// abandons the transaction then.

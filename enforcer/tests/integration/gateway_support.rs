@@ -541,11 +541,10 @@ pub async fn flush_stats(env: &Env, gw: &BuiltinGateway) {
         .await
         .expect("grant pg_stat_force_next_flush");
     su.close().await.ok();
-    // The pipelined read path's sessions are not in `gw.pool()`: they publish their counters
-    // themselves once idle, at most a second after their last flush.
-    if gw.pipelined() {
-        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    }
+    // The pipelined read path's sessions are not in `gw.pool()`.
+    gw.publish_pipelined_stats()
+        .await
+        .expect("publish the pipelined sessions' statistics");
     for pool in [gw.pool(), &env.owner] {
         preflight_probes::truth::publish_pool_stats(pool)
             .await
