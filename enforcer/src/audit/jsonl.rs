@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 
 use super::canonical::{normalized, now_text, ChainedRecord, GENESIS_HASH};
-use super::record::{AuditError, AuditRecord, AuditSink};
+use super::record::{AuditError, AuditRecord, AuditSink, TxUse};
 
 /// When the sink calls `fdatasync` (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -423,6 +423,10 @@ fn truncate_torn(file: &mut File, keep: u64, len: u64, shown: &str) -> Result<()
 impl AuditSink for JsonlSink {
     fn kind(&self) -> &'static str {
         "jsonl"
+    }
+
+    fn tx_use(&self) -> TxUse {
+        TxUse::Unused
     }
 
     async fn append(

@@ -13,9 +13,11 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool};
 
 use super::canonical::normalized;
-use super::record::{AuditError, AuditRecord, AuditSink};
+use super::record::{AuditError, AuditRecord, AuditSink, TxUse};
 
-const INSERT: &str = "INSERT INTO preflight_audit.audit_log \
+/// The one statement this sink appends a record with; its 17 binds, in order, are the fields of
+/// the normalized record (`insert` below, and the pipelined read path of the built-in gateway).
+pub(crate) const INSERT: &str = "INSERT INTO preflight_audit.audit_log \
     (trace_id, tenant_id, user_id, roles, tool, arguments, arguments_sha256, decision, error_code, \
      rows_returned, rows_affected, duration_ms, reason, approval_id, approver, policy_hash, subjects) \
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)";
@@ -113,6 +115,10 @@ impl AuditSink for PostgresSink {
                     .into(),
             )),
         }
+    }
+
+    fn tx_use(&self) -> TxUse {
+        TxUse::AuditLogInsert
     }
 
     async fn health(&self) -> Result<String, AuditError> {

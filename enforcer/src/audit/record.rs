@@ -65,6 +65,26 @@ pub trait AuditSink: Send + Sync {
 
     /// A one-line health statement (OPS-4).
     async fn health(&self) -> Result<String, AuditError>;
+
+    /// How `append` uses the call's transaction. The built-in gateway's pipelined read path
+    /// only runs when every sink says `Unused` or `AuditLogInsert`; the default keeps a sink on
+    /// the path that hands it the sqlx transaction.
+    fn tx_use(&self) -> TxUse {
+        TxUse::Opaque
+    }
+}
+
+/// How a sink's `append` uses the transaction it is given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxUse {
+    /// `append` never touches the transaction (a file, a log line): it may be called with `None`.
+    Unused,
+    /// `append` is exactly the Postgres sink's one `INSERT` of the normalized record into
+    /// `preflight_audit.audit_log` inside the transaction, so the gateway may send that same
+    /// statement itself, pipelined with the COMMIT.
+    AuditLogInsert,
+    /// Anything else: the sink needs the sqlx transaction itself.
+    Opaque,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use sqlx::PgConnection;
 
 use super::canonical::normalize_record;
-use super::record::{AuditError, AuditRecord, AuditSink, Decision};
+use super::record::{AuditError, AuditRecord, AuditSink, Decision, TxUse};
 
 /// Emits every record as a `tracing` event.
 #[derive(Clone, Copy, Debug, Default)]
@@ -20,6 +20,10 @@ pub struct TracingSink;
 impl AuditSink for TracingSink {
     fn kind(&self) -> &'static str {
         "tracing"
+    }
+
+    fn tx_use(&self) -> TxUse {
+        TxUse::Unused
     }
 
     async fn append(

@@ -31,56 +31,76 @@ pub(crate) fn internal(trace_id: &str, what: &str) -> ToolError {
     .with_details(json!({"correlation_id": trace_id}))
 }
 
+/// A server error as the mapping reads it, whichever driver reported it (sqlx here, the
+/// pipelined read path's own driver in `pipeline.rs`).
+pub(crate) struct ServerError<'e> {
+    pub code: &'e str,
+    pub message: &'e str,
+    pub constraint: Option<&'e str>,
+    pub detail: Option<&'e str>,
+    pub hint: Option<&'e str>,
+}
+
 /// Maps a sqlx error to the agent-facing error.
 pub(crate) fn map(e: &sqlx::Error, cx: &ErrorContext<'_>) -> ToolError {
-    let mapped = match e {
+    match e {
         sqlx::Error::Database(db) => {
             let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
-            tracing::warn!(
-                trace_id = cx.trace_id,
-                sqlstate = %code,
-                message = %db.message(),
-                "database error in a gateway call"
-            );
-            let mut err = if is_rls_violation(&code, db.message()) {
-                rls_refusal()
-            } else {
-                by_sqlstate(&code, db.constraint(), cx)
-            };
-            if cx.faults.has(Fault::ErrorDetailLeak) {
-                // The failure this switch simulates: the server's text passed straight through.
-                let (detail, hint) = db
-                    .try_downcast_ref::<PgDatabaseError>()
-                    .map(|p| {
-                        (
-                            p.detail().unwrap_or("").to_string(),
-                            p.hint().unwrap_or("").to_string(),
-                        )
-                    })
-                    .unwrap_or_default();
-                err.message = format!(
-                    "{}: {} DETAIL: {detail} HINT: {hint}",
-                    err.message,
-                    db.message()
-                );
-            }
-            err
-        }
-        sqlx::Error::PoolTimedOut => {
-            tracing::warn!(trace_id = cx.trace_id, "agent pool exhausted");
-            ToolError::new(
-                ErrorCode::Internal,
-                format!("the database is busy (correlation id {})", cx.trace_id),
-                "retry in a few seconds",
+            let pg = db.try_downcast_ref::<PgDatabaseError>();
+            map_server(
+                &ServerError {
+                    code: &code,
+                    message: db.message(),
+                    constraint: db.constraint(),
+                    detail: pg.and_then(PgDatabaseError::detail),
+                    hint: pg.and_then(PgDatabaseError::hint),
+                },
+                cx,
             )
-            .with_details(json!({"correlation_id": cx.trace_id}))
         }
+        sqlx::Error::PoolTimedOut => busy(cx.trace_id),
         other => {
             tracing::error!(trace_id = cx.trace_id, error = %other, "gateway call failed");
             internal(cx.trace_id, "talking to the database")
         }
+    }
+}
+
+/// Maps an error the server reported to the agent-facing error.
+pub(crate) fn map_server(db: &ServerError<'_>, cx: &ErrorContext<'_>) -> ToolError {
+    tracing::warn!(
+        trace_id = cx.trace_id,
+        sqlstate = %db.code,
+        message = %db.message,
+        "database error in a gateway call"
+    );
+    let mut err = if is_rls_violation(db.code, db.message) {
+        rls_refusal()
+    } else {
+        by_sqlstate(db.code, db.constraint, cx)
     };
-    mapped
+    if cx.faults.has(Fault::ErrorDetailLeak) {
+        // The failure this switch simulates: the server's text passed straight through.
+        err.message = format!(
+            "{}: {} DETAIL: {} HINT: {}",
+            err.message,
+            db.message,
+            db.detail.unwrap_or(""),
+            db.hint.unwrap_or("")
+        );
+    }
+    err
+}
+
+/// No connection came free within the acquire timeout.
+pub(crate) fn busy(trace_id: &str) -> ToolError {
+    tracing::warn!(trace_id, "agent pool exhausted");
+    ToolError::new(
+        ErrorCode::Internal,
+        format!("the database is busy (correlation id {trace_id})"),
+        "retry in a few seconds",
+    )
+    .with_details(json!({"correlation_id": trace_id}))
 }
 
 /// Whether the server refused a written row under a row-level security policy (`WITH CHECK`).

@@ -14,7 +14,8 @@
 //!    work is rolled back.
 //!
 //! The read tools live in `read.rs` (compiled by `compile.rs`, redacted by `redact.rs`, priced by
-//! `scan.rs`); the write tools in `write.rs`.
+//! `scan.rs`); the write tools in `write.rs`. Reads normally run on the pipelined path
+//! (`pipeline.rs`: the same statements in two or three round trips instead of five or six).
 
 // `ToolError` is the contract's denial value (code, message, suggestion, details) and the whole
 // point of these functions on their cold path; boxing it internally would only add an allocation.
@@ -27,6 +28,7 @@ mod compile;
 mod cursor;
 mod describe;
 mod errors;
+mod pipeline;
 mod read;
 mod redact;
 mod scan;
@@ -47,7 +49,7 @@ use serde_json::{json, Value};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
-use crate::audit::{arguments_sha256, sanitize_arguments, AuditRecord, AuditSink, Decision};
+use crate::audit::{arguments_sha256, sanitize_arguments, AuditRecord, AuditSink, Decision, TxUse};
 use crate::faults::{Fault, Faults};
 use crate::gateway::{CallContext, ErrorCode, Gateway, Health, SinkHealth, ToolError, ToolSpec};
 use crate::policy::{ModelPolicy, Policy};
@@ -102,6 +104,10 @@ pub struct BuiltinOptions {
     pub max_connections: u32,
     /// How long a call waits for a free connection before failing with `internal`.
     pub acquire_timeout: Duration,
+    /// Whether reads may take the pipelined path (a second pool of up to `max_connections`,
+    /// made only for local or `sslmode=disable` servers). Off: every statement goes through
+    /// sqlx, one round trip each.
+    pub pipeline: bool,
 }
 
 impl Default for BuiltinOptions {
@@ -114,6 +120,7 @@ impl Default for BuiltinOptions {
             budget_store: None,
             max_connections: 8,
             acquire_timeout: Duration::from_secs(10),
+            pipeline: true,
         }
     }
 }
@@ -129,6 +136,7 @@ impl std::fmt::Debug for BuiltinOptions {
             )
             .field("hooks", &self.hooks.len())
             .field("max_connections", &self.max_connections)
+            .field("pipeline", &self.pipeline)
             .finish_non_exhaustive()
     }
 }
@@ -203,6 +211,9 @@ struct Inner {
     catalog: Catalog,
     /// Statement timeout for calls not tied to one model: the strictest any model sets.
     default_timeout_ms: Option<u64>,
+    /// The pipelined read path, when it is on, the URL allows it and every audit sink can be
+    /// appended to through it.
+    pipeline: Option<pipeline::Pipeline>,
 }
 
 /// The built-in enforcement layer. Cheap to clone (shared inner state).
@@ -324,6 +335,30 @@ impl BuiltinGateway {
             .values()
             .filter_map(|m| m.budgets.statement_timeout_ms)
             .min();
+        let sinks_allow = options
+            .audit
+            .iter()
+            .all(|s| matches!(s.tx_use(), TxUse::Unused | TxUse::AuditLogInsert));
+        let pipeline = if !options.pipeline {
+            None
+        } else if !sinks_allow {
+            tracing::info!("an audit sink needs the sqlx transaction: reads stay on the sqlx path");
+            None
+        } else {
+            match pipeline::Pipeline::connect(
+                agent_url,
+                options.max_connections,
+                options.acquire_timeout,
+            )
+            .await
+            {
+                Ok(p) => Some(p),
+                Err(why) => {
+                    tracing::info!(reason = %why, "reads stay on the sqlx path");
+                    None
+                }
+            }
+        };
         Ok(BuiltinGateway {
             inner: Arc::new(Inner {
                 policy,
@@ -333,6 +368,7 @@ impl BuiltinGateway {
                 specs,
                 catalog,
                 default_timeout_ms,
+                pipeline,
             }),
         })
     }
@@ -348,6 +384,26 @@ impl BuiltinGateway {
 
     pub fn faults(&self) -> &Faults {
         &self.inner.options.faults
+    }
+
+    /// Whether reads take the pipelined path.
+    pub fn pipelined(&self) -> bool {
+        self.inner.pipeline.is_some()
+    }
+
+    /// Publishes the table statistics of the pipelined path's sessions now (tests and probes
+    /// that read `pg_stat_user_tables` around a call; the sqlx pool's sessions are reached
+    /// through [`BuiltinGateway::pool`]). `Err` carries the driver's message.
+    pub async fn publish_pipelined_stats(&self) -> Result<(), String> {
+        match &self.inner.pipeline {
+            Some(p) => p.publish_stats().await,
+            None => Ok(()),
+        }
+    }
+
+    /// How many calls have run their statements on the pipelined path so far.
+    pub fn pipelined_calls(&self) -> u64 {
+        self.inner.pipeline.as_ref().map_or(0, |p| p.calls())
     }
 
     fn audits(&self) -> bool {
@@ -566,6 +622,56 @@ impl BuiltinGateway {
     }
 }
 
+/// Which step of a pipelined finish failed.
+enum PipelinedFailure {
+    /// A sink, or the audit INSERT: nothing was committed.
+    Audit,
+    /// COMMIT.
+    Commit,
+}
+
+impl BuiltinGateway {
+    /// Appends `record` through every sink and commits the pipelined transaction: the sinks that
+    /// never touch the transaction first, then the audit INSERT of every database sink and the
+    /// COMMIT in one round trip. Any failure fails the call closed.
+    async fn append_pipelined(
+        &self,
+        ctx: &CallContext,
+        pipe: pipeline::PipeTx,
+        lift_timeout: bool,
+        record: &AuditRecord,
+    ) -> Result<(), PipelinedFailure> {
+        let mut inserts = 0;
+        for sink in &self.inner.options.audit {
+            let failed = match sink.tx_use() {
+                TxUse::Unused => sink.append(None, record).await.err().map(|e| e.to_string()),
+                TxUse::AuditLogInsert => {
+                    inserts += 1;
+                    None
+                }
+                // Never pipelined (see `connect`); refused rather than skipped if it ever is.
+                TxUse::Opaque => Some("the sink needs the sqlx transaction".to_string()),
+            };
+            if let Some(e) = failed {
+                tracing::error!(trace_id = %ctx.trace_id, sink = sink.kind(), error = %e, "audit sink failed; failing the call closed");
+                pipe.abandon();
+                return Err(PipelinedFailure::Audit);
+            }
+        }
+        match pipe.finish(record, inserts, lift_timeout).await {
+            Ok(()) => Ok(()),
+            Err(pipeline::FinishError::Audit(e)) => {
+                tracing::error!(trace_id = %ctx.trace_id, sink = "postgres", error = %e, "audit sink failed; failing the call closed");
+                Err(PipelinedFailure::Audit)
+            }
+            Err(pipeline::FinishError::Commit(e)) => {
+                tracing::error!(trace_id = %ctx.trace_id, error = %e, "commit failed");
+                Err(PipelinedFailure::Commit)
+            }
+        }
+    }
+}
+
 fn audit_failed(ctx: &CallContext) -> ToolError {
     ToolError::new(
         ErrorCode::Internal,
@@ -626,7 +732,8 @@ impl Gateway for BuiltinGateway {
             &ctx.principal.tenant,
             &inner.options.faults,
             inner.default_timeout_ms,
-        );
+        )
+        .with_pipeline(inner.pipeline.as_ref());
         let result = self.dispatch(ctx, tool, &arguments, &mut tx).await;
         let audits = self.audits();
         match result {
@@ -646,9 +753,23 @@ impl Gateway for BuiltinGateway {
                         outcome.denial.as_ref(),
                         Some(&outcome),
                     );
-                    if let Err(e) = self.append(ctx, &mut tx, &record).await {
-                        tx.discard();
-                        return Err(e);
+                    match tx.take_pipe() {
+                        Some((pipe, lift)) => {
+                            self.append_pipelined(ctx, pipe, lift, &record)
+                                .await
+                                .map_err(|failure| match failure {
+                                    PipelinedFailure::Audit => audit_failed(ctx),
+                                    PipelinedFailure::Commit => {
+                                        errors::internal(&ctx.trace_id, "committing")
+                                    }
+                                })?;
+                        }
+                        None => {
+                            if let Err(e) = self.append(ctx, &mut tx, &record).await {
+                                tx.discard();
+                                return Err(e);
+                            }
+                        }
                     }
                 }
                 if tx.is_open() {
@@ -707,6 +828,14 @@ impl Gateway for BuiltinGateway {
                 }
                 let record =
                     self.record(ctx, tool, &arguments, started, decision, Some(&error), None);
+                if audit_tx.is_pipelined() {
+                    if let Some((pipe, lift)) = audit_tx.take_pipe() {
+                        self.append_pipelined(ctx, pipe, lift, &record)
+                            .await
+                            .map_err(|_| audit_failed(ctx))?;
+                    }
+                    return Err(error);
+                }
                 if let Err(e) = self.append(ctx, &mut audit_tx, &record).await {
                     audit_tx.discard();
                     return Err(e);

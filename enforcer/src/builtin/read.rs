@@ -18,6 +18,7 @@ use super::compile::{
 };
 use super::cursor;
 use super::errors::{self, ErrorContext};
+use super::pipeline::{self, Pipeline};
 use super::redact::Redactor;
 use super::scan::{self, ExplainOutcome};
 use super::text::{quote_for_message, thousands};
@@ -107,6 +108,17 @@ impl<'a> ReadCx<'a> {
             .budgets
             .max_scan_rows
             .filter(|_| !self.faults.has(Fault::ScanBudgetOff));
+        if let Some(pipeline) = tx.pipeline() {
+            // A primary-key lookup of at most `budget` rows through belongs_to includes only
+            // touches that many rows per table: no need to ask the planner.
+            let explain = budget.filter(|b| !bounded.is_some_and(|n| n <= *b));
+            // A stale catalog is refreshed on the sqlx path, which then runs this read.
+            if explain.is_none() || !self.catalog.stale() {
+                return self
+                    .run_pipelined(pipeline, tx, model, compiled, explain)
+                    .await;
+            }
+        }
         let conn = match tx.conn().await {
             Ok(c) => c,
             Err(e) => {
@@ -172,6 +184,70 @@ impl<'a> ReadCx<'a> {
             }
         }
         Ok(out)
+    }
+}
+
+impl ReadCx<'_> {
+    /// [`ReadCx::run`] on the pipelined path: BEGIN, the context and the first statement (the
+    /// read, or its EXPLAIN when the scan budget must price it) in one round trip, then the read
+    /// if the plan fits. The transaction stays open for the audit record and COMMIT.
+    async fn run_pipelined(
+        &self,
+        pipeline: &Pipeline,
+        tx: &mut CallTx<'_>,
+        model: &ModelPolicy,
+        compiled: &Compiled,
+        explain: Option<u64>,
+    ) -> Result<Vec<Map<String, Value>>, ToolError> {
+        let fields = || self.catalog.filter_fields(model, self.faults);
+        let settings = tx.settings();
+        let sql = &compiled.sql;
+        let first_text = match explain {
+            Some(_) => scan::explain_text(sql),
+            None => sql.text.clone(),
+        };
+        let (pipe, first) = pipeline
+            .begin(&settings, &first_text, &sql.binds)
+            .await
+            .map_err(|e| e.to_tool_error(&self.ctx.trace_id))?;
+        tx.adopt(pipe);
+        let failed = |tx: &mut CallTx<'_>, e: pipeline::Error| {
+            tx.abandon_pipe();
+            let fields = fields();
+            pipeline::map_error(&e, &self.error_context(tx, &model.name, &fields))
+        };
+        let first = match first {
+            Ok(rows) => rows,
+            Err(e) => return Err(failed(tx, e)),
+        };
+        let rows = match explain {
+            None => first,
+            Some(budget) => {
+                let Some(plan) = first.first() else {
+                    tx.abandon_pipe();
+                    return Err(errors::internal(&self.ctx.trace_id, "reading the plan"));
+                };
+                let catalog = self.catalog;
+                let tuples = |rel: &str| catalog.reltuples(rel);
+                // Over budget: the read never runs; the transaction stays open and unpoisoned for
+                // the denial's record, as on the sqlx path.
+                scan::judge(plan, budget, &model.name, &fields(), &tuples)?;
+                let read = match tx.pipe() {
+                    Some(pipe) => pipe.query(&sql.text, &sql.binds).await,
+                    None => Err(pipeline::Error::Finished),
+                };
+                match read {
+                    Ok(rows) => rows,
+                    Err(e) => return Err(failed(tx, e)),
+                }
+            }
+        };
+        rows.into_iter()
+            .map(|v| match v {
+                Value::Object(m) => Ok(m),
+                _ => Err(errors::internal(&self.ctx.trace_id, "reading the result")),
+            })
+            .collect()
     }
 }
 

@@ -150,17 +150,32 @@ pub(crate) async fn check(
     fields: &[String],
     reltuples: &(dyn Fn(&str) -> Option<f64> + Sync),
 ) -> Result<ScanEstimate, ExplainOutcome> {
-    let text = format!("EXPLAIN (FORMAT JSON) {}", sql.text);
+    let text = explain_text(sql);
     let plan: Value = query(&text, &sql.binds)
         .fetch_one(&mut *conn)
         .await
         .and_then(|row| sqlx::Row::try_get::<Value, _>(&row, 0))
         .map_err(ExplainOutcome::Database)?;
-    let est = estimate(&plan, reltuples);
+    judge(&plan, budget, model, fields, reltuples).map_err(ExplainOutcome::OverBudget)
+}
+
+/// The planner question for `sql`, taking the same binds.
+pub(crate) fn explain_text(sql: &Sql) -> String {
+    format!("EXPLAIN (FORMAT JSON) {}", sql.text)
+}
+
+/// Prices a plan (`EXPLAIN (FORMAT JSON)` output) against the budget: the estimate when it fits,
+/// the `scan_budget_exceeded` denial when it does not.
+pub(crate) fn judge(
+    plan: &Value,
+    budget: u64,
+    model: &str,
+    fields: &[String],
+    reltuples: &(dyn Fn(&str) -> Option<f64> + Sync),
+) -> Result<ScanEstimate, ToolError> {
+    let est = estimate(plan, reltuples);
     if est.total > budget as f64 {
-        return Err(ExplainOutcome::OverBudget(over_budget(
-            &est, budget, model, fields,
-        )));
+        return Err(over_budget(&est, budget, model, fields));
     }
     Ok(est)
 }

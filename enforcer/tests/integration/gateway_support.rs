@@ -541,6 +541,10 @@ pub async fn flush_stats(env: &Env, gw: &BuiltinGateway) {
         .await
         .expect("grant pg_stat_force_next_flush");
     su.close().await.ok();
+    // The pipelined read path's sessions are not in `gw.pool()`.
+    gw.publish_pipelined_stats()
+        .await
+        .expect("publish the pipelined sessions' statistics");
     for pool in [gw.pool(), &env.owner] {
         preflight_probes::truth::publish_pool_stats(pool)
             .await

@@ -5,6 +5,7 @@ mod approvals;
 mod audit;
 mod budget_store;
 mod gateway_support;
+mod pipeline;
 mod policy;
 mod reads;
 mod redaction;

@@ -56,6 +56,11 @@ pub struct GatewayBenchArgs {
     #[arg(long, default_value = "both", value_name = "none|postgres|both")]
     pub audit: String,
 
+    /// Keeps the gateway's reads on the sqlx path (one round trip per statement), to compare
+    /// with the pipelined path on the same build.
+    #[arg(long)]
+    pub no_pipeline: bool,
+
     /// Compares transports instead of gateway vs raw SQL: `in-process`, `mcp-stdio`, `mcp-http`
     /// (repeat the flag, list them comma-separated, or say `all`). The same layer and policy
     /// file on the same database, in this process and through `preflight serve` children, side
@@ -199,6 +204,7 @@ async fn bench_gateway(
     };
     let options = BuiltinOptions {
         audit: sinks,
+        pipeline: !args.no_pipeline,
         ..BuiltinOptions::default()
     };
     let gw = BuiltinGateway::connect(policy.clone(), database.agent_url(), options)
@@ -274,6 +280,10 @@ async fn bench_gateway(
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "built-in (orders)".to_string()),
         audit
+    );
+    println!(
+        "gateway calls on the pipelined read path: {}",
+        thousands(gw.pipelined_calls())
     );
     println!(
         "raw = the same SQL on the same pool; raw in tx = the same SQL inside the gateway's \
