@@ -879,8 +879,17 @@ async fn budgets_refuse_before_running_and_cut_slow_statements() {
     let off = env.gateway(Faults::one(Fault::ScanBudgetOff)).await;
     let r = ok(&off, "acme", "db_query", json!({"model": "orders", "order_by": [{"field": "total", "direction": "desc"}], "limit": 5})).await;
     assert_eq!(r["row_count"], 5);
-    flush_stats(&env, &off).await;
-    let moved = table_reads(&env.owner, "orders").await;
+    // The read ran on a pipelined session whose rollback is spawned after the call returns:
+    // publish until its counters show (a few seconds at most).
+    let mut moved = after;
+    for _ in 0..25 {
+        flush_stats(&env, &off).await;
+        moved = table_reads(&env.owner, "orders").await;
+        if moved.1 > after.1 || moved.2 > after.2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert!(
         moved.1 > after.1 || moved.2 > after.2,
         "positive control did not read orders: {after:?} -> {moved:?}"
