@@ -316,7 +316,12 @@ quotas: {rows_per_hour: 20000, calls_per_hour: 600}
     let body = body.join("\n");
     let rules_at = body.find("    - name: refund-over-1000").unwrap();
     let (head, rules) = body.split_at(rules_at);
-    let rules_end = rules.find("\nquotas").unwrap_or(rules.len());
+    // The rules end at the next top-level key (quotas, rate_limits, ...).
+    let rules_end = rules
+        .match_indices('\n')
+        .map(|(i, _)| i)
+        .find(|&i| rules[i + 1..].starts_with(|c: char| c.is_ascii_alphabetic()))
+        .unwrap_or(rules.len());
     let (rules, tail) = rules.split_at(rules_end);
     let mut blocks: Vec<String> = rules
         .split("    - name: ")
