@@ -75,6 +75,22 @@ pub struct PhaseFlags<'a> {
     pub self_test: bool,
 }
 
+#[cfg(test)]
+impl PhaseFlags<'_> {
+    /// The default run's flags: every phase selected, no files given (for unit tests).
+    pub(crate) fn every_phase() -> Self {
+        PhaseFlags {
+            scenarios: None,
+            system_prompt: None,
+            cases: None,
+            agent_selected: true,
+            suite_selected: true,
+            policy_file: None,
+            self_test: false,
+        }
+    }
+}
+
 /// Decides the scenario phase from the flags; a malformed scenario or prompt file is a usage
 /// error here, before any database is started.
 pub fn scenario_phase(flags: &PhaseFlags<'_>) -> Result<ScenarioPhase, CliError> {
@@ -532,15 +548,7 @@ mod tests {
     use super::*;
 
     fn flags<'a>() -> PhaseFlags<'a> {
-        PhaseFlags {
-            scenarios: None,
-            system_prompt: None,
-            cases: None,
-            agent_selected: true,
-            suite_selected: true,
-            policy_file: None,
-            self_test: false,
-        }
+        PhaseFlags::every_phase()
     }
 
     #[test]

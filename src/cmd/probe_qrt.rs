@@ -366,15 +366,7 @@ mod tests {
     use super::*;
 
     fn flags<'a>() -> PhaseFlags<'a> {
-        PhaseFlags {
-            scenarios: None,
-            system_prompt: None,
-            cases: None,
-            agent_selected: true,
-            suite_selected: true,
-            policy_file: None,
-            self_test: false,
-        }
+        PhaseFlags::every_phase()
     }
 
     #[test]

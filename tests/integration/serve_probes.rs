@@ -156,11 +156,35 @@ pub(crate) fn probe_db_with(
     }
 }
 
-fn set(codes: &[&str]) -> BTreeSet<String> {
+/// Whether a run of the eight server probes failed exactly `failing` and passed every other one;
+/// `Some(what differs)` when not.
+pub(crate) fn split_problem(name: &str, run: &Run, failing: &BTreeSet<String>) -> Option<String> {
+    assert_eq!(run.findings.len(), 8, "{name}: {}", run.log());
+    let passing: BTreeSet<String> = ALL
+        .iter()
+        .map(|c| c.to_string())
+        .filter(|c| !failing.contains(c))
+        .collect();
+    if run.codes("fail") == *failing && run.codes("pass") == passing {
+        return None;
+    }
+    Some(format!(
+        "{name}: fail {:?} (want {failing:?}), pass {:?} (want {passing:?})\n{}",
+        run.codes("fail"),
+        run.codes("pass"),
+        run.findings
+            .iter()
+            .map(|f| format!("  {} {}: {}", f["verdict"], f["title"], f["message"]))
+            .collect::<Vec<_>>()
+            .join("\n")
+    ))
+}
+
+pub(crate) fn set(codes: &[&str]) -> BTreeSet<String> {
     codes.iter().map(|c| c.to_string()).collect()
 }
 
-const ALL: [&str; 5] = [
+pub(crate) const ALL: [&str; 5] = [
     "server.token_forgery",
     "server.health_fields",
     "server.health_db_down",
@@ -217,24 +241,7 @@ async fn the_server_family_passes_on_serve_and_each_variant_fails_its_probes() {
                 f["verdict"], f["title"], f["message"], f["evidence"]["facts"]
             );
         }
-        assert_eq!(run.findings.len(), 8, "{name}: {}", run.log());
-        let passing: BTreeSet<String> = ALL
-            .iter()
-            .map(|c| c.to_string())
-            .filter(|c| !failing.contains(c))
-            .collect();
-        if run.codes("fail") != failing || run.codes("pass") != passing {
-            problems.push(format!(
-                "{name}: fail {:?} (want {failing:?}), pass {:?} (want {passing:?})\n{}",
-                run.codes("fail"),
-                run.codes("pass"),
-                run.findings
-                    .iter()
-                    .map(|f| format!("  {} {}: {}", f["verdict"], f["title"], f["message"]))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            ));
-        }
+        problems.extend(split_problem(name, &run, &failing));
         if variant == Some("no-token-check") {
             // Every forgery failed, each with what came back as evidence.
             let forged: Vec<&Value> = run
