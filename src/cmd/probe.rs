@@ -290,8 +290,8 @@ fn default_families(target: &TargetKind, self_test: bool) -> BTreeSet<Family> {
     }
 }
 
-/// `--insecure-fault` names, each one of the built-in layer's faults.
-fn parse_faults(names: &[String]) -> Result<Faults, CliError> {
+/// `--insecure-fault` names (of `probe` and `serve`), each one of the built-in layer's faults.
+pub(crate) fn parse_faults(names: &[String]) -> Result<Faults, CliError> {
     names
         .iter()
         .map(|name| {

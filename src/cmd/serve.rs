@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
-use preflight_enforcer::{Fault, Faults, Principal};
+use preflight_enforcer::Principal;
 use preflight_serve::auth::{ClaimNames, JwtAlg, JwtSettings, JwtVerifier};
 use preflight_serve::http::{HttpOptions, HttpServer, TestVariant};
 use preflight_serve::{Layer, LayerConfig};
@@ -150,23 +150,7 @@ impl ServePlan {
                 Some(key)
             }
         };
-        let mut faults = Faults::none();
-        for name in &args.insecure_fault {
-            let fault = Fault::ALL
-                .into_iter()
-                .find(|f| f.as_str() == name.trim())
-                .ok_or_else(|| {
-                    CliError::config(format!(
-                        "--insecure-fault: unknown fault `{name}`; expected one of {}",
-                        Fault::ALL
-                            .iter()
-                            .map(|f| f.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ))
-                })?;
-            faults = faults.iter().chain([fault]).collect();
-        }
+        let faults = super::probe::parse_faults(&args.insecure_fault)?;
         let layer = LayerConfig {
             policy_path: args.policy.clone(),
             database_url: args.db.clone(),
