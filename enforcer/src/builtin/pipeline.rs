@@ -16,9 +16,15 @@
 //!
 //! The audit record holds the read's outcome (rows returned, subjects, duration), so it cannot be
 //! sent before the read's rows are back: two waits per call is the floor, three with an
-//! `EXPLAIN`. Every value is still a bind parameter (`query_typed` sends parse, bind and execute
-//! together, without a separate prepare round trip), and a failed audit INSERT still fails the
+//! `EXPLAIN`. Every value is still a bind parameter, and a failed audit INSERT still fails the
 //! call closed: the COMMIT behind it then only ends an aborted transaction.
+//!
+//! Every statement is prepared once per connection and kept (deadpool's per-connection statement
+//! cache, at most [`STATEMENT_CACHE_MAX`] statements): the first call of a statement text on a
+//! connection pays one extra round trip for the prepare, every later one sends only bind and
+//! execute. Sending the statements unnamed instead (parsed and planned again on every call) cost
+//! more than the round trips the pipeline saves; the audit INSERT alone, re-parsed each time, was
+//! slower than the whole read.
 //!
 //! A connection goes back to the pool only outside a transaction: a transaction the call does not
 //! commit is rolled back in a spawned task (off the call's latency) and the connection is closed
@@ -39,7 +45,7 @@ use futures::future::{join, join3, join_all};
 use serde_json::Value;
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Config, NoTls, Row};
+use tokio_postgres::{Config, NoTls, Row, Statement};
 
 use crate::audit::canonical::normalized;
 use crate::audit::postgres::INSERT;
@@ -48,6 +54,44 @@ use crate::gateway::ToolError;
 
 use super::errors::{self, ErrorContext, ServerError};
 use super::sql::Bind;
+
+/// The most statements one pooled connection keeps prepared; past it its cache starts afresh
+/// (reads with many filter shapes would otherwise grow it without bound).
+pub(crate) const STATEMENT_CACHE_MAX: usize = 256;
+
+/// `text` prepared on `client` with `types`, from the connection's cache when it was prepared
+/// before (no round trip), else prepared now and kept.
+async fn prepared(
+    client: &Object,
+    text: &str,
+    types: &[Type],
+) -> Result<Statement, tokio_postgres::Error> {
+    if client.statement_cache.size() >= STATEMENT_CACHE_MAX {
+        client.statement_cache.clear();
+    }
+    client.prepare_typed_cached(text, types).await
+}
+
+/// The types of the audit INSERT's 17 binds, in order (see [`INSERT`]).
+const INSERT_TYPES: [Type; 17] = [
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT_ARRAY,
+    Type::TEXT,
+    Type::JSONB,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::INT8,
+    Type::INT8,
+    Type::FLOAT8,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT_ARRAY,
+];
 
 /// A pipelined statement's failure; callers only pass it on to [`map_error`].
 #[derive(Debug, thiserror::Error)]
@@ -164,21 +208,40 @@ impl Pipeline {
         })?;
         self.calls.fetch_add(1, Ordering::Relaxed);
         let (setup_sql, setup_values) = setup(settings);
-        let setup_params: Vec<(&(dyn ToSql + Sync), Type)> = setup_values
+        let setup_types = vec![Type::TEXT; setup_values.len()];
+        let setup_params: Vec<&(dyn ToSql + Sync)> = setup_values
             .iter()
-            .map(|v| (v as &(dyn ToSql + Sync), Type::TEXT))
+            .map(|v| v as &(dyn ToSql + Sync))
             .collect();
-        let params = params(binds);
+        let (params, types) = params(binds);
+        // Both come from the connection's cache after its first call (no round trip).
+        let (setup_stmt, read_stmt) = join(
+            async {
+                match setup_sql {
+                    Some(sql) => prepared(&client, sql, &setup_types).await.map(Some),
+                    None => Ok(None),
+                }
+            },
+            prepared(&client, text, &types),
+        )
+        .await;
+        let (setup_stmt, read_stmt) = match (setup_stmt, read_stmt) {
+            (Ok(s), Ok(r)) => (s, r),
+            // Nothing was begun: the caller's abandon finds no transaction to roll back.
+            (Err(e), _) | (_, Err(e)) => {
+                return Ok((PipeTx::new(client), Err(Error::Db(e))));
+            }
+        };
         let setup = async {
-            match setup_sql {
-                Some(sql) => client.query_typed(sql, &setup_params).await.map(drop),
+            match &setup_stmt {
+                Some(stmt) => client.query(stmt, &setup_params).await.map(drop),
                 None => Ok(()),
             }
         };
         let (began, set, rows) = join3(
             client.batch_execute("BEGIN"),
             setup,
-            client.query_typed(text, &params),
+            client.query(&read_stmt, &params),
         )
         .await;
         let result = began
@@ -231,9 +294,9 @@ fn setup(s: &Settings<'_>) -> (Option<&'static str>, Vec<String>) {
     }
 }
 
-/// The binds with the types sqlx gives the same Rust values, so the server infers the same
+/// The binds, and the types sqlx gives the same Rust values, so the server infers the same
 /// statement.
-fn params(binds: &[Bind]) -> Vec<(&(dyn ToSql + Sync), Type)> {
+fn params(binds: &[Bind]) -> (Vec<&(dyn ToSql + Sync)>, Vec<Type>) {
     binds
         .iter()
         .map(|b| -> (&(dyn ToSql + Sync), Type) {
@@ -246,7 +309,7 @@ fn params(binds: &[Bind]) -> Vec<(&(dyn ToSql + Sync), Type)> {
                 Bind::BoolArray(v) => (v, Type::BOOL_ARRAY),
             }
         })
-        .collect()
+        .unzip()
 }
 
 /// The first column of every row, as JSON (the read compiler's `to_jsonb(r)`, or an EXPLAIN's
@@ -314,8 +377,10 @@ impl PipeTx {
         let Some(client) = &self.client else {
             return Err(Error::Finished);
         };
+        let (params, types) = params(binds);
+        let stmt = prepared(client, text, &types).await.map_err(Error::Db)?;
         client
-            .query_typed(text, &params(binds))
+            .query(&stmt, &params)
             .await
             .and_then(json_rows)
             .map_err(Error::Db)
@@ -335,25 +400,37 @@ impl PipeTx {
         };
         let r = normalized(record);
         let decision = r.decision.as_str();
-        let insert_params: [(&(dyn ToSql + Sync), Type); 17] = [
-            (&r.trace_id, Type::TEXT),
-            (&r.tenant_id, Type::TEXT),
-            (&r.user_id, Type::TEXT),
-            (&r.roles, Type::TEXT_ARRAY),
-            (&r.tool, Type::TEXT),
-            (&r.arguments, Type::JSONB),
-            (&r.arguments_sha256, Type::TEXT),
-            (&decision, Type::TEXT),
-            (&r.error_code, Type::TEXT),
-            (&r.rows_returned, Type::INT8),
-            (&r.rows_affected, Type::INT8),
-            (&r.duration_ms, Type::FLOAT8),
-            (&r.reason, Type::TEXT),
-            (&r.approval_id, Type::TEXT),
-            (&r.approver, Type::TEXT),
-            (&r.policy_hash, Type::TEXT),
-            (&r.subjects, Type::TEXT_ARRAY),
+        let insert_params: [&(dyn ToSql + Sync); 17] = [
+            &r.trace_id,
+            &r.tenant_id,
+            &r.user_id,
+            &r.roles,
+            &r.tool,
+            &r.arguments,
+            &r.arguments_sha256,
+            &decision,
+            &r.error_code,
+            &r.rows_returned,
+            &r.rows_affected,
+            &r.duration_ms,
+            &r.reason,
+            &r.approval_id,
+            &r.approver,
+            &r.policy_hash,
+            &r.subjects,
         ];
+        // Prepared on this connection's first call, from its cache after that.
+        let insert = match prepared(&client, INSERT, &INSERT_TYPES).await {
+            Ok(stmt) => stmt,
+            Err(e) => {
+                // Nothing was sent after the read: end the transaction, record nothing.
+                let ended = client.batch_execute("ROLLBACK").await;
+                if ended.is_err() {
+                    drop(Object::take(client));
+                }
+                return Err(FinishError::Audit(Error::Db(e)));
+            }
+        };
         let lift = async {
             if lift_timeout {
                 client
@@ -365,7 +442,7 @@ impl PipeTx {
         };
         let appends = join(
             lift,
-            join_all((0..inserts).map(|_| client.query_typed(INSERT, &insert_params))),
+            join_all((0..inserts).map(|_| client.query(&insert, &insert_params))),
         );
         let ((lifted, inserted), committed) = join(appends, client.batch_execute("COMMIT")).await;
         let audit = lifted.and_then(|()| inserted.into_iter().try_for_each(|r| r.map(drop)));

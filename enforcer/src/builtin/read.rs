@@ -112,11 +112,9 @@ impl<'a> ReadCx<'a> {
             // A primary-key lookup of at most `budget` rows through belongs_to includes only
             // touches that many rows per table: no need to ask the planner.
             let explain = budget.filter(|b| bounded.is_none_or(|n| n > *b));
-            // Only reads the scan budget need not price: measured on the shared bench machine, a
-            // budget-checked read (EXPLAIN, then the read, both planned afresh as unnamed
-            // statements) was about 10% slower pipelined than on sqlx's cached prepared
-            // statements (docs/performance.md), so it stays there until the pipeline caches them.
-            if explain.is_none() {
+            // A budget-checked read whose catalog statistics are due for a refresh takes the
+            // sqlx path, which refreshes them on its connection before pricing the plan.
+            if explain.is_none() || !self.catalog.stale() {
                 return self
                     .run_pipelined(pipeline, tx, model, compiled, explain)
                     .await;
