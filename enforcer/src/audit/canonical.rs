@@ -164,10 +164,22 @@ impl ChainedRecord {
     }
 }
 
+/// A JSON value the payload renders in jsonb's text form: a `serde_json::Value`, or the JSONL
+/// verifier's value borrowed from its line (`verify::args`), which must render the same text.
+pub trait JsonbText {
+    fn write_jsonb(&self, out: &mut String);
+}
+
+impl JsonbText for Value {
+    fn write_jsonb(&self, out: &mut String) {
+        write_jsonb(self, out);
+    }
+}
+
 /// The twenty payload fields of one record, borrowed: the one place that orders and renders
 /// them. [`ChainedRecord::write_payload`] fills it from an owned record, the JSONL verifier from
 /// a line parsed in place (its strings borrowed from the line, `S` its string type).
-pub struct PayloadFields<'a, S: AsRef<str>> {
+pub struct PayloadFields<'a, S: AsRef<str>, A: JsonbText + ?Sized = Value> {
     pub id: i64,
     pub at: &'a str,
     pub trace_id: &'a str,
@@ -175,7 +187,7 @@ pub struct PayloadFields<'a, S: AsRef<str>> {
     pub user_id: Option<&'a str>,
     pub roles: Option<&'a [S]>,
     pub tool: &'a str,
-    pub arguments: &'a Value,
+    pub arguments: &'a A,
     pub arguments_sha256: &'a str,
     pub decision: &'a str,
     pub error_code: Option<&'a str>,
@@ -190,7 +202,7 @@ pub struct PayloadFields<'a, S: AsRef<str>> {
     pub actor: &'a str,
 }
 
-impl<S: AsRef<str>> PayloadFields<'_, S> {
+impl<S: AsRef<str>, A: JsonbText + ?Sized> PayloadFields<'_, S, A> {
     /// Appends the canonical payload (see the module docs) to `out`: one buffer, no
     /// intermediate strings (the verifier's hot path).
     pub fn write(&self, out: &mut String) {
@@ -202,7 +214,7 @@ impl<S: AsRef<str>> PayloadFields<'_, S> {
         p.text(self.user_id);
         p.list(self.roles);
         p.text(Some(self.tool));
-        write_jsonb(self.arguments, p.field());
+        self.arguments.write_jsonb(p.field());
         p.text(Some(self.arguments_sha256));
         p.text(Some(self.decision));
         p.text(self.error_code);

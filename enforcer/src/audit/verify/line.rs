@@ -15,8 +15,8 @@ use std::fmt;
 
 use serde::de::{Deserializer, Visitor};
 use serde::Deserialize;
-use serde_json::Value;
 
+use super::args::Json;
 use crate::audit::canonical::PayloadFields;
 
 /// A JSON string borrowed from the line when it has no escapes, else unescaped into a copy.
@@ -74,8 +74,10 @@ pub(super) struct ChainedRecord<'a> {
     roles: Option<Vec<Text<'a>>>,
     #[serde(borrow)]
     tool: Text<'a>,
-    /// Small (a tool's sanitized arguments), and rendered by the same code as the slow path.
-    arguments: Value,
+    /// A tool's sanitized arguments, borrowed from the line; renders what the slow path's
+    /// `Value` renders (`verify::args`).
+    #[serde(borrow)]
+    arguments: Json<'a>,
     #[serde(borrow)]
     arguments_sha256: Text<'a>,
     #[serde(borrow)]
@@ -155,6 +157,7 @@ mod tests {
     use crate::audit::jsonl::{parse_line, JsonlLine};
     use crate::audit::record::{AuditRecord, Decision};
     use serde_json::json;
+    use serde_json::Value;
 
     /// What the slow path makes of a line: its payload, prev_hash and hash, or its error.
     fn slow(line: &str) -> Result<(String, String, String), String> {

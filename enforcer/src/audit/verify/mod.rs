@@ -24,6 +24,7 @@
 //! sources; `jsonl` and `postgres` read each source in batches, parse and hash them on worker
 //! threads (`audit::workers`) and feed the engine in source order.
 
+mod args;
 mod engine;
 mod jsonl;
 mod line;
