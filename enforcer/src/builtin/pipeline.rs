@@ -214,23 +214,15 @@ impl Pipeline {
             .map(|v| v as &(dyn ToSql + Sync))
             .collect();
         let (params, types) = params(binds);
-        // Both come from the connection's cache after its first call (no round trip).
-        let (setup_stmt, read_stmt) = join(
-            async {
-                match setup_sql {
-                    Some(sql) => prepared(&client, sql, &setup_types).await.map(Some),
-                    None => Ok(None),
-                }
+        // The context statement touches no table: preparing it before BEGIN is safe (from the
+        // connection's cache after its first call, no round trip).
+        let setup_stmt = match setup_sql {
+            Some(sql) => match prepared(&client, sql, &setup_types).await {
+                Ok(stmt) => Some(stmt),
+                // Nothing was begun: the caller's abandon finds no transaction to roll back.
+                Err(e) => return Ok((PipeTx::new(client), Err(Error::Db(e)))),
             },
-            prepared(&client, text, &types),
-        )
-        .await;
-        let (setup_stmt, read_stmt) = match (setup_stmt, read_stmt) {
-            (Ok(s), Ok(r)) => (s, r),
-            // Nothing was begun: the caller's abandon finds no transaction to roll back.
-            (Err(e), _) | (_, Err(e)) => {
-                return Ok((PipeTx::new(client), Err(Error::Db(e))));
-            }
+            None => None,
         };
         let setup = async {
             match &setup_stmt {
@@ -238,12 +230,14 @@ impl Pipeline {
                 None => Ok(()),
             }
         };
-        let (began, set, rows) = join3(
-            client.batch_execute("BEGIN"),
-            setup,
-            client.query(&read_stmt, &params),
-        )
-        .await;
+        // The read is prepared inside the transaction, after the context: parsing it takes its
+        // tables' locks, which must wait no longer than the statement timeout. From the cache,
+        // the read goes out in the same batch as BEGIN and the context.
+        let read = async {
+            let stmt = prepared(&client, text, &types).await?;
+            client.query(&stmt, &params).await
+        };
+        let (began, set, rows) = join3(client.batch_execute("BEGIN"), setup, read).await;
         let result = began
             .and(set)
             .and(rows)
@@ -419,18 +413,6 @@ impl PipeTx {
             &r.policy_hash,
             &r.subjects,
         ];
-        // Prepared on this connection's first call, from its cache after that.
-        let insert = match prepared(&client, INSERT, &INSERT_TYPES).await {
-            Ok(stmt) => stmt,
-            Err(e) => {
-                // Nothing was sent after the read: end the transaction, record nothing.
-                let ended = client.batch_execute("ROLLBACK").await;
-                if ended.is_err() {
-                    drop(Object::take(client));
-                }
-                return Err(FinishError::Audit(Error::Db(e)));
-            }
-        };
         let lift = async {
             if lift_timeout {
                 client
@@ -440,12 +422,34 @@ impl PipeTx {
                 Ok(())
             }
         };
-        let appends = join(
-            lift,
-            join_all((0..inserts).map(|_| client.query(&insert, &insert_params))),
-        );
-        let ((lifted, inserted), committed) = join(appends, client.batch_execute("COMMIT")).await;
-        let audit = lifted.and_then(|()| inserted.into_iter().try_for_each(|r| r.map(drop)));
+        // Polled after `lift`, so everything here reaches the server after it: parsing the INSERT
+        // (on this connection's first call; from its cache after that) takes the log's lock, and
+        // a refused call's record must not be bound by the agent's budget. COMMIT goes out only
+        // after the INSERTs: in the same batch once the statement is cached, after the prepare's
+        // reply otherwise. A failed prepare aborts the transaction; the COMMIT then only ends it.
+        let append_and_commit = async {
+            let insert = match inserts {
+                0 => None,
+                _ => match prepared(&client, INSERT, &INSERT_TYPES).await {
+                    Ok(stmt) => Some(stmt),
+                    Err(e) => return (Err(e), client.batch_execute("COMMIT").await),
+                },
+            };
+            let appends = async {
+                match &insert {
+                    Some(stmt) => {
+                        join_all((0..inserts).map(|_| client.query(stmt, &insert_params)))
+                            .await
+                            .into_iter()
+                            .try_for_each(|r| r.map(drop))
+                    }
+                    None => Ok(()),
+                }
+            };
+            join(appends, client.batch_execute("COMMIT")).await
+        };
+        let (lifted, (appended, committed)) = join(lift, append_and_commit).await;
+        let audit = lifted.and(appended);
         match (audit, committed) {
             // After a failed statement the COMMIT only ended the aborted transaction: the
             // connection is clean, and nothing was recorded.
