@@ -451,29 +451,34 @@ pub(super) mod tests {
     use crate::audit::verify::report::CHECKPOINT_FORMAT;
     use serde_json::json;
 
+    /// A plain allowed `db_get` record with `arguments`, the verifier tests' building block.
+    pub(crate) fn record(trace_id: String, arguments: serde_json::Value) -> AuditRecord {
+        AuditRecord {
+            trace_id,
+            tenant_id: "acme".into(),
+            user_id: "u".into(),
+            roles: vec![],
+            tool: "db_get".into(),
+            arguments,
+            arguments_sha256: "x".into(),
+            decision: Decision::Allow,
+            error_code: None,
+            rows_returned: Some(1),
+            rows_affected: None,
+            duration_ms: 1.0,
+            reason: None,
+            approval_id: None,
+            approver: None,
+            policy_hash: "p".into(),
+            subjects: vec![],
+        }
+    }
+
     pub(crate) fn records(n: usize) -> Vec<ChainedRecord> {
         let mut prev = GENESIS_HASH.to_string();
         (1..=n)
             .map(|i| {
-                let rec = AuditRecord {
-                    trace_id: format!("t{i}"),
-                    tenant_id: "acme".into(),
-                    user_id: "u".into(),
-                    roles: vec![],
-                    tool: "db_get".into(),
-                    arguments: json!({"id": i}),
-                    arguments_sha256: "x".into(),
-                    decision: Decision::Allow,
-                    error_code: None,
-                    rows_returned: Some(1),
-                    rows_affected: None,
-                    duration_ms: 1.0,
-                    reason: None,
-                    approval_id: None,
-                    approver: None,
-                    policy_hash: "p".into(),
-                    subjects: vec![],
-                };
+                let rec = record(format!("t{i}"), json!({"id": i}));
                 let r = ChainedRecord::seal(&rec, i as i64, now_text(), "a".into(), prev.clone());
                 prev = r.hash.clone();
                 r

@@ -205,8 +205,7 @@ pub fn jsonl_head(path: &Path) -> Result<(Checkpoint, VerifyReport), VerifyError
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::record::{AuditRecord, Decision};
-    use crate::audit::verify::engine::tests::records;
+    use crate::audit::verify::engine::tests::{record, records};
     use crate::audit::verify::BreakKind;
     use serde_json::json;
 
@@ -217,26 +216,11 @@ mod tests {
         let path = dir.path().join("audit.jsonl");
         let sink = JsonlSink::open(&path, "tester", FsyncPolicy::Never).unwrap();
         for r in records(3000) {
-            let rec = AuditRecord {
-                trace_id: r.trace_id.clone(),
-                tenant_id: "acme".into(),
-                user_id: "u".into(),
-                roles: vec![],
-                tool: "db_get".into(),
-                // Long enough that the file spans several read batches.
-                arguments: json!({"id": r.id, "pad": "x".repeat(300)}),
-                arguments_sha256: "x".into(),
-                decision: Decision::Allow,
-                error_code: None,
-                rows_returned: Some(1),
-                rows_affected: None,
-                duration_ms: 1.0,
-                reason: None,
-                approval_id: None,
-                approver: None,
-                policy_hash: "p".into(),
-                subjects: vec![],
-            };
+            // Long enough that the file spans several read batches.
+            let rec = record(
+                r.trace_id.clone(),
+                json!({"id": r.id, "pad": "x".repeat(300)}),
+            );
             sink.append_blocking(&rec).unwrap();
         }
         drop(sink);
